@@ -1,0 +1,597 @@
+//! `polaris serve` configuration: [`RawServerConfig`] (the YAML as written) becomes
+//! [`ServerConfig`] (parsed, checked, ready to use) in [`ServerConfig::load`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::env::Env;
+use crate::error::{ConfigError, Origin};
+use crate::secret::{Secret, SecretRef};
+
+/// Smallest JWT secret accepted: HS256 with a short key can be brute-forced offline.
+const MIN_SECRET_LEN: usize = 32;
+
+/// Values given on the command line (each with its environment fallback, resolved by
+/// clap). They win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOverrides {
+    /// `--listen` / `POLARIS_LISTEN`.
+    pub listen: Option<String>,
+    /// `--database` / `DATABASE_URL`.
+    pub database: Option<String>,
+    /// `--data-dir` / `POLARIS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--config` / `POLARIS_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+/// The YAML file as written. Every key is optional; unknown keys are errors so a typo
+/// is reported rather than silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServerConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    data_dir: Option<PathBuf>,
+    jwt_secret: Option<String>,
+    rate_limits: RawRateLimits,
+    sessions: RawSessions,
+    streams: RawStreams,
+    max_body_bytes: Option<usize>,
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimits {
+    writes_per_minute: Option<u32>,
+    injects_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSessions {
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStreams {
+    sse_heartbeat: Option<String>,
+    ws_ping: Option<String>,
+    subscriber_buffer: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+/// Where the floor keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (the URL may hold a password: never log it, see
+    /// [`DatabaseUrl::redacted`]).
+    Postgres(Secret),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite:PATH`, `sqlite://PATH` or `postgres://…` / `postgresql://…`.
+    pub fn parse(s: &str) -> Result<DatabaseUrl, String> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            url::Url::parse(s).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            return Ok(DatabaseUrl::Postgres(Secret::new(s.to_owned())));
+        }
+        if let Some(rest) = s.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() || path == ":memory:" {
+                return Err(
+                    "SQLite needs a file path (in-memory databases lose every event on exit)"
+                        .into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        Err("expected sqlite:PATH or postgres://USER@HOST/DB".into())
+    }
+
+    /// A form safe to print: the SQLite path, or the PostgreSQL URL without its password.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(p) => format!("sqlite:{}", p.display()),
+            DatabaseUrl::Postgres(s) => match url::Url::parse(s.expose()) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        // Setting a password only fails for URLs without a host, which
+                        // postgres:// URLs always have.
+                        let _ = u.set_password(Some("***"));
+                    }
+                    u.to_string()
+                }
+                Err(_) => "postgres://[unparsable]".into(),
+            },
+        }
+    }
+}
+
+/// Write rate limits per caller (participant, or address when anonymous), per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Every non-GET request. 0 turns the limit off.
+    pub writes_per_minute: u32,
+    /// `POST …/inject` (on top of the write limit). 0 turns the limit off.
+    pub injects_per_minute: u32,
+}
+
+/// Session actor settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionsConfig {
+    /// A session actor with no traffic for this long stops; it comes back on demand.
+    pub idle_timeout: Duration,
+}
+
+/// Stream settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsConfig {
+    /// SSE comment heartbeat interval.
+    pub sse_heartbeat: Duration,
+    /// WebSocket ping interval.
+    pub ws_ping: Duration,
+    /// Events a floor keeps for live subscribers; one that falls further behind resumes
+    /// from the store.
+    pub subscriber_buffer: usize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `polaris_runtime=debug,info`.
+    pub level: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// Everything `polaris serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The store.
+    pub database: DatabaseUrl,
+    /// Directory for the embedded database and other local state.
+    pub data_dir: PathBuf,
+    /// HS256 secret for bearer tokens. `None` means development mode: anonymous callers
+    /// act in org `default`, which [`ServerConfig::load`] only allows on loopback.
+    pub jwt_secret: Option<Secret>,
+    /// Write rate limits.
+    pub rate_limits: RateLimits,
+    /// Session actors.
+    pub sessions: SessionsConfig,
+    /// Streams.
+    pub streams: StreamsConfig,
+    /// Largest request body accepted (bigger ones get 413).
+    pub max_body_bytes: usize,
+    /// Logging.
+    pub log: LogConfig,
+    /// The file the configuration was read from, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Loads the configuration: `overrides` (flags and their env fallbacks) over the
+    /// environment over the YAML file (`overrides.config`) over defaults.
+    pub fn load(overrides: &ServeOverrides, env: &Env) -> Result<ServerConfig, ConfigError> {
+        let (raw, file) = match &overrides.config {
+            Some(path) => (read_yaml(path)?, Some(path.clone())),
+            None => (RawServerConfig::default(), None),
+        };
+        // Semantic errors (a bad duration, an unknown log format) have no parser position;
+        // they name the file and the key.
+        let from_file = |_key: &str| -> Origin {
+            match &file {
+                Some(p) => Origin::File(p.clone(), None),
+                None => Origin::Rule,
+            }
+        };
+
+        let (listen_src, listen_origin) = match (&overrides.listen, &raw.listen) {
+            (Some(l), _) => (l.clone(), Origin::Flag("--listen / POLARIS_LISTEN")),
+            (None, Some(l)) => (l.clone(), from_file("listen")),
+            (None, None) => ("127.0.0.1:4321".to_owned(), Origin::Rule),
+        };
+        let listen: SocketAddr = listen_src.parse().map_err(|_| {
+            ConfigError::new(
+                listen_origin,
+                "listen",
+                format!("{listen_src:?} is not an address such as 127.0.0.1:4321"),
+            )
+        })?;
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(raw.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(".polaris"));
+
+        let database = match (&overrides.database, &raw.database) {
+            (Some(d), _) => DatabaseUrl::parse(d).map_err(|m| {
+                ConfigError::new(Origin::Flag("--database / DATABASE_URL"), "database", m)
+            })?,
+            (None, Some(d)) => {
+                let value = if d.starts_with("env:") || d.starts_with("file:") {
+                    let r = SecretRef::parse(d)
+                        .map_err(|m| ConfigError::new(from_file("database"), "database", m))?;
+                    r.resolve(env)
+                        .map_err(|m| ConfigError::new(from_file("database"), "database", m))?
+                        .expose()
+                        .to_owned()
+                } else {
+                    d.clone()
+                };
+                DatabaseUrl::parse(&value)
+                    .map_err(|m| ConfigError::new(from_file("database"), "database", m))?
+            }
+            (None, None) => DatabaseUrl::Sqlite(data_dir.join("polaris.db")),
+        };
+
+        let jwt_secret = match (env.get("POLARIS_JWT_SECRET"), &raw.jwt_secret) {
+            (Some(v), _) => Some(check_secret(
+                Secret::new(v.to_owned()),
+                Origin::Env("POLARIS_JWT_SECRET"),
+            )?),
+            (None, Some(r)) => {
+                let secret = SecretRef::parse(r)
+                    .and_then(|r| r.resolve(env))
+                    .map_err(|m| ConfigError::new(from_file("jwt_secret"), "jwt_secret", m))?;
+                Some(check_secret(secret, from_file("jwt_secret"))?)
+            }
+            (None, None) => None,
+        };
+
+        if jwt_secret.is_none() && !listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                Origin::Rule,
+                "",
+                format!(
+                    "refusing to listen on {listen} without authentication: anonymous development mode is \
+                     only allowed on a loopback address. Set POLARIS_JWT_SECRET (or jwt_secret: env:NAME / \
+                     file:PATH in the config file), or listen on 127.0.0.1"
+                ),
+            ));
+        }
+
+        let duration = |v: &Option<String>, key: &str, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => humantime::parse_duration(s)
+                .map_err(|e| ConfigError::new(from_file(key), key, format!("{s:?}: {e}")))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err(ConfigError::new(
+                            from_file(key),
+                            key,
+                            "must be longer than 0s",
+                        ))
+                    } else {
+                        Ok(d)
+                    }
+                }),
+        };
+
+        let format = match env
+            .get("POLARIS_LOG_FORMAT")
+            .map(|v| (v.to_owned(), Origin::Env("POLARIS_LOG_FORMAT")))
+            .or_else(|| raw.log.format.clone().map(|v| (v, from_file("log.format"))))
+        {
+            None => LogFormat::Text,
+            Some((v, _)) if v == "text" => LogFormat::Text,
+            Some((v, _)) if v == "json" => LogFormat::Json,
+            Some((v, origin)) => {
+                return Err(ConfigError::new(
+                    origin,
+                    "log.format",
+                    format!("{v:?} is not one of text, json"),
+                ));
+            }
+        };
+        let level = env
+            .get("POLARIS_LOG")
+            .map(str::to_owned)
+            .or(raw.log.level.clone())
+            .unwrap_or_else(|| "info".to_owned());
+
+        let subscriber_buffer = raw.streams.subscriber_buffer.unwrap_or(1024);
+        if !(16..=1 << 20).contains(&subscriber_buffer) {
+            return Err(ConfigError::new(
+                from_file("streams.subscriber_buffer"),
+                "streams.subscriber_buffer",
+                "must be between 16 and 1048576",
+            ));
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 20);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                from_file("max_body_bytes"),
+                "max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+
+        Ok(ServerConfig {
+            listen,
+            database,
+            data_dir,
+            jwt_secret,
+            rate_limits: RateLimits {
+                writes_per_minute: raw.rate_limits.writes_per_minute.unwrap_or(600),
+                injects_per_minute: raw.rate_limits.injects_per_minute.unwrap_or(60),
+            },
+            sessions: SessionsConfig {
+                idle_timeout: duration(
+                    &raw.sessions.idle_timeout,
+                    "sessions.idle_timeout",
+                    Duration::from_secs(300),
+                )?,
+            },
+            streams: StreamsConfig {
+                sse_heartbeat: duration(
+                    &raw.streams.sse_heartbeat,
+                    "streams.sse_heartbeat",
+                    Duration::from_secs(15),
+                )?,
+                ws_ping: duration(
+                    &raw.streams.ws_ping,
+                    "streams.ws_ping",
+                    Duration::from_secs(30),
+                )?,
+                subscriber_buffer,
+            },
+            max_body_bytes,
+            log: LogConfig { level, format },
+            file,
+        })
+    }
+
+    /// True when anonymous callers are allowed (no secret; loopback only).
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+}
+
+fn check_secret(secret: Secret, origin: Origin) -> Result<Secret, ConfigError> {
+    if secret.expose().len() < MIN_SECRET_LEN {
+        return Err(ConfigError::new(
+            origin,
+            "jwt_secret",
+            format!(
+                "the JWT secret must be at least {MIN_SECRET_LEN} bytes (try `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+fn read_yaml(path: &Path) -> Result<RawServerConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            Origin::File(path.to_owned(), None),
+            "",
+            format!("cannot read the config file: {e}"),
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Ok(RawServerConfig::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let pos = inner.location().map(|l| (l.line(), l.column()));
+        // serde_yaml prefixes its message with the key path and position; keep the cause.
+        let message = inner.to_string();
+        let message = message
+            .split_once(": ")
+            .filter(|(head, _)| head.contains(" at line "))
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or(message);
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        ConfigError::new(
+            Origin::File(path.to_owned(), pos),
+            if key == "." { String::new() } else { key },
+            message,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        yaml: Option<&str>,
+        o: ServeOverrides,
+        env: &[(&str, &str)],
+    ) -> Result<ServerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = o;
+        if let Some(y) = yaml {
+            let p = dir.path().join("polaris.yaml");
+            std::fs::write(&p, y).unwrap();
+            o.config = Some(p);
+        }
+        ServerConfig::load(&o, &Env::from_pairs(env.iter().copied()))
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults_are_embedded_and_loopback() {
+        let c = load(None, ServeOverrides::default(), &[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4321");
+        assert_eq!(
+            c.database,
+            DatabaseUrl::Sqlite(".polaris/polaris.db".into())
+        );
+        assert!(c.dev_mode());
+        assert_eq!(c.rate_limits.writes_per_minute, 600);
+        assert_eq!(c.streams.sse_heartbeat, Duration::from_secs(15));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let c = load(
+            Some("listen: 127.0.0.1:9000\ndata_dir: /srv/p\n"),
+            ServeOverrides {
+                listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.database, DatabaseUrl::Sqlite("/srv/p/polaris.db".into()));
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let e = load(
+            Some("listen: 127.0.0.1:1\nrate_limits:\n  writes_per_minit: 5\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("polaris.yaml:3:"), "{e}");
+        assert!(e.contains("rate_limits"), "{e}");
+        assert!(e.contains("writes_per_minit"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = load(
+            Some("rate_limits:\n  writes_per_minute: lots\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rate_limits.writes_per_minute"), "{e}");
+        assert!(e.contains("polaris.yaml:2:"), "{e}");
+    }
+
+    #[test]
+    fn bad_durations_and_addresses() {
+        let e = load(
+            Some("sessions:\n  idle_timeout: soon\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "sessions.idle_timeout");
+        let e = load(
+            None,
+            ServeOverrides {
+                listen: Some("localhost".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--listen / POLARIS_LISTEN: key `listen`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn public_listen_needs_a_secret() {
+        let o = ServeOverrides {
+            listen: Some("0.0.0.0:4321".into()),
+            ..Default::default()
+        };
+        let e = load(None, o.clone(), &[]).unwrap_err().to_string();
+        assert!(e.contains("POLARIS_JWT_SECRET"), "{e}");
+        let c = load(None, o, &[("POLARIS_JWT_SECRET", SECRET)]).unwrap();
+        assert!(!c.dev_mode());
+    }
+
+    #[test]
+    fn secrets_are_references_in_files_and_long_enough() {
+        let e = load(Some("jwt_secret: hunter2\n"), Default::default(), &[]).unwrap_err();
+        assert_eq!(e.key, "jwt_secret");
+        let c = load(
+            Some("jwt_secret: env:MY_JWT\n"),
+            Default::default(),
+            &[("MY_JWT", SECRET)],
+        )
+        .unwrap();
+        assert_eq!(c.jwt_secret.unwrap().expose(), SECRET);
+        let e = load(None, Default::default(), &[("POLARIS_JWT_SECRET", "short")]).unwrap_err();
+        assert!(e.to_string().contains("at least 32 bytes"));
+    }
+
+    #[test]
+    fn database_urls() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:pw@127.0.0.1/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///tmp/x.db"),
+            Ok(DatabaseUrl::Sqlite("/tmp/x.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:x.db?mode=rwc"),
+            Ok(DatabaseUrl::Sqlite("x.db".into()))
+        );
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        let r = DatabaseUrl::parse("postgres://u:pw@127.0.0.1/db")
+            .unwrap()
+            .redacted();
+        assert!(!r.contains("pw") && r.contains("***"), "{r}");
+    }
+
+    #[test]
+    fn log_settings() {
+        let c = load(
+            Some("log:\n  level: debug\n  format: json\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.log,
+            LogConfig {
+                level: "debug".into(),
+                format: LogFormat::Json
+            }
+        );
+        let e = load(None, Default::default(), &[("POLARIS_LOG_FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("POLARIS_LOG_FORMAT"), "{e}");
+    }
+}

@@ -1,0 +1,143 @@
+//! The one error type at the HTTP edge. Every variant documents its status; every error
+//! body is `{"error": "…"}`. Internal causes never reach the client: they travel in the
+//! response extensions to [`log_internal_errors`], which logs them.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::floor::FloorError;
+use crate::store::{Rejected, StoreError};
+use crate::validate::FieldError;
+
+/// An API failure.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed or a field is invalid (the message names it).
+    BadRequest(String),
+    /// 401: no valid credentials.
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+    /// 404: no such route, project, session or event.
+    NotFound(String),
+    /// 405: the route exists with other methods.
+    MethodNotAllowed,
+    /// 409: a name is taken, the driver seat is occupied, an id is used elsewhere.
+    Conflict(String),
+    /// 413: the body is larger than the configured limit.
+    PayloadTooLarge,
+    /// 429: slow down; `Retry-After` says for how long (seconds).
+    TooManyRequests(&'static str, u64),
+    /// 503: the store or a floor is unavailable right now; retrying is safe.
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure. The cause is logged, not returned.
+    Internal(String),
+}
+
+/// The hidden cause of a 500 or 503, for the logging middleware.
+#[derive(Debug, Clone)]
+struct Cause(Arc<str>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg, cause) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed".to_owned(), None)
+            }
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large".to_owned(),
+                None,
+            ),
+            ApiError::TooManyRequests(m, retry_after) => {
+                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error": m }))).into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                return r;
+            }
+            ApiError::Unavailable(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service temporarily unavailable; retry".to_owned(),
+                Some(cause),
+            ),
+            ApiError::Internal(cause) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error".to_owned(),
+                Some(cause),
+            ),
+        };
+        let mut r = (status, Json(json!({ "error": msg }))).into_response();
+        if let Some(c) = cause {
+            r.extensions_mut().insert(Cause(c.into()));
+        }
+        r
+    }
+}
+
+/// Logs the hidden cause of 5xx answers with the request they answered.
+pub(crate) async fn log_internal_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let res = next.run(req).await;
+    if let Some(Cause(c)) = res.extensions().get::<Cause>() {
+        tracing::error!(%method, %path, status = res.status().as_u16(), cause = %c, "request failed");
+    }
+    res
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{} already exists", capitalise(what))),
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{} not found", capitalise(what))),
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<FloorError> for ApiError {
+    fn from(e: FloorError) -> Self {
+        match e {
+            FloorError::Rejected(Rejected::IdTaken(id)) => {
+                ApiError::Conflict(format!("id: {id} is already used by another event"))
+            }
+            FloorError::Rejected(Rejected::Conflict(m)) | FloorError::Conflict(m) => ApiError::Conflict(m),
+            FloorError::Rejected(Rejected::NoSession(_)) => ApiError::NotFound("Session not found".into()),
+            FloorError::Forbidden(m) => ApiError::Forbidden(m),
+            FloorError::Invalid(m) => ApiError::BadRequest(m),
+            FloorError::Store(e) => match &*e {
+                StoreError::Database(_) => ApiError::Unavailable(e.to_string()),
+                other => ApiError::Internal(other.to_string()),
+            },
+            FloorError::Unavailable => ApiError::Unavailable("floor restarting".into()),
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

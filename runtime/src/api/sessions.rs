@@ -1,0 +1,335 @@
+//! Session routes: create, list, post events, inject, driver seat, label, annotations.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::{Extension, Json};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use polaris_registry::ParticipantId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::extract::{JsonBody, PathParams, parse_json};
+use super::{Access, ApiError, AppState, Opened, RateKey, event_response};
+use crate::auth::Caller;
+use crate::protocol::{NewEventBody, Session};
+use crate::session::SessionMsg;
+use crate::store::StoreError;
+use crate::validate::{self, FieldError};
+
+/// Longest label.
+const MAX_LABEL_LEN: usize = 200;
+
+/// The org's system feed: posting to it creates it (reference 1.6).
+const SYSTEM: &str = "_system";
+
+#[derive(Deserialize)]
+pub(super) struct CreateSession {
+    name: String,
+    #[serde(default)]
+    driver: Option<ParticipantId>,
+    #[serde(default)]
+    agent: Option<ParticipantId>,
+}
+
+pub(super) async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+) -> Result<Json<Vec<Session>>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    Ok(Json(st.runtime.store().list_sessions(&opened.key).await?))
+}
+
+pub(super) async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+    JsonBody(body): JsonBody<CreateSession>,
+) -> Result<impl IntoResponse, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    validate::name("name", &body.name)?;
+    if let Some(d) = &body.driver {
+        if !caller.may_post_as(d) {
+            return Err(ApiError::Forbidden(format!(
+                "driver: you may make yourself or an agent the driver, not {d}"
+            )));
+        }
+    }
+    let session = st
+        .runtime
+        .store()
+        .create_session(&opened.key, &body.name, body.driver.as_ref(), body.agent.as_ref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+async fn session_row(st: &AppState, opened: &Opened, name: &str) -> Result<Session, ApiError> {
+    st.runtime
+        .store()
+        .get_session(&opened.key, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))
+}
+
+pub(super) async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+) -> Result<Json<Session>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    Ok(Json(session_row(&st, &opened, &session).await?))
+}
+
+/// Opens the project for a post; the `_system/_system` feed is created on first use.
+async fn open_for_post(
+    st: &AppState,
+    caller: &Caller,
+    project: &str,
+    session: &str,
+) -> Result<Opened, ApiError> {
+    if project == SYSTEM && session == SYSTEM {
+        let store = st.runtime.store();
+        if st.runtime.project(&caller.org, SYSTEM).await?.is_none() {
+            match store.create_project(&caller.org, SYSTEM, &[]).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let opened = st.open_project(caller, SYSTEM, Access::Use).await?;
+        match store.create_session(&opened.key, SYSTEM, None, None).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(opened);
+    }
+    st.open_project(caller, project, Access::Use).await
+}
+
+#[tracing::instrument(name = "api.post_event", skip_all, fields(project = %project, session = %session))]
+pub(super) async fn post_event(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let opened = open_for_post(&st, &caller, &project, &session).await?;
+    let body: NewEventBody = parse_json(&body)?;
+    let incoming = validate::event(body)?;
+    let posted = st
+        .runtime
+        .ask_session(&opened.key, &session, |reply| {
+            SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+    Ok(event_response(&posted))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Inject {
+    content: String,
+    #[serde(default)]
+    sender: Option<ParticipantId>,
+}
+
+pub(super) async fn inject(
+    State(st): State<AppState>,
+    caller: Caller,
+    Extension(key): Extension<RateKey>,
+    PathParams((project, session)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Inject>,
+) -> Result<Response, ApiError> {
+    st.check_rate(&st.injects, &key.0, "Rate limit exceeded: too many injects")?;
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    if body.content.trim().is_empty() {
+        return Err(FieldError::new("content", "must not be empty").into());
+    }
+    // An authenticated caller always injects as itself, whatever the body says.
+    let sender = match (&caller.participant, body.sender) {
+        (Some(me), _) => me.clone(),
+        (None, Some(s)) => s,
+        (None, None) => {
+            return Err(FieldError::new("sender", "is required for anonymous injects").into());
+        }
+    };
+    let content = body.content;
+    let posted = st
+        .runtime
+        .ask_session(&opened.key, &session, |reply| SessionMsg::Inject {
+            content: content.clone(),
+            sender: sender.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+    Ok(event_response(&posted))
+}
+
+pub(super) async fn messages(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+) -> Result<Response, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    session_row(&st, &opened, &session).await?;
+    let events = st
+        .runtime
+        .store()
+        .events_since(&opened.key, Some(&session), None)
+        .await?;
+    Ok(Json(events).into_response())
+}
+
+pub(super) async fn handoff(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    let by = caller.participant.clone();
+    st.runtime
+        .ask_session(&opened.key, &session, |reply| SessionMsg::Handoff {
+            by: by.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+    Ok(Json(json!({"status": "open", "session": session})))
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct ClaimDriver {
+    #[serde(default)]
+    driver: Option<ParticipantId>,
+}
+
+pub(super) async fn driver(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    // An authenticated caller claims the seat as itself (or for one of its agents).
+    let wanted: ClaimDriver = if body.iter().all(u8::is_ascii_whitespace) && caller.participant.is_some() {
+        ClaimDriver::default()
+    } else {
+        parse_json(&body)?
+    };
+    let driver = match (&caller.participant, wanted.driver) {
+        (Some(me), None) => me.clone(),
+        (_, Some(d)) if caller.may_post_as(&d) => d,
+        (_, Some(d)) => {
+            return Err(ApiError::Forbidden(format!(
+                "driver: you may claim the seat for yourself or an agent, not for {d}"
+            )));
+        }
+        (None, None) => return Err(FieldError::new("driver", "is required").into()),
+    };
+    st.runtime
+        .ask_session(&opened.key, &session, |reply| SessionMsg::ClaimDriver {
+            driver: driver.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+    Ok(Json(json!({"status": "claimed", "driver": driver, "session": session})))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Label {
+    label: String,
+}
+
+pub(super) async fn label(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Label>,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    if body.label.chars().count() > MAX_LABEL_LEN {
+        return Err(FieldError::new("label", format!("must be at most {MAX_LABEL_LEN} characters")).into());
+    }
+    let by = caller.participant.clone();
+    let label = body.label;
+    st.runtime
+        .ask_session(&opened.key, &session, |reply| SessionMsg::Label {
+            label: label.clone(),
+            by: by.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AnnotationKind {
+    Star,
+    Tag,
+    Decision,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Annotate {
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    kind: AnnotationKind,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+pub(super) async fn annotate(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Annotate>,
+) -> Result<impl IntoResponse, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    session_row(&st, &opened, &session).await?;
+    if let Some(id) = body.event_id {
+        let found = st.runtime.store().locate_event(opened.project.id, id).await?;
+        if found.and_then(|(_, s)| s).as_deref() != Some(session.as_str()) {
+            return Err(FieldError::new("event_id", "is not an event of this session").into());
+        }
+    }
+    if body.value.as_deref().is_some_and(|v| v.chars().count() > 2000) {
+        return Err(FieldError::new("value", "must be at most 2000 characters").into());
+    }
+    if body.kind == AnnotationKind::Tag && body.value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+        return Err(FieldError::new("value", "a tag needs a value").into());
+    }
+    let kind = match body.kind {
+        AnnotationKind::Star => "star",
+        AnnotationKind::Tag => "tag",
+        AnnotationKind::Decision => "decision",
+    };
+    let id = st
+        .runtime
+        .store()
+        .add_annotation(
+            &opened.key,
+            &session,
+            body.event_id,
+            caller.participant.as_ref().map(ParticipantId::as_str),
+            kind,
+            body.value.as_deref(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+pub(super) async fn annotations(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    session_row(&st, &opened, &session).await?;
+    let list = st.runtime.store().list_annotations(&opened.key, &session).await?;
+    Ok(Json(json!({"annotations": list})))
+}

@@ -1,0 +1,277 @@
+//! Event reads and streams: paged reads (by `seq`, and the original's newest-first pages),
+//! Server-Sent Events and WebSockets. Streams resume from a `seq` cursor (`?after=`,
+//! `Last-Event-ID`), end cleanly on shutdown and never hold the floor back.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::extract::{PathParams, QueryParams};
+use super::{Access, ApiError, AppState, Opened};
+use crate::auth::Caller;
+use crate::hub::Committed;
+use crate::protocol::format_ms;
+use crate::store::StoreError;
+use crate::subscription::{Start, SubscriptionSpec};
+
+/// Largest page of a `seq`-paged read.
+const MAX_SEQ_PAGE: i64 = 1000;
+/// The original's session pages: default and bounds (reference 2.5).
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+/// Events written to a WebSocket before one flush.
+const WS_BATCH: usize = 256;
+
+#[derive(Deserialize, Default)]
+pub(super) struct EventsQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+/// Where a stream starts: `?after=` wins over `Last-Event-ID`; neither means "from now".
+fn start(q: &EventsQuery, headers: &HeaderMap) -> Result<Start, ApiError> {
+    if let Some(a) = q.after {
+        return Ok(Start::After(a.max(0)));
+    }
+    match headers.get("last-event-id") {
+        None => Ok(Start::Now),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map(|n| Start::After(n.max(0)))
+            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID: must be an event seq (an integer)".into())),
+    }
+}
+
+async fn seq_page(st: &AppState, opened: &Opened, session: Option<&str>, q: &EventsQuery) -> Result<Response, ApiError> {
+    let after = q.after.unwrap_or(0).max(0);
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_SEQ_PAGE);
+    let events = st.runtime.store().events_after(&opened.key, session, after, limit).await?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    let has_more = events.len() as i64 == limit;
+    Ok(Json(json!({"events": events, "next_after": next_after, "has_more": has_more})).into_response())
+}
+
+pub(super) async fn project_events(
+    State(st): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    PathParams(project): PathParams<String>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    if q.limit.is_some() {
+        return seq_page(&st, &opened, None, &q).await;
+    }
+    let start = start(&q, &headers)?;
+    sse(&st, opened, None, start).await
+}
+
+pub(super) async fn session_events(
+    State(st): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    PathParams((project, session)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    if st.runtime.store().get_session(&opened.key, &session).await?.is_none() {
+        return Err(ApiError::NotFound("Session not found".into()));
+    }
+    if q.after.is_some() && q.limit.is_some() {
+        return seq_page(&st, &opened, Some(&session), &q).await;
+    }
+    if q.limit.is_some() || q.before.is_some() {
+        return newest_first_page(&st, &opened, &session, &q).await;
+    }
+    let start = start(&q, &headers)?;
+    sse(&st, opened, Some(session), start).await
+}
+
+/// The original's session page: newest first, `nextCursor` = `<ISO time>|<event id>` of
+/// the last row when the page is full. Pages follow commit order (`seq`); the cursor's
+/// event id locates the position.
+async fn newest_first_page(st: &AppState, opened: &Opened, session: &str, q: &EventsQuery) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let before = match q.before.as_deref().and_then(|c| c.split_once('|')) {
+        None => None, // a cursor without '|' is ignored, as the original does
+        Some((_, id)) => {
+            let id = Uuid::parse_str(id).map_err(|_| ApiError::BadRequest("before: not a cursor from nextCursor".into()))?;
+            match st.runtime.store().locate_event(opened.project.id, id).await? {
+                Some((seq, Some(s))) if s == session => Some(seq),
+                _ => return Err(ApiError::BadRequest("before: not a cursor of this session".into())),
+            }
+        }
+    };
+    let events = st.runtime.store().events_before(&opened.key, Some(session), before, limit).await?;
+    let next = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| format!("{}|{}", format_ms(&e.timestamp), e.id)))
+        .flatten();
+    Ok(Json(json!({"events": events, "nextCursor": next})).into_response())
+}
+
+async fn subscription(
+    st: &AppState,
+    opened: Opened,
+    session: Option<String>,
+    start: Start,
+) -> Result<impl Stream<Item = Result<Arc<Committed>, StoreError>> + Send + 'static, ApiError> {
+    let spec = SubscriptionSpec {
+        project: opened.key,
+        session,
+        start,
+    };
+    Ok(st.runtime.subscribe(spec).await?)
+}
+
+async fn sse(st: &AppState, opened: Opened, session: Option<String>, start: Start) -> Result<Response, ApiError> {
+    let events = subscription(st, opened, session, start).await?;
+    let stream = events
+        // A store failure ends the stream; the client reconnects with Last-Event-ID.
+        .take_while(|r| futures::future::ready(r.is_ok()))
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .map(|c| {
+            Ok::<_, Infallible>(
+                SseEvent::default()
+                    .id(c.event.seq.to_string())
+                    .data(c.text.as_str()),
+            )
+        })
+        .take_until(st.shutdown.clone().cancelled_owned());
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(st.sse_heartbeat).text("heartbeat"))
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct WsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+pub(super) async fn project_ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+    QueryParams(q): QueryParams<WsQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|_| ApiError::BadRequest("WebSocket upgrade failed".into()))?;
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    websocket(&st, ws, opened, None, q).await
+}
+
+pub(super) async fn session_ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<WsQuery>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|_| ApiError::BadRequest("WebSocket upgrade failed".into()))?;
+    let opened = st.open_project(&caller, &project, Access::Use).await?;
+    if st.runtime.store().get_session(&opened.key, &session).await?.is_none() {
+        return Err(ApiError::NotFound("Session not found".into()));
+    }
+    websocket(&st, ws, opened, Some(session), q).await
+}
+
+async fn websocket(
+    st: &AppState,
+    ws: WebSocketUpgrade,
+    opened: Opened,
+    session: Option<String>,
+    q: WsQuery,
+) -> Result<Response, ApiError> {
+    let start = q.after.map_or(Start::Now, |a| Start::After(a.max(0)));
+    // Subscribe before answering 101, so an event committed right after the upgrade is
+    // not missed by a client that connected without a cursor.
+    let events = subscription(st, opened, session, start).await?;
+    let ping = st.ws_ping;
+    let shutdown = st.shutdown.clone();
+    Ok(ws.on_upgrade(move |socket| pump(socket, events, ping, shutdown)))
+}
+
+/// Moves events to the socket. Client messages are read (pongs, close) and otherwise
+/// ignored. A slow client makes this task wait, never the floor: its subscription falls
+/// behind and catches up from the store.
+async fn pump(
+    socket: WebSocket,
+    events: impl Stream<Item = Result<Arc<Committed>, StoreError>> + Send + 'static,
+    ping_every: Duration,
+    shutdown: CancellationToken,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let mut cursor: Option<i64> = None;
+    let close = {
+        let run = async {
+            let mut events = pin!(events.ready_chunks(WS_BATCH));
+            let mut ping = tokio::time::interval(ping_every);
+            ping.reset();
+            loop {
+                tokio::select! {
+                    batch = events.next() => {
+                        let Some(batch) = batch else { return None };
+                        for item in batch {
+                            match item {
+                                Ok(c) => {
+                                    cursor = Some(c.event.seq);
+                                    if tx.feed(Message::Text(c.text.clone())).await.is_err() {
+                                        return None;
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "stream store read failed; closing the socket");
+                                    return Some((1011, "store unavailable; reconnect with ?after=<last seq>"));
+                                }
+                            }
+                        }
+                        if tx.flush().await.is_err() {
+                            return None;
+                        }
+                    }
+                    msg = rx.next() => match msg {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = ping.tick() => {
+                        if tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Some((1001, "server shutting down; reconnect with ?after=<last seq>")),
+            c = run => c,
+        }
+    };
+    if let Some((code, reason)) = close {
+        tracing::debug!(code, ?cursor, "closing websocket");
+        let frame = CloseFrame { code, reason: reason.into() };
+        // Best effort: the peer may be gone already.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
+    }
+}

@@ -1,0 +1,88 @@
+//! A floor's live fan-out: committed events, in `seq` order, to every subscriber.
+//!
+//! The hub outlives the floor actor (a restarted floor finds the same hub), so live
+//! subscribers never notice a restart. Publishing happens only after the store commit,
+//! under `commit_lock`, which one flush at a time holds from commit to publish: the order
+//! subscribers see is the commit order even if a crashed floor's last flush is still
+//! finishing while its successor starts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use tokio::sync::{Mutex, broadcast};
+
+use crate::protocol::Event;
+
+/// A committed event with its JSON rendered once, shared by every subscriber, stream
+/// and HTTP response that shows it.
+#[derive(Debug)]
+pub struct Committed {
+    /// The event.
+    pub event: Event,
+    /// Its Event JSON.
+    pub json: Bytes,
+    /// The same bytes as WebSocket text (no copy).
+    pub text: Utf8Bytes,
+}
+
+impl Committed {
+    /// Renders `event` once.
+    pub fn new(event: Event) -> Committed {
+        // Serializing our own types cannot fail: every field is a string, number or
+        // already-valid JSON.
+        let json = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
+        let text = Utf8Bytes::try_from(json.clone()).unwrap_or_default();
+        Committed { event, json, text }
+    }
+}
+
+/// The live side of one floor.
+#[derive(Debug)]
+pub struct FloorHub {
+    tx: broadcast::Sender<Arc<Committed>>,
+    last_published: AtomicI64,
+    /// Held by a flush from the start of its transaction to the end of its publishing.
+    pub(crate) commit_lock: Mutex<()>,
+}
+
+impl FloorHub {
+    pub(crate) fn new(last_seq: i64, capacity: usize) -> FloorHub {
+        FloorHub {
+            tx: broadcast::channel(capacity).0,
+            last_published: AtomicI64::new(last_seq),
+            commit_lock: Mutex::new(()),
+        }
+    }
+
+    /// Sends a committed event to every live subscriber. Never waits: a subscriber that
+    /// is too slow loses its place in the buffer and catches up from the store.
+    pub(crate) fn publish(&self, c: Arc<Committed>) {
+        let seq = c.event.seq;
+        let prev = self.last_published.swap(seq, Ordering::AcqRel);
+        if seq != prev + 1 {
+            // Another writer (a node sharing the database, a restore) committed events
+            // this process did not publish. Subscribers see the jump and read the
+            // missing events from the store; nothing is lost, so this is only noted.
+            tracing::warn!(seq, prev, "floor seq jumped; subscribers will catch up from the store");
+        }
+        // No receivers is normal (nobody is watching this floor).
+        let _ = self.tx.send(c);
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.tx.subscribe()
+    }
+
+    /// The `seq` of the newest published event.
+    pub fn head(&self) -> i64 {
+        self.last_published.load(Ordering::Acquire)
+    }
+
+    /// Live subscribers right now.
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}

@@ -1,0 +1,824 @@
+//! The PostgreSQL backend: the production store and the way to run several nodes.
+//!
+//! Appends lock the project's row (`SELECT … FOR UPDATE`) before reading `last_seq`, so
+//! writers on any number of nodes commit a project's events in `seq` order; rows go in
+//! with one `INSERT … SELECT FROM UNNEST(…)` per batch whatever its size, which keeps the
+//! statement prepared once and the round trips per batch constant.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use polaris_registry::ParticipantId;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row};
+use uuid::Uuid;
+
+use super::{
+    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow, parse_opt_participant,
+    parse_sender, parse_source, parse_visibility, raw_payload, search_text, snippet,
+};
+use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility, to_ms};
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn event_from_row(row: &PgRow, project: &str) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: row.try_get("id")?,
+        project: project.to_owned(),
+        session: row.try_get("session")?,
+        seq: row.try_get("seq")?,
+        timestamp: row.try_get("timestamp")?,
+        received_at: row.try_get("received_at")?,
+        source: parse_source(row.try_get("source")?)?,
+        kind: row.try_get("kind")?,
+        sender: parse_sender(row.try_get("sender")?)?,
+        payload: raw_payload(row.try_get("payload")?)?,
+    })
+}
+
+fn project_from_row(row: &PgRow) -> Result<Project, StoreError> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        slack_channel_id: row.try_get("slack_channel_id")?,
+        slack_channel_name: row.try_get("slack_channel_name")?,
+        visibility: parse_visibility(row.try_get("visibility")?),
+        tags: row.try_get("tags")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn session_from_row(row: &PgRow, project: &str) -> Result<Session, StoreError> {
+    Ok(Session {
+        name: row.try_get("name")?,
+        project: project.to_owned(),
+        driver: parse_opt_participant(row.try_get("driver")?)?,
+        agent: parse_opt_participant(row.try_get("agent")?)?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        prompt_count: row.try_get("prompt_count")?,
+        event_count: row.try_get("event_count")?,
+        last_activity: row.try_get("last_activity_at")?,
+    })
+}
+
+fn annotation_from_row(row: &PgRow) -> Result<Annotation, StoreError> {
+    Ok(Annotation {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        project: row.try_get("project_name")?,
+        session: row.try_get("session")?,
+        participant_id: row.try_get("participant_id")?,
+        kind: row.try_get("kind")?,
+        value: row.try_get("value")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl PgStore {
+    pub(super) async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let opts = PgConnectOptions::from_str(url)?.application_name("polaris");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        // sqlx serialises concurrent migrators with an advisory lock, so several nodes
+        // may start at once.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(super) async fn ensure_org(&self, org: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO orgs (id, name) VALUES ($1, $1) ON CONFLICT (id) DO NOTHING")
+            .bind(org)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn touch_user(
+        &self,
+        org: &str,
+        who: &ParticipantId,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        self.ensure_org(org).await?;
+        sqlx::query(
+            "INSERT INTO users (org_id, participant_id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (org_id, participant_id) DO UPDATE SET last_seen_at = now()",
+        )
+        .bind(org)
+        .bind(who.as_str())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_users(&self, org: &str) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, name, email FROM users WHERE org_id = $1 ORDER BY name, participant_id",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserRow {
+                    participant_id: r.try_get("participant_id")?,
+                    name: r.try_get("name")?,
+                    email: r.try_get("email")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn create_project(
+        &self,
+        org: &str,
+        name: &str,
+        tags: &[String],
+    ) -> Result<Project, StoreError> {
+        self.ensure_org(org).await?;
+        let project = Project {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            slack_channel_id: None,
+            slack_channel_name: None,
+            visibility: Visibility::Org,
+            tags: tags.to_vec(),
+            created_at: to_ms(Utc::now()),
+        };
+        let done = sqlx::query(
+            "INSERT INTO projects (id, org_id, name, tags, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (org_id, name) DO NOTHING",
+        )
+        .bind(project.id)
+        .bind(org)
+        .bind(name)
+        .bind(tags)
+        .bind(project.created_at)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("project"));
+        }
+        Ok(project)
+    }
+
+    pub(super) async fn project_by_name(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError> {
+        sqlx::query("SELECT * FROM projects WHERE org_id = $1 AND name = $2")
+            .bind(org)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(project_from_row)
+            .transpose()
+    }
+
+    pub(super) async fn list_projects(&self, org: &str) -> Result<Vec<Project>, StoreError> {
+        sqlx::query("SELECT * FROM projects WHERE org_id = $1 ORDER BY created_at, name")
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect()
+    }
+
+    pub(super) async fn rename_project(
+        &self,
+        org: &str,
+        id: Uuid,
+        new_name: &str,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE projects SET name = $1 WHERE id = $2 AND org_id = $3
+               AND NOT EXISTS (SELECT 1 FROM projects WHERE org_id = $3 AND name = $1)",
+        )
+        .bind(new_name)
+        .bind(id)
+        .bind(org)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(r) if r.rows_affected() == 0 => Err(StoreError::Conflict("project")),
+            Ok(_) => Ok(()),
+            // Two renames racing to the same name: the unique index decides.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict("project")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
+        sqlx::query("UPDATE projects SET visibility = $1 WHERE id = $2")
+            .bind(v.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn add_member(
+        &self,
+        project: Uuid,
+        who: &str,
+        role: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO project_members (project_id, participant_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id, participant_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project)
+        .bind(who)
+        .bind(role)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn remove_member(&self, project: Uuid, who: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND participant_id = $2")
+            .bind(project)
+            .bind(who)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_members(&self, project: Uuid) -> Result<Vec<Member>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, role FROM project_members WHERE project_id = $1 ORDER BY participant_id",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    participant_id: r.try_get("participant_id")?,
+                    role: r.try_get("role")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn create_session(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+        driver: Option<&ParticipantId>,
+        agent: Option<&ParticipantId>,
+    ) -> Result<Session, StoreError> {
+        let now = to_ms(Utc::now());
+        let r = sqlx::query(
+            "INSERT INTO sessions (project_id, name, org_id, driver, agent, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, name) DO NOTHING",
+        )
+        .bind(project.id)
+        .bind(name)
+        .bind(&*project.org)
+        .bind(driver.map(ParticipantId::as_str))
+        .bind(agent.map(ParticipantId::as_str))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("session"));
+        }
+        Ok(Session {
+            name: name.to_owned(),
+            project: project.name.to_string(),
+            driver: driver.cloned(),
+            agent: agent.cloned(),
+            label: None,
+            created_at: now,
+            prompt_count: 0,
+            event_count: 0,
+            last_activity: None,
+        })
+    }
+
+    pub(super) async fn get_session(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        sqlx::query("SELECT * FROM sessions WHERE project_id = $1 AND name = $2")
+            .bind(project.id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| session_from_row(&r, &project.name))
+            .transpose()
+    }
+
+    pub(super) async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
+        sqlx::query("SELECT * FROM sessions WHERE project_id = $1 ORDER BY created_at, name")
+            .bind(project.id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| session_from_row(r, &project.name))
+            .collect()
+    }
+
+    #[tracing::instrument(name = "store.append", skip_all, fields(project = %project.name, n = batch.len()))]
+    pub(super) async fn append(
+        &self,
+        project: &ProjectKey,
+        batch: Vec<Append>,
+    ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock orders every writer of this project, on every node.
+        let mut seq: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1 FOR UPDATE")
+                .bind(project.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound("project"))?;
+        let start_seq = seq;
+
+        let ids: Vec<Uuid> = batch.iter().map(|a| a.event.id).collect();
+        let mut stored: HashMap<Uuid, Result<Event, Rejected>> = HashMap::new();
+        for row in sqlx::query(
+            "SELECT project_id, id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+             FROM events WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let id: Uuid = row.try_get("id")?;
+            let same = row.try_get::<Uuid, _>("project_id")? == project.id;
+            stored.insert(
+                id,
+                if same { Ok(event_from_row(&row, &project.name)?) } else { Err(Rejected::IdTaken(id)) },
+            );
+        }
+
+        let names: Vec<&str> = batch
+            .iter()
+            .filter_map(|a| a.event.session.as_deref())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let known: HashSet<String> = if names.is_empty() {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar("SELECT name FROM sessions WHERE project_id = $1 AND name = ANY($2)")
+                .bind(project.id)
+                .bind(&names)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
+        };
+
+        let mut results: Vec<Result<Appended, Rejected>> = Vec::with_capacity(batch.len());
+        let mut first_in_batch: HashMap<Uuid, usize> = HashMap::new();
+        let mut activity: HashMap<String, (i64, i64, DateTime<Utc>)> = HashMap::new();
+        let mut cols = Columns::default();
+
+        for mut item in batch {
+            let id = item.event.id;
+            if let Some(prior) = stored.get(&id) {
+                results.push(prior.clone().map(|event| Appended { event, created: false }));
+                continue;
+            }
+            if let Some(&i) = first_in_batch.get(&id) {
+                let again = results[i].clone().map(|mut a| {
+                    a.created = false;
+                    a
+                });
+                results.push(again);
+                continue;
+            }
+            if let Some(s) = &item.event.session {
+                if !known.contains(s) {
+                    results.push(Err(Rejected::NoSession(s.clone())));
+                    continue;
+                }
+            }
+            if let Some(effect) = &item.effect {
+                if let Err(rejected) =
+                    apply_effect(&mut tx, project.id, item.event.session.as_deref(), effect).await?
+                {
+                    results.push(Err(rejected));
+                    continue;
+                }
+            }
+            seq += 1;
+            if let Some(s) = &item.event.session {
+                let a = activity.entry(s.clone()).or_insert((0, 0, item.event.received_at));
+                a.0 += 1;
+                a.1 += i64::from(item.event.counts_as_prompt());
+                a.2 = a.2.max(item.event.received_at);
+            }
+            let body = std::mem::take(&mut item.event.search);
+            let event = item.event.into_event(project, seq);
+            cols.push(&event, body);
+            first_in_batch.insert(id, results.len());
+            results.push(Ok(Appended { event, created: true }));
+        }
+
+        if !cols.id.is_empty() {
+            sqlx::query(
+                "INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, search)
+                 SELECT u.id, $1, $2, u.seq, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
+                        to_tsvector('english', u.body)
+                 FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::timestamptz[],
+                             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                      AS u(id, seq, session, ts, ra, source, kind, sender, payload, body)",
+            )
+            .bind(&*project.org)
+            .bind(project.id)
+            .bind(&cols.id)
+            .bind(&cols.seq)
+            .bind(&cols.session)
+            .bind(&cols.ts)
+            .bind(&cols.received)
+            .bind(&cols.source)
+            .bind(&cols.kind)
+            .bind(&cols.sender)
+            .bind(&cols.payload)
+            .bind(&cols.body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !activity.is_empty() {
+            let mut names = Vec::with_capacity(activity.len());
+            let mut events = Vec::with_capacity(activity.len());
+            let mut prompts = Vec::with_capacity(activity.len());
+            let mut last = Vec::with_capacity(activity.len());
+            for (name, (e, p, t)) in activity {
+                names.push(name);
+                events.push(e);
+                prompts.push(p);
+                last.push(t);
+            }
+            sqlx::query(
+                "UPDATE sessions s SET event_count = s.event_count + u.n, prompt_count = s.prompt_count + u.p,
+                        last_activity_at = GREATEST(s.last_activity_at, u.t)
+                 FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[]) AS u(name, n, p, t)
+                 WHERE s.project_id = $1 AND s.name = u.name",
+            )
+            .bind(project.id)
+            .bind(&names)
+            .bind(&events)
+            .bind(&prompts)
+            .bind(&last)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if seq != start_seq {
+            sqlx::query("UPDATE projects SET last_seq = $1 WHERE id = $2")
+                .bind(seq)
+                .bind(project.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub(super) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
+            .bind(project)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    pub(super) async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender,
+                    e.payload::text AS payload, p.name AS project_name
+             FROM events e JOIN projects p ON p.id = e.project_id WHERE e.id = $1 AND e.org_id = $2",
+        )
+        .bind(id)
+        .bind(org)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let name: String = r.try_get("project_name")?;
+            event_from_row(&r, &name)
+        })
+        .transpose()
+    }
+
+    pub(super) async fn events_after(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = match session {
+            None => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+                 FROM events WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(project.id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+            Some(s) => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+                 FROM events WHERE project_id = $1 AND session = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(project.id)
+            .bind(s)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn events_before(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        let rows = match session {
+            None => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+                 FROM events WHERE project_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(project.id)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+            Some(s) => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+                 FROM events WHERE project_id = $1 AND session = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+            )
+            .bind(project.id)
+            .bind(s)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn events_since(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload::text AS payload
+             FROM events WHERE project_id = $1 AND ($2::text IS NULL OR session = $2)
+               AND ($3::timestamptz IS NULL OR timestamp > $3) ORDER BY seq",
+        )
+        .bind(project.id)
+        .bind(session)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn locate_event(
+        &self,
+        project: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        let row = sqlx::query("SELECT seq, session FROM events WHERE project_id = $1 AND id = $2")
+            .bind(project)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?))).transpose()
+    }
+
+    pub(super) async fn add_annotation(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+        event_id: Option<Uuid>,
+        who: Option<&str>,
+        kind: &str,
+        value: Option<&str>,
+    ) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO annotations (id, org_id, project_id, session, event_id, participant_id, kind, value, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(&*project.org)
+        .bind(project.id)
+        .bind(session)
+        .bind(event_id)
+        .bind(who)
+        .bind(kind)
+        .bind(value)
+        .bind(to_ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn list_annotations(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+    ) -> Result<Vec<Annotation>, StoreError> {
+        sqlx::query(
+            "SELECT a.*, p.name AS project_name FROM annotations a JOIN projects p ON p.id = a.project_id
+             WHERE a.project_id = $1 AND a.session = $2 ORDER BY a.created_at, a.id",
+        )
+        .bind(project.id)
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(annotation_from_row)
+        .collect()
+    }
+
+    pub(super) async fn annotation_project(&self, org: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT project_id FROM annotations WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM annotations WHERE id = $1 AND org_id = $2")
+            .bind(id)
+            .bind(org)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn decisions(
+        &self,
+        org: &str,
+        projects: &[Uuid],
+        limit: i64,
+    ) -> Result<Vec<Annotation>, StoreError> {
+        sqlx::query(
+            "SELECT a.*, p.name AS project_name FROM annotations a JOIN projects p ON p.id = a.project_id
+             WHERE a.kind = 'decision' AND a.org_id = $1 AND a.project_id = ANY($2)
+             ORDER BY a.created_at DESC, a.id DESC LIMIT $3",
+        )
+        .bind(org)
+        .bind(projects)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(annotation_from_row)
+        .collect()
+    }
+
+    pub(super) async fn search(
+        &self,
+        org: &str,
+        sq: &SearchQuery,
+    ) -> Result<Vec<(Event, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender,
+                    e.payload::text AS payload, p.name AS project_name
+             FROM events e JOIN projects p ON p.id = e.project_id,
+                  websearch_to_tsquery('english', $1) AS q
+             WHERE e.search @@ q AND e.org_id = $2 AND e.project_id = ANY($3)
+               AND ($4::text IS NULL OR e.session = $4)
+               AND ($5::text IS NULL OR e.sender = $5)
+               AND ($6::text IS NULL OR e.source = $6)
+               AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM annotations a WHERE a.org_id = e.org_id
+                     AND a.event_id = e.id AND a.kind = 'tag' AND a.value = $7))
+             ORDER BY ts_rank(e.search, q) DESC, e.timestamp DESC LIMIT $8",
+        )
+        .bind(&sq.q)
+        .bind(org)
+        .bind(&sq.projects)
+        .bind(sq.session.as_deref())
+        .bind(sq.sender.as_deref())
+        .bind(sq.source.as_deref())
+        .bind(sq.tag.as_deref())
+        .bind(sq.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("project_name")?;
+                let event = event_from_row(r, &name)?;
+                let snip = snippet(&search_text(&event.payload_value()), &sq.q);
+                Ok((event, snip))
+            })
+            .collect()
+    }
+}
+
+/// Column vectors for the UNNEST insert.
+#[derive(Default)]
+struct Columns {
+    id: Vec<Uuid>,
+    seq: Vec<i64>,
+    session: Vec<Option<String>>,
+    ts: Vec<DateTime<Utc>>,
+    received: Vec<DateTime<Utc>>,
+    source: Vec<&'static str>,
+    kind: Vec<String>,
+    sender: Vec<String>,
+    payload: Vec<String>,
+    body: Vec<String>,
+}
+
+impl Columns {
+    fn push(&mut self, e: &Event, body: String) {
+        self.id.push(e.id);
+        self.seq.push(e.seq);
+        self.session.push(e.session.clone());
+        self.ts.push(e.timestamp);
+        self.received.push(e.received_at);
+        self.source.push(e.source.as_str());
+        self.kind.push(e.kind.clone());
+        self.sender.push(e.sender.as_str().to_owned());
+        self.payload.push(e.payload.get().to_owned());
+        self.body.push(body);
+    }
+}
+
+/// Applies a session effect inside the append transaction. `Ok(Err(_))` rejects this
+/// item only; `Err(_)` aborts the batch.
+async fn apply_effect(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    project: Uuid,
+    session: Option<&str>,
+    effect: &Effect,
+) -> Result<Result<(), Rejected>, StoreError> {
+    let Some(session) = session else {
+        return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+    };
+    let r = match effect {
+        Effect::Driver { expected, new } => {
+            sqlx::query(
+                "UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3
+                   AND driver IS NOT DISTINCT FROM $4",
+            )
+            .bind(new.as_ref().map(ParticipantId::as_str))
+            .bind(project)
+            .bind(session)
+            .bind(expected.as_ref().map(ParticipantId::as_str))
+            .execute(&mut **tx)
+            .await?
+        }
+        Effect::Label(label) => {
+            sqlx::query("UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3")
+                .bind(label.as_deref())
+                .bind(project)
+                .bind(session)
+                .execute(&mut **tx)
+                .await?
+        }
+        Effect::Agent(agent) => {
+            sqlx::query("UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3")
+                .bind(agent.as_ref().map(ParticipantId::as_str))
+                .bind(project)
+                .bind(session)
+                .execute(&mut **tx)
+                .await?
+        }
+    };
+    Ok(if r.rows_affected() == 0 {
+        Err(Rejected::Conflict("the driver seat changed meanwhile; read the session and try again".into()))
+    } else {
+        Ok(())
+    })
+}

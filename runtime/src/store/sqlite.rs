@@ -1,0 +1,854 @@
+//! The embedded SQLite backend.
+//!
+//! One writer connection and a small pool of readers over a WAL-mode file. Every write
+//! goes through the single writer, so transactions never fight over SQLite's one write
+//! lock (no `SQLITE_BUSY` under load) and the append path can read `max(rowid)` and the
+//! project's `last_seq` without racing anyone. `synchronous = FULL`: an acknowledged event
+//! survives a power cut, at one fsync per group commit.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use polaris_registry::ParticipantId;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow, parse_opt_participant,
+    parse_sender, parse_source, parse_visibility, raw_payload, search_text, snippet, text,
+};
+use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility};
+
+/// Rows per multi-row INSERT: large enough to amortise statement overhead, small enough
+/// to stay far below SQLite's bound-parameter limit.
+const INSERT_CHUNK: usize = 64;
+
+const EVENT_COLUMNS: &str =
+    "id, seq, session, timestamp, received_at, source, kind, sender, payload";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+fn ms(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("time {v}")))
+}
+
+fn uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::from_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}")))
+}
+
+fn event_from_row(row: &SqliteRow, project: &str) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: uuid(row.try_get("id")?)?,
+        project: project.to_owned(),
+        session: row.try_get("session")?,
+        seq: row.try_get("seq")?,
+        timestamp: from_ms(row.try_get("timestamp")?)?,
+        received_at: from_ms(row.try_get("received_at")?)?,
+        source: parse_source(row.try_get("source")?)?,
+        kind: row.try_get("kind")?,
+        sender: parse_sender(row.try_get("sender")?)?,
+        payload: raw_payload(row.try_get("payload")?)?,
+    })
+}
+
+fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
+    let tags: String = row.try_get("tags")?;
+    Ok(Project {
+        id: uuid(row.try_get("id")?)?,
+        name: row.try_get("name")?,
+        slack_channel_id: row.try_get("slack_channel_id")?,
+        slack_channel_name: row.try_get("slack_channel_name")?,
+        visibility: parse_visibility(row.try_get("visibility")?),
+        tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow, project: &str) -> Result<Session, StoreError> {
+    Ok(Session {
+        name: row.try_get("name")?,
+        project: project.to_owned(),
+        driver: parse_opt_participant(row.try_get("driver")?)?,
+        agent: parse_opt_participant(row.try_get("agent")?)?,
+        label: row.try_get("label")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        prompt_count: row.try_get("prompt_count")?,
+        event_count: row.try_get("event_count")?,
+        last_activity: row
+            .try_get::<Option<i64>, _>("last_activity_at")?
+            .map(from_ms)
+            .transpose()?,
+    })
+}
+
+fn annotation_from_row(row: &SqliteRow) -> Result<Annotation, StoreError> {
+    Ok(Annotation {
+        id: uuid(row.try_get("id")?)?,
+        event_id: row
+            .try_get::<Option<String>, _>("event_id")?
+            .map(|s| uuid(&s))
+            .transpose()?,
+        project: row.try_get("project_name")?,
+        session: row.try_get("session")?,
+        participant_id: row.try_get("participant_id")?,
+        kind: row.try_get("kind")?,
+        value: row.try_get("value")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .statement_cache_capacity(256)
+            .pragma("temp_store", "memory");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        Ok(SqliteStore { write, read })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    pub(super) async fn ensure_org(&self, org: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(org)
+            .bind(ms(&Utc::now()))
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn touch_user(
+        &self,
+        org: &str,
+        who: &ParticipantId,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        self.ensure_org(org).await?;
+        let now = ms(&Utc::now());
+        sqlx::query(
+            "INSERT INTO users (org_id, participant_id, name, created_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (org_id, participant_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+        )
+        .bind(org)
+        .bind(who.as_str())
+        .bind(name)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_users(&self, org: &str) -> Result<Vec<UserRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, name, email FROM users WHERE org_id = $1 ORDER BY name, participant_id",
+        )
+        .bind(org)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserRow {
+                    participant_id: r.try_get("participant_id")?,
+                    name: r.try_get("name")?,
+                    email: r.try_get("email")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn create_project(
+        &self,
+        org: &str,
+        name: &str,
+        tags: &[String],
+    ) -> Result<Project, StoreError> {
+        self.ensure_org(org).await?;
+        let project = Project {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            slack_channel_id: None,
+            slack_channel_name: None,
+            visibility: Visibility::Org,
+            tags: tags.to_vec(),
+            created_at: crate::protocol::to_ms(Utc::now()),
+        };
+        let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = sqlx::query(
+            "INSERT INTO projects (id, org_id, name, tags, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (org_id, name) DO NOTHING",
+        )
+        .bind(project.id.to_string())
+        .bind(org)
+        .bind(name)
+        .bind(tags_json)
+        .bind(ms(&project.created_at))
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict("project"));
+        }
+        Ok(project)
+    }
+
+    pub(super) async fn project_by_name(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError> {
+        sqlx::query("SELECT * FROM projects WHERE org_id = $1 AND name = $2")
+            .bind(org)
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(project_from_row)
+            .transpose()
+    }
+
+    pub(super) async fn list_projects(&self, org: &str) -> Result<Vec<Project>, StoreError> {
+        sqlx::query("SELECT * FROM projects WHERE org_id = $1 ORDER BY created_at, name")
+            .bind(org)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect()
+    }
+
+    pub(super) async fn rename_project(
+        &self,
+        org: &str,
+        id: Uuid,
+        new_name: &str,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE projects SET name = $1 WHERE id = $2 AND org_id = $3
+               AND NOT EXISTS (SELECT 1 FROM projects WHERE org_id = $3 AND name = $1)",
+        )
+        .bind(new_name)
+        .bind(id.to_string())
+        .bind(org)
+        .execute(&self.write)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("project"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
+        sqlx::query("UPDATE projects SET visibility = $1 WHERE id = $2")
+            .bind(v.as_str())
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn add_member(
+        &self,
+        project: Uuid,
+        who: &str,
+        role: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO project_members (project_id, participant_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id, participant_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project.to_string())
+        .bind(who)
+        .bind(role)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn remove_member(&self, project: Uuid, who: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND participant_id = $2")
+            .bind(project.to_string())
+            .bind(who)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_members(&self, project: Uuid) -> Result<Vec<Member>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, role FROM project_members WHERE project_id = $1 ORDER BY participant_id",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    participant_id: r.try_get("participant_id")?,
+                    role: r.try_get("role")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn create_session(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+        driver: Option<&ParticipantId>,
+        agent: Option<&ParticipantId>,
+    ) -> Result<Session, StoreError> {
+        let now = crate::protocol::to_ms(Utc::now());
+        let r = sqlx::query(
+            "INSERT INTO sessions (project_id, name, org_id, driver, agent, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, name) DO NOTHING",
+        )
+        .bind(project.id.to_string())
+        .bind(name)
+        .bind(&*project.org)
+        .bind(driver.map(ParticipantId::as_str))
+        .bind(agent.map(ParticipantId::as_str))
+        .bind(ms(&now))
+        .execute(&self.write)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("session"));
+        }
+        Ok(Session {
+            name: name.to_owned(),
+            project: project.name.to_string(),
+            driver: driver.cloned(),
+            agent: agent.cloned(),
+            label: None,
+            created_at: now,
+            prompt_count: 0,
+            event_count: 0,
+            last_activity: None,
+        })
+    }
+
+    pub(super) async fn get_session(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        sqlx::query("SELECT * FROM sessions WHERE project_id = $1 AND name = $2")
+            .bind(project.id.to_string())
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|r| session_from_row(&r, &project.name))
+            .transpose()
+    }
+
+    pub(super) async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
+        sqlx::query("SELECT * FROM sessions WHERE project_id = $1 ORDER BY created_at, name")
+            .bind(project.id.to_string())
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| session_from_row(r, &project.name))
+            .collect()
+    }
+
+    #[tracing::instrument(name = "store.append", skip_all, fields(project = %project.name, n = batch.len()))]
+    pub(super) async fn append(
+        &self,
+        project: &ProjectKey,
+        batch: Vec<Append>,
+    ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
+        let pid = project.id.to_string();
+        let mut tx = self.write.begin().await?;
+        let mut seq: i64 = sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
+            .bind(&pid)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("project"))?;
+        let start_seq = seq;
+
+        // Ids stored already (a retry): answer with the stored event, write nothing.
+        let mut stored: HashMap<Uuid, Result<Event, Rejected>> = HashMap::new();
+        {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT project_id, {EVENT_COLUMNS} FROM events WHERE id IN ("
+            ));
+            let mut sep = q.separated(", ");
+            for a in &batch {
+                sep.push_bind(a.event.id.to_string());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                let id = uuid(row.try_get("id")?)?;
+                let same = row.try_get::<&str, _>("project_id")? == pid;
+                stored.insert(
+                    id,
+                    if same { Ok(event_from_row(&row, &project.name)?) } else { Err(Rejected::IdTaken(id)) },
+                );
+            }
+        }
+
+        // Sessions named by the batch must exist: events never point at nothing.
+        let names: HashSet<&str> = batch.iter().filter_map(|a| a.event.session.as_deref()).collect();
+        let mut known: HashSet<String> = HashSet::new();
+        if !names.is_empty() {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT name FROM sessions WHERE project_id = ");
+            q.push_bind(&pid).push(" AND name IN (");
+            let mut sep = q.separated(", ");
+            for n in &names {
+                sep.push_bind(*n);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                known.insert(row.try_get("name")?);
+            }
+        }
+
+        let mut rowid: i64 = sqlx::query_scalar("SELECT coalesce(max(rowid), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut results: Vec<Result<Appended, Rejected>> = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<(i64, String, Event)> = Vec::new(); // (rowid, search text, event)
+        let mut first_in_batch: HashMap<Uuid, usize> = HashMap::new();
+        let mut activity: HashMap<String, (i64, i64, i64)> = HashMap::new(); // events, prompts, last
+
+        for mut item in batch {
+            let id = item.event.id;
+            if let Some(prior) = stored.get(&id) {
+                results.push(prior.clone().map(|event| Appended { event, created: false }));
+                continue;
+            }
+            if let Some(&i) = first_in_batch.get(&id) {
+                let again = results[i].clone().map(|mut a| {
+                    a.created = false;
+                    a
+                });
+                results.push(again);
+                continue;
+            }
+            if let Some(s) = &item.event.session {
+                if !known.contains(s) {
+                    results.push(Err(Rejected::NoSession(s.clone())));
+                    continue;
+                }
+            }
+            if let Some(effect) = &item.effect {
+                if let Err(rejected) = apply_effect(&mut tx, &pid, item.event.session.as_deref(), effect).await? {
+                    results.push(Err(rejected));
+                    continue;
+                }
+            }
+            seq += 1;
+            rowid += 1;
+            if let Some(s) = &item.event.session {
+                let a = activity.entry(s.clone()).or_default();
+                a.0 += 1;
+                a.1 += i64::from(item.event.counts_as_prompt());
+                a.2 = a.2.max(ms(&item.event.received_at));
+            }
+            let body = std::mem::take(&mut item.event.search);
+            let event = item.event.into_event(project, seq);
+            first_in_batch.insert(id, results.len());
+            results.push(Ok(Appended { event: event.clone(), created: true }));
+            fresh.push((rowid, body, event));
+        }
+
+        for chunk in fresh.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (rowid, id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload) ",
+            );
+            q.push_values(chunk, |mut b, (rowid, _, e)| {
+                b.push_bind(*rowid)
+                    .push_bind(e.id.to_string())
+                    .push_bind(&*project.org)
+                    .push_bind(&pid)
+                    .push_bind(e.seq)
+                    .push_bind(e.session.as_deref())
+                    .push_bind(ms(&e.timestamp))
+                    .push_bind(ms(&e.received_at))
+                    .push_bind(e.source.as_str())
+                    .push_bind(e.kind.as_str())
+                    .push_bind(e.sender.as_str())
+                    .push_bind(e.payload.get());
+            });
+            q.build().execute(&mut *tx).await?;
+            let texts: Vec<_> = chunk.iter().filter(|(_, body, _)| !body.is_empty()).collect();
+            if !texts.is_empty() {
+                let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO events_fts (rowid, body) ");
+                q.push_values(texts, |mut b, (rowid, body, _)| {
+                    b.push_bind(*rowid).push_bind(body.as_str());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        for (name, (events, prompts, last)) in &activity {
+            sqlx::query(
+                "UPDATE sessions SET event_count = event_count + $1, prompt_count = prompt_count + $2,
+                   last_activity_at = max(coalesce(last_activity_at, 0), $3)
+                 WHERE project_id = $4 AND name = $5",
+            )
+            .bind(events)
+            .bind(prompts)
+            .bind(last)
+            .bind(&pid)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if seq != start_seq {
+            sqlx::query("UPDATE projects SET last_seq = $1 WHERE id = $2")
+                .bind(seq)
+                .bind(&pid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    pub(super) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
+            .bind(project.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .unwrap_or(0))
+    }
+
+    pub(super) async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
+        let row = sqlx::query(
+            "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender, e.payload,
+                    p.name AS project_name
+             FROM events e JOIN projects p ON p.id = e.project_id WHERE e.id = $1 AND e.org_id = $2",
+        )
+        .bind(id.to_string())
+        .bind(org)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let name: String = r.try_get("project_name")?;
+            event_from_row(&r, &name)
+        })
+        .transpose()
+    }
+
+    pub(super) async fn events_after(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = match session {
+            None => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload FROM events
+                 WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(project.id.to_string())
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?,
+            Some(s) => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload FROM events
+                 WHERE project_id = $1 AND session = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(project.id.to_string())
+            .bind(s)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?,
+        };
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn events_before(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        let rows = match session {
+            None => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload FROM events
+                 WHERE project_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            )
+            .bind(project.id.to_string())
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?,
+            Some(s) => sqlx::query(
+                "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload FROM events
+                 WHERE project_id = $1 AND session = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4",
+            )
+            .bind(project.id.to_string())
+            .bind(s)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?,
+        };
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn events_since(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let since = since.map(|t| ms(&t)).unwrap_or(i64::MIN);
+        let rows = sqlx::query(
+            "SELECT id, seq, session, timestamp, received_at, source, kind, sender, payload FROM events
+             WHERE project_id = $1 AND ($2 IS NULL OR session = $2) AND timestamp > $3 ORDER BY seq",
+        )
+        .bind(project.id.to_string())
+        .bind(session)
+        .bind(since)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+    }
+
+    pub(super) async fn locate_event(
+        &self,
+        project: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        let row = sqlx::query("SELECT seq, session FROM events WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?))).transpose()
+    }
+
+    pub(super) async fn add_annotation(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+        event_id: Option<Uuid>,
+        who: Option<&str>,
+        kind: &str,
+        value: Option<&str>,
+    ) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO annotations (id, org_id, project_id, session, event_id, participant_id, kind, value, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.to_string())
+        .bind(&*project.org)
+        .bind(project.id.to_string())
+        .bind(session)
+        .bind(event_id.map(|e| e.to_string()))
+        .bind(who)
+        .bind(kind)
+        .bind(value)
+        .bind(ms(&Utc::now()))
+        .execute(&self.write)
+        .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn list_annotations(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+    ) -> Result<Vec<Annotation>, StoreError> {
+        sqlx::query(
+            "SELECT a.*, p.name AS project_name FROM annotations a JOIN projects p ON p.id = a.project_id
+             WHERE a.project_id = $1 AND a.session = $2 ORDER BY a.created_at, a.rowid",
+        )
+        .bind(project.id.to_string())
+        .bind(session)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(annotation_from_row)
+        .collect()
+    }
+
+    pub(super) async fn annotation_project(&self, org: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let p: Option<String> =
+            sqlx::query_scalar("SELECT project_id FROM annotations WHERE id = $1 AND org_id = $2")
+                .bind(id.to_string())
+                .bind(org)
+                .fetch_optional(&self.read)
+                .await?;
+        p.map(|p| uuid(&p)).transpose()
+    }
+
+    pub(super) async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM annotations WHERE id = $1 AND org_id = $2")
+            .bind(id.to_string())
+            .bind(org)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn decisions(
+        &self,
+        org: &str,
+        projects: &[Uuid],
+        limit: i64,
+    ) -> Result<Vec<Annotation>, StoreError> {
+        if projects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT a.*, p.name AS project_name FROM annotations a JOIN projects p ON p.id = a.project_id
+             WHERE a.kind = 'decision' AND a.org_id = ",
+        );
+        q.push_bind(org).push(" AND a.project_id IN (");
+        let mut sep = q.separated(", ");
+        for p in projects {
+            sep.push_bind(p.to_string());
+        }
+        q.push(") ORDER BY a.created_at DESC, a.rowid DESC LIMIT ").push_bind(limit);
+        q.build().fetch_all(&self.read).await?.iter().map(annotation_from_row).collect()
+    }
+
+    pub(super) async fn search(
+        &self,
+        org: &str,
+        sq: &SearchQuery,
+    ) -> Result<Vec<(Event, String)>, StoreError> {
+        let Some(fts) = text::fts5_query(&sq.q) else {
+            return Ok(Vec::new());
+        };
+        if sq.projects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender, e.payload,
+                    p.name AS project_name
+             FROM events_fts JOIN events e ON e.rowid = events_fts.rowid JOIN projects p ON p.id = e.project_id
+             WHERE events_fts MATCH ",
+        );
+        q.push_bind(fts).push(" AND e.org_id = ").push_bind(org);
+        q.push(" AND e.project_id IN (");
+        let mut sep = q.separated(", ");
+        for p in &sq.projects {
+            sep.push_bind(p.to_string());
+        }
+        q.push(")");
+        if let Some(s) = &sq.session {
+            q.push(" AND e.session = ").push_bind(s.as_str());
+        }
+        if let Some(s) = &sq.sender {
+            q.push(" AND e.sender = ").push_bind(s.as_str());
+        }
+        if let Some(s) = &sq.source {
+            q.push(" AND e.source = ").push_bind(s.as_str());
+        }
+        if let Some(tag) = &sq.tag {
+            q.push(
+                " AND EXISTS (SELECT 1 FROM annotations a WHERE a.org_id = e.org_id AND a.event_id = e.id
+                   AND a.kind = 'tag' AND a.value = ",
+            )
+            .push_bind(tag.as_str())
+            .push(")");
+        }
+        q.push(" ORDER BY bm25(events_fts), e.timestamp DESC LIMIT ").push_bind(sq.limit);
+        let rows = q.build().fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("project_name")?;
+                let event = event_from_row(r, &name)?;
+                let snip = snippet(&search_text(&event.payload_value()), &sq.q);
+                Ok((event, snip))
+            })
+            .collect()
+    }
+}
+
+/// Applies a session effect inside the append transaction. `Ok(Err(_))` rejects this
+/// item only; `Err(_)` is a database failure that aborts the batch.
+async fn apply_effect(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    project: &str,
+    session: Option<&str>,
+    effect: &Effect,
+) -> Result<Result<(), Rejected>, StoreError> {
+    let Some(session) = session else {
+        return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+    };
+    let r = match effect {
+        Effect::Driver { expected, new } => {
+            sqlx::query("UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3 AND driver IS $4")
+                .bind(new.as_ref().map(ParticipantId::as_str))
+                .bind(project)
+                .bind(session)
+                .bind(expected.as_ref().map(ParticipantId::as_str))
+                .execute(&mut **tx)
+                .await?
+        }
+        Effect::Label(label) => {
+            sqlx::query("UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3")
+                .bind(label.as_deref())
+                .bind(project)
+                .bind(session)
+                .execute(&mut **tx)
+                .await?
+        }
+        Effect::Agent(agent) => {
+            sqlx::query("UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3")
+                .bind(agent.as_ref().map(ParticipantId::as_str))
+                .bind(project)
+                .bind(session)
+                .execute(&mut **tx)
+                .await?
+        }
+    };
+    Ok(if r.rows_affected() == 0 {
+        Err(Rejected::Conflict("the driver seat changed meanwhile; read the session and try again".into()))
+    } else {
+        Ok(())
+    })
+}

@@ -1,0 +1,153 @@
+//! The root supervisor: starts one floor per project on demand and restarts a floor
+//! that fails, from the store, with the same hub so live subscribers stay connected.
+//!
+//! A floor that fails [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] is not restarted
+//! eagerly any more: the failure is logged as an error and counted, and the floor starts
+//! again only when a request needs it, so a floor that crashes on every message cannot
+//! spin the process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use uuid::Uuid;
+
+use crate::floor::{Floor, FloorArgs, FloorRef};
+use crate::runtime::Shared;
+use crate::store::ProjectKey;
+
+/// Restarts allowed per floor within [`RESTART_WINDOW`].
+pub const MAX_RESTARTS: usize = 5;
+/// See [`MAX_RESTARTS`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Handle to the supervisor.
+pub type SupervisorRef = ActorRef<SupervisorMsg>;
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Start (or find) the floor of a project.
+    OpenFloor(ProjectKey, RpcReplyPort<Result<FloorRef, String>>),
+    /// Stop a project's floor after it drains (its name changed); it starts again, with
+    /// the new name, on next use.
+    CloseFloor(Uuid),
+}
+
+/// Supervisor state.
+pub struct SupervisorState {
+    shared: Arc<Shared>,
+    floors: HashMap<ActorId, ProjectKey>,
+    restarts: HashMap<Uuid, Vec<Instant>>,
+}
+
+/// The root supervisor.
+pub struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _: SupervisorRef,
+        shared: Arc<Shared>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            shared,
+            floors: HashMap::new(),
+            restarts: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: SupervisorRef,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::OpenFloor(project, reply) => {
+                let running = state.shared.floors.get(&project.id).map(|f| f.clone());
+                let result = match running {
+                    Some(f) => Ok(f),
+                    None => start_floor(&myself, state, project).await,
+                };
+                // The requester may have timed out; the floor stays up for the next one.
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::CloseFloor(id) => {
+                if let Some((_, floor)) = state.shared.floors.remove(&id) {
+                    // Drain: appends already queued commit before it stops.
+                    let _ = floor.drain();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: SupervisorRef,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(project) = state.floors.remove(&cell.get_id()) else { return Ok(()) };
+                forget(state, &project, cell.get_id());
+                metrics::counter!("polaris_actor_restarts_total", "actor" => "floor").increment(1);
+                let now = Instant::now();
+                let recent = state.restarts.entry(project.id).or_default();
+                recent.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+                recent.push(now);
+                if recent.len() > MAX_RESTARTS {
+                    tracing::error!(project = %project.name, error = %err, restarts = recent.len(),
+                        "floor keeps failing; not restarting it until a request needs it");
+                    return Ok(());
+                }
+                tracing::error!(project = %project.name, error = %err, "floor failed; restarting it from the store");
+                if let Err(e) = start_floor(&myself, state, project.clone()).await {
+                    tracing::error!(project = %project.name, error = %e, "floor restart failed");
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(project) = state.floors.remove(&cell.get_id()) {
+                    forget(state, &project, cell.get_id());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Drops a stopped floor from the lookup tables, with the sessions it took down with it
+/// (children die with their supervisor).
+fn forget(state: &SupervisorState, project: &ProjectKey, floor: ActorId) {
+    state
+        .shared
+        .floors
+        .remove_if(&project.id, |_, f| f.get_id() == floor);
+    state.shared.sessions.retain(|(p, _), _| *p != project.id);
+}
+
+async fn start_floor(
+    myself: &SupervisorRef,
+    state: &mut SupervisorState,
+    project: ProjectKey,
+) -> Result<FloorRef, String> {
+    let hub = state.shared.hub(&project).await.map_err(|e| e.to_string())?;
+    let args = FloorArgs {
+        project: project.clone(),
+        hub,
+        shared: state.shared.clone(),
+    };
+    let floor = Floor::spawn_linked(args, myself.get_cell())
+        .await
+        .map_err(|e| format!("floor did not start: {e}"))?;
+    state.floors.insert(floor.get_id(), project.clone());
+    state.shared.floors.insert(project.id, floor.clone());
+    Ok(floor)
+}
