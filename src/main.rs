@@ -134,7 +134,14 @@ async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), "polaris serving");
-    api::serve(listener, runtime.clone(), ApiConfig::from_server(&config), metrics, shutdown_signal()).await?;
+    api::serve(
+        listener,
+        runtime.clone(),
+        ApiConfig::from_server(&config),
+        metrics,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped accepting; committing what was accepted");
     runtime.shutdown().await;
     store.close().await;
@@ -184,7 +191,9 @@ fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
     };
     let config = ServerConfig::load(&overrides, env)?;
     let Some(secret) = &config.jwt_secret else {
-        bail!("no JWT secret: set POLARIS_JWT_SECRET (or jwt_secret in the config file) to the server's secret");
+        bail!(
+            "no JWT secret: set POLARIS_JWT_SECRET (or jwt_secret in the config file) to the server's secret"
+        );
     };
     if args.org.is_empty() {
         bail!("--org must not be empty");
@@ -205,8 +214,18 @@ mod tests {
 
     #[test]
     fn serve_flags_parse() {
-        let cli = Cli::try_parse_from(["polaris", "serve", "--listen", "127.0.0.1:0", "--data-dir", "/tmp/x"]).unwrap();
-        let Command::Serve(a) = cli.command else { panic!("not serve") };
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(a.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(a.data_dir, Some(PathBuf::from("/tmp/x")));
     }
@@ -214,13 +233,26 @@ mod tests {
     #[test]
     fn token_flags_parse_and_validate() {
         let cli = Cli::try_parse_from([
-            "polaris", "token", "--org", "acme", "--participant", "user:manu", "--ttl", "12h", "--role", "admin",
+            "polaris",
+            "token",
+            "--org",
+            "acme",
+            "--participant",
+            "user:manu",
+            "--ttl",
+            "12h",
+            "--role",
+            "admin",
         ])
         .unwrap();
-        let Command::Token(a) = cli.command else { panic!("not token") };
+        let Command::Token(a) = cli.command else {
+            panic!("not token")
+        };
         assert_eq!(a.ttl, Duration::from_secs(12 * 3600));
         assert!(matches!(a.role, RoleArg::Admin));
-        let err = Cli::try_parse_from(["polaris", "token", "--org", "acme", "--participant", "Manu"]).unwrap_err();
+        let err =
+            Cli::try_parse_from(["polaris", "token", "--org", "acme", "--participant", "Manu"])
+                .unwrap_err();
         assert!(err.to_string().contains("user:, agent: or slack:"), "{err}");
     }
 }

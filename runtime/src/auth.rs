@@ -181,7 +181,9 @@ impl TokenKeys {
         let who = ParticipantId::parse(&c.participant_id)
             .map_err(|e| TokenError::Claims(format!("participant_id: {e}")))?;
         if c.org_id.is_empty() || c.org_id.len() > 128 {
-            return Err(TokenError::Claims("org_id must be 1 to 128 characters".into()));
+            return Err(TokenError::Claims(
+                "org_id must be 1 to 128 characters".into(),
+            ));
         }
         Ok((
             Caller {
@@ -206,7 +208,9 @@ mod tests {
     fn minted_tokens_verify() {
         let k = keys();
         let who = ParticipantId::parse("user:manu").unwrap();
-        let t = k.mint("acme", &who, Role::Admin, Duration::from_secs(60)).unwrap();
+        let t = k
+            .mint("acme", &who, Role::Admin, Duration::from_secs(60))
+            .unwrap();
         let (caller, claims) = k.verify(&t).unwrap();
         assert_eq!(&*caller.org, "acme");
         assert_eq!(caller.participant, Some(who));
@@ -219,14 +223,20 @@ mod tests {
     fn other_secrets_and_expired_tokens_fail() {
         let who = ParticipantId::parse("user:manu").unwrap();
         let other = TokenKeys::new(&Secret::new("ffffffffffffffffffffffffffffffff".into()));
-        let t = other.mint("acme", &who, Role::Member, Duration::from_secs(60)).unwrap();
+        let t = other
+            .mint("acme", &who, Role::Member, Duration::from_secs(60))
+            .unwrap();
         assert!(keys().verify(&t).is_err());
         assert!(keys().verify("not.a.token").is_err());
     }
 
     #[test]
     fn posting_rights() {
-        let me = Caller::participant("o", ParticipantId::parse("user:manu").unwrap(), Role::Member);
+        let me = Caller::participant(
+            "o",
+            ParticipantId::parse("user:manu").unwrap(),
+            Role::Member,
+        );
         let p = |s: &str| ParticipantId::parse(s).unwrap();
         assert!(me.may_post_as(&p("user:manu")));
         assert!(me.may_post_as(&p("agent:claude")));

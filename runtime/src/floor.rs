@@ -69,7 +69,10 @@ pub enum FloorMsg {
     /// The batch in flight is done (sent by the flush task).
     Flushed,
     /// Start (or find) the actor of a session; `None` if the session does not exist.
-    OpenSession(String, RpcReplyPort<Result<Option<SessionRef>, Arc<StoreError>>>),
+    OpenSession(
+        String,
+        RpcReplyPort<Result<Option<SessionRef>, Arc<StoreError>>>,
+    ),
     /// Stop sessions that have been idle for the configured time.
     Sweep,
     /// Panic inside the floor (tests of supervision only).
@@ -125,7 +128,8 @@ impl Actor for Floor {
     ) -> Result<FloorState, ActorProcessingErr> {
         let idle = args.shared.settings.session_idle;
         // One timer per floor, not per session: memory follows active sessions.
-        let sweeper = myself.send_interval(idle.max(Duration::from_millis(50)) / 2, || FloorMsg::Sweep);
+        let sweeper =
+            myself.send_interval(idle.max(Duration::from_millis(50)) / 2, || FloorMsg::Sweep);
         Ok(FloorState {
             project: args.project,
             hub: args.hub,
@@ -137,7 +141,11 @@ impl Actor for Floor {
         })
     }
 
-    async fn post_stop(&self, _: FloorRef, state: &mut FloorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: FloorRef,
+        state: &mut FloorState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(s) = state.sweeper.take() {
             s.abort();
         }
@@ -148,7 +156,10 @@ impl Actor for Floor {
             commit(&state.shared, &state.hub, &state.project, batch).await;
         }
         for name in state.sessions.keys() {
-            state.shared.sessions.remove(&(state.project.id, name.clone()));
+            state
+                .shared
+                .sessions
+                .remove(&(state.project.id, name.clone()));
         }
         Ok(())
     }
@@ -179,7 +190,10 @@ impl Actor for Floor {
             }
             FloorMsg::Sweep => sweep(state),
             #[cfg(feature = "fault-injection")]
-            FloorMsg::Crash => panic!("fault injection: floor {} crashed on request", state.project.name),
+            FloorMsg::Crash => panic!(
+                "fault injection: floor {} crashed on request",
+                state.project.name
+            ),
         }
         Ok(())
     }
@@ -192,12 +206,18 @@ impl Actor for Floor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(name) = session_named(state, cell.get_id()) else { return Ok(()) };
-                metrics::counter!("polaris_actor_restarts_total", "actor" => "session").increment(1);
+                let Some(name) = session_named(state, cell.get_id()) else {
+                    return Ok(());
+                };
+                metrics::counter!("polaris_actor_restarts_total", "actor" => "session")
+                    .increment(1);
                 tracing::error!(project = %state.project.name, session = %name, error = %err,
                     "session actor failed; restarting it from the store");
                 state.sessions.remove(&name);
-                state.shared.sessions.remove(&(state.project.id, name.clone()));
+                state
+                    .shared
+                    .sessions
+                    .remove(&(state.project.id, name.clone()));
                 if let Err(e) = open_session(&myself, state, name.clone()).await {
                     tracing::error!(session = %name, error = %e, "session restart failed; it will start on next use");
                 }
@@ -230,7 +250,14 @@ async fn open_session(
     if let Some(s) = state.sessions.get(&name) {
         return Ok(Some(s.clone()));
     }
-    if state.shared.store.get_session(&state.project, &name).await.map_err(Arc::new)?.is_none() {
+    if state
+        .shared
+        .store
+        .get_session(&state.project, &name)
+        .await
+        .map_err(Arc::new)?
+        .is_none()
+    {
         return Ok(None);
     }
     let args = SessionArgs {
@@ -241,12 +268,16 @@ async fn open_session(
     };
     let session = Session::spawn_linked(args, myself.get_cell())
         .await
-        .map_err(|e| Arc::new(StoreError::Corrupt(format!("session actor did not start: {e}"))))?;
+        .map_err(|e| {
+            Arc::new(StoreError::Corrupt(format!(
+                "session actor did not start: {e}"
+            )))
+        })?;
     state.sessions.insert(name.clone(), session.clone());
-    state
-        .shared
-        .sessions
-        .insert((state.project.id, name), crate::runtime::SessionEntry::new(session.clone()));
+    state.shared.sessions.insert(
+        (state.project.id, name),
+        crate::runtime::SessionEntry::new(session.clone()),
+    );
     Ok(Some(session))
 }
 
@@ -315,7 +346,10 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
                     if a.created {
                         hub.publish(committed.clone());
                     }
-                    Posted { committed, created: a.created }
+                    Posted {
+                        committed,
+                        created: a.created,
+                    }
                 });
                 // A caller that gave up (timeout, dropped connection) still had its
                 // event committed; a retry with the same id finds it.

@@ -65,7 +65,11 @@ impl FloorHub {
             // Another writer (a node sharing the database, a restore) committed events
             // this process did not publish. Subscribers see the jump and read the
             // missing events from the store; nothing is lost, so this is only noted.
-            tracing::warn!(seq, prev, "floor seq jumped; subscribers will catch up from the store");
+            tracing::warn!(
+                seq,
+                prev,
+                "floor seq jumped; subscribers will catch up from the store"
+            );
         }
         // No receivers is normal (nobody is watching this floor).
         let _ = self.tx.send(c);

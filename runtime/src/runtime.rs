@@ -154,11 +154,15 @@ impl Runtime {
 
     /// Forgets a cached project after its name or settings changed. A rename also drains
     /// the floor, which starts again under the new name on next use.
-    pub fn project_changed(&self, org: &Arc<str>, old_name: &str, id: Uuid, renamed: bool) {
+    pub async fn project_changed(&self, org: &Arc<str>, old_name: &str, id: Uuid, renamed: bool) {
         self.projects.remove(&(org.clone(), old_name.to_owned()));
         if renamed {
-            // The supervisor may be stopping (shutdown); nothing to close then.
-            let _ = self.supervisor.cast(SupervisorMsg::CloseFloor(id));
+            // Waits until no new request can reach the old floor. A supervisor that is
+            // stopping (shutdown) has nothing left to close.
+            let _ = self
+                .supervisor
+                .call(|r| SupervisorMsg::CloseFloor(id, r), None)
+                .await;
         }
     }
 
@@ -235,7 +239,9 @@ impl Runtime {
             }
             self.shared
                 .sessions
-                .remove_if(&(project.id, name.to_owned()), |_, e| e.actor.get_id() == session.get_id());
+                .remove_if(&(project.id, name.to_owned()), |_, e| {
+                    e.actor.get_id() == session.get_id()
+                });
         }
         Err(FloorError::Unavailable)
     }
@@ -254,7 +260,8 @@ impl Runtime {
     /// server has finished its in-flight requests.
     pub async fn shutdown(&self) {
         let cell = self.supervisor.get_cell();
-        cell.drain_children_and_wait(Some(Duration::from_secs(30))).await;
+        cell.drain_children_and_wait(Some(Duration::from_secs(30)))
+            .await;
         // Already stopping is fine.
         let _ = self
             .supervisor
@@ -266,20 +273,31 @@ impl Runtime {
     #[cfg(feature = "fault-injection")]
     pub async fn crash_floor(&self, project: &ProjectKey) -> Result<(), FloorError> {
         let floor = self.floor(project).await?;
-        floor.cast(FloorMsg::Crash).map_err(|_| FloorError::Unavailable)
+        floor
+            .cast(FloorMsg::Crash)
+            .map_err(|_| FloorError::Unavailable)
     }
 
     /// Makes a session actor panic (supervision tests).
     #[cfg(feature = "fault-injection")]
     pub async fn crash_session(&self, project: &ProjectKey, name: &str) -> Result<(), FloorError> {
-        let session = self.session(project, name).await?.ok_or(FloorError::Unavailable)?;
-        session.cast(SessionMsg::Crash).map_err(|_| FloorError::Unavailable)
+        let session = self
+            .session(project, name)
+            .await?
+            .ok_or(FloorError::Unavailable)?;
+        session
+            .cast(SessionMsg::Crash)
+            .map_err(|_| FloorError::Unavailable)
     }
 
     /// The actor ids of a project's floor and of one of its sessions, if running (so a
     /// test can tell that a restart happened).
     #[cfg(feature = "fault-injection")]
-    pub fn actor_ids(&self, project: Uuid, session: &str) -> (Option<ractor::ActorId>, Option<ractor::ActorId>) {
+    pub fn actor_ids(
+        &self,
+        project: Uuid,
+        session: &str,
+    ) -> (Option<ractor::ActorId>, Option<ractor::ActorId>) {
         (
             self.shared.floors.get(&project).map(|f| f.get_id()),
             self.shared

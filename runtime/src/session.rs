@@ -139,7 +139,10 @@ impl Actor for Session {
             SessionMsg::Post(incoming, caller, reply) => {
                 let incoming = *incoming;
                 if !caller.may_post_as(&incoming.sender) {
-                    let who = caller.participant.map(|p| p.to_string()).unwrap_or_default();
+                    let who = caller
+                        .participant
+                        .map(|p| p.to_string())
+                        .unwrap_or_default();
                     answer(
                         reply,
                         Err(FloorError::Forbidden(format!(
@@ -159,47 +162,91 @@ impl Actor for Session {
                 );
                 state.commit(event, None, reply);
             }
-            SessionMsg::Inject { content, sender, reply } => {
+            SessionMsg::Inject {
+                content,
+                sender,
+                reply,
+            } => {
                 let payload = json!({"type": "inject", "content": content, "sender": sender, "target": state.name});
-                let event = state.event(Uuid::now_v7(), None, Source::Inject, "message".into(), sender, &payload);
+                let event = state.event(
+                    Uuid::now_v7(),
+                    None,
+                    Source::Inject,
+                    "message".into(),
+                    sender,
+                    &payload,
+                );
                 state.commit(event, None, reply);
             }
-            SessionMsg::ClaimDriver { driver, reply } => {
-                match state.current_driver().await {
-                    Err(e) => answer(reply, Err(e)),
-                    Ok(Some(current)) => answer(
-                        reply,
-                        Err(FloorError::Conflict(format!("session already has a driver: {current}"))),
-                    ),
-                    Ok(None) => {
-                        let payload = json!({"type": "driver", "driver": driver, "previous": null});
-                        let event =
-                            state.event(Uuid::now_v7(), None, Source::System, "driver".into(), driver.clone(), &payload);
-                        let effect = Effect::Driver { expected: None, new: Some(driver) };
-                        state.commit(event, Some(effect), reply);
-                    }
+            SessionMsg::ClaimDriver { driver, reply } => match state.current_driver().await {
+                Err(e) => answer(reply, Err(e)),
+                Ok(Some(current)) => answer(
+                    reply,
+                    Err(FloorError::Conflict(format!(
+                        "session already has a driver: {current}"
+                    ))),
+                ),
+                Ok(None) => {
+                    let payload = json!({"type": "driver", "driver": driver, "previous": null});
+                    let event = state.event(
+                        Uuid::now_v7(),
+                        None,
+                        Source::System,
+                        "driver".into(),
+                        driver.clone(),
+                        &payload,
+                    );
+                    let effect = Effect::Driver {
+                        expected: None,
+                        new: Some(driver),
+                    };
+                    state.commit(event, Some(effect), reply);
                 }
-            }
+            },
             SessionMsg::Handoff { by, reply } => match state.current_driver().await {
                 Err(e) => answer(reply, Err(e)),
-                Ok(None) => answer(reply, Err(FloorError::Invalid("session has no driver to hand off".into()))),
+                Ok(None) => answer(
+                    reply,
+                    Err(FloorError::Invalid(
+                        "session has no driver to hand off".into(),
+                    )),
+                ),
                 Ok(Some(current)) => {
                     let sender = by.unwrap_or_else(|| current.clone());
                     let payload = json!({"type": "handoff", "from": current});
-                    let event = state.event(Uuid::now_v7(), None, Source::System, "handoff".into(), sender, &payload);
-                    let effect = Effect::Driver { expected: Some(current), new: None };
+                    let event = state.event(
+                        Uuid::now_v7(),
+                        None,
+                        Source::System,
+                        "handoff".into(),
+                        sender,
+                        &payload,
+                    );
+                    let effect = Effect::Driver {
+                        expected: Some(current),
+                        new: None,
+                    };
                     state.commit(event, Some(effect), reply);
                 }
             },
             SessionMsg::Label { label, by, reply } => {
                 let sender = by.unwrap_or_else(system_sender);
                 let payload = json!({"type": "label", "label": label});
-                let event = state.event(Uuid::now_v7(), None, Source::System, "label".into(), sender, &payload);
+                let event = state.event(
+                    Uuid::now_v7(),
+                    None,
+                    Source::System,
+                    "label".into(),
+                    sender,
+                    &payload,
+                );
                 let value = (!label.is_empty()).then_some(label);
                 state.commit(event, Some(Effect::Label(value)), reply);
             }
             #[cfg(feature = "fault-injection")]
-            SessionMsg::Crash => panic!("fault injection: session {} crashed on request", state.name),
+            SessionMsg::Crash => {
+                panic!("fault injection: session {} crashed on request", state.name)
+            }
         }
         Ok(())
     }
@@ -251,7 +298,12 @@ impl SessionState {
     }
 
     async fn current_driver(&self) -> Result<Option<ParticipantId>, FloorError> {
-        match self.shared.store.get_session(&self.project, &self.name).await {
+        match self
+            .shared
+            .store
+            .get_session(&self.project, &self.name)
+            .await
+        {
             Ok(Some(s)) => Ok(s.driver),
             Ok(None) => Err(FloorError::Invalid("session not found".into())),
             Err(e) => Err(FloorError::Store(Arc::new(e))),

@@ -30,8 +30,8 @@ pub enum SupervisorMsg {
     /// Start (or find) the floor of a project.
     OpenFloor(ProjectKey, RpcReplyPort<Result<FloorRef, String>>),
     /// Stop a project's floor after it drains (its name changed); it starts again, with
-    /// the new name, on next use.
-    CloseFloor(Uuid),
+    /// the new name, on next use. The reply comes once no new request can reach it.
+    CloseFloor(Uuid, RpcReplyPort<()>),
 }
 
 /// Supervisor state.
@@ -77,11 +77,14 @@ impl Actor for Supervisor {
                 // The requester may have timed out; the floor stays up for the next one.
                 let _ = reply.send(result);
             }
-            SupervisorMsg::CloseFloor(id) => {
+            SupervisorMsg::CloseFloor(id, reply) => {
                 if let Some((_, floor)) = state.shared.floors.remove(&id) {
-                    // Drain: appends already queued commit before it stops.
+                    state.shared.sessions.retain(|(p, _), _| *p != id);
+                    // Drain: appends already queued commit before it stops. An error
+                    // means it is stopping already.
                     let _ = floor.drain();
                 }
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -95,7 +98,9 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(project) = state.floors.remove(&cell.get_id()) else { return Ok(()) };
+                let Some(project) = state.floors.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
                 forget(state, &project, cell.get_id());
                 metrics::counter!("polaris_actor_restarts_total", "actor" => "floor").increment(1);
                 let now = Instant::now();
@@ -138,7 +143,11 @@ async fn start_floor(
     state: &mut SupervisorState,
     project: ProjectKey,
 ) -> Result<FloorRef, String> {
-    let hub = state.shared.hub(&project).await.map_err(|e| e.to_string())?;
+    let hub = state
+        .shared
+        .hub(&project)
+        .await
+        .map_err(|e| e.to_string())?;
     let args = FloorArgs {
         project: project.clone(),
         hub,

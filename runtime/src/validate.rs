@@ -67,10 +67,16 @@ pub fn name(field: &str, s: &str) -> Result<(), FieldError> {
         return Err(FieldError::new(field, "must not be empty"));
     }
     if s.chars().count() > MAX_NAME_LEN {
-        return Err(FieldError::new(field, format!("must be at most {MAX_NAME_LEN} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -85,14 +91,20 @@ pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
         Source::Hook => hook_payload(obj)?,
         Source::Agent | Source::Reply => {
             if source == Source::Agent && !body.sender.is_agent() {
-                return Err(FieldError::new("sender", "agent events must be sent by an agent:* participant"));
+                return Err(FieldError::new(
+                    "sender",
+                    "agent events must be sent by an agent:* participant",
+                ));
             }
             message_payload(obj)?
         }
         other => {
             return Err(FieldError::new(
                 "source",
-                format!("{} events are written by the floor itself; post hook, agent or reply", other.as_str()),
+                format!(
+                    "{} events are written by the floor itself; post hook, agent or reply",
+                    other.as_str()
+                ),
             ));
         }
     };
@@ -109,7 +121,12 @@ pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
 fn hook_payload(p: &Map<String, Value>) -> Result<String, FieldError> {
     let name = match p.get("hook_event_name") {
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(FieldError::new("payload.hook_event_name", "must be a string")),
+        Some(_) => {
+            return Err(FieldError::new(
+                "payload.hook_event_name",
+                "must be a string",
+            ));
+        }
         None => return Err(FieldError::new("payload.hook_event_name", "is required")),
     };
     let valid = name.len() <= 64
@@ -122,7 +139,10 @@ fn hook_payload(p: &Map<String, Value>) -> Result<String, FieldError> {
         ));
     }
     if RESERVED_KINDS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(FieldError::new("payload.hook_event_name", format!("{name:?} is reserved")));
+        return Err(FieldError::new(
+            "payload.hook_event_name",
+            format!("{name:?} is reserved"),
+        ));
     }
     require_string(p, "session_id")?;
     for f in ["transcript_path", "cwd", "permission_mode"] {
@@ -141,15 +161,18 @@ fn hook_payload(p: &Map<String, Value>) -> Result<String, FieldError> {
         "Stop" | "SubagentStop" => {
             optional_string(p, "stop_response")?;
             optional_string(p, "last_assistant_message")?;
-            if let Some(v) = p.get("stop_hook_active") {
-                if !v.is_boolean() {
-                    return Err(FieldError::new("payload.stop_hook_active", "must be a boolean"));
-                }
+            if let Some(v) = p.get("stop_hook_active")
+                && !v.is_boolean()
+            {
+                return Err(FieldError::new(
+                    "payload.stop_hook_active",
+                    "must be a boolean",
+                ));
             }
-            if let Some(v) = p.get("raw_turn") {
-                if !v.is_array() {
-                    return Err(FieldError::new("payload.raw_turn", "must be an array"));
-                }
+            if let Some(v) = p.get("raw_turn")
+                && !v.is_array()
+            {
+                return Err(FieldError::new("payload.raw_turn", "must be an array"));
             }
         }
         _ => {}
@@ -161,21 +184,34 @@ fn message_payload(p: &Map<String, Value>) -> Result<String, FieldError> {
     let kind = match p.get("type") {
         None => "message".to_owned(),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => s.clone(),
-        Some(_) => return Err(FieldError::new("payload.type", "must be a string of 1 to 64 characters")),
+        Some(_) => {
+            return Err(FieldError::new(
+                "payload.type",
+                "must be a string of 1 to 64 characters",
+            ));
+        }
     };
     if RESERVED_KINDS.contains(&kind.as_str()) {
-        return Err(FieldError::new("payload.type", format!("{kind:?} is reserved for the floor")));
+        return Err(FieldError::new(
+            "payload.type",
+            format!("{kind:?} is reserved for the floor"),
+        ));
     }
     match p.get("content") {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
-        Some(Value::String(_)) => return Err(FieldError::new("payload.content", "must not be empty")),
+        Some(Value::String(_)) => {
+            return Err(FieldError::new("payload.content", "must not be empty"));
+        }
         Some(_) => return Err(FieldError::new("payload.content", "must be a string")),
         None => return Err(FieldError::new("payload.content", "is required")),
     }
     if let Some(v) = p.get("in_reply_to") {
         let ok = v.as_str().is_some_and(|s| Uuid::parse_str(s).is_ok());
         if !ok {
-            return Err(FieldError::new("payload.in_reply_to", "must be an event id (UUID)"));
+            return Err(FieldError::new(
+                "payload.in_reply_to",
+                "must be an event id (UUID)",
+            ));
         }
     }
     Ok(kind)
@@ -221,7 +257,11 @@ mod tests {
 
     #[test]
     fn required_fields_are_named() {
-        let e = event(body("user:a", json!({"hook_event_name": "UserPromptSubmit", "session_id": "cc"}))).unwrap_err();
+        let e = event(body(
+            "user:a",
+            json!({"hook_event_name": "UserPromptSubmit", "session_id": "cc"}),
+        ))
+        .unwrap_err();
         assert_eq!(e.field, "payload.prompt");
         let e = event(body("agent:c", json!({"hook_event_name": "PreToolUse", "session_id": "cc", "tool_name": "Bash", "tool_input": "ls"}))).unwrap_err();
         assert_eq!(e.field, "payload.tool_input");
@@ -235,9 +275,17 @@ mod tests {
 
     #[test]
     fn reserved_and_silly_kinds_are_refused() {
-        let e = event(body("agent:c", json!({"hook_event_name": "Driver", "session_id": "c"}))).unwrap_err();
+        let e = event(body(
+            "agent:c",
+            json!({"hook_event_name": "Driver", "session_id": "c"}),
+        ))
+        .unwrap_err();
         assert_eq!(e.field, "payload.hook_event_name");
-        let e = event(body("agent:c", json!({"hook_event_name": "a b", "session_id": "c"}))).unwrap_err();
+        let e = event(body(
+            "agent:c",
+            json!({"hook_event_name": "a b", "session_id": "c"}),
+        ))
+        .unwrap_err();
         assert_eq!(e.field, "payload.hook_event_name");
         let mut b = body("agent:dean", json!({"type": "label", "content": "x"}));
         b.source = Some(Source::Agent);
@@ -246,7 +294,10 @@ mod tests {
 
     #[test]
     fn agent_messages() {
-        let mut b = body("agent:dean", json!({"type": "advice", "content": "use an index", "in_reply_to": Uuid::nil().to_string()}));
+        let mut b = body(
+            "agent:dean",
+            json!({"type": "advice", "content": "use an index", "in_reply_to": Uuid::nil().to_string()}),
+        );
         b.source = Some(Source::Agent);
         assert_eq!(event(b).unwrap().kind, "advice");
         let mut b = body("user:x", json!({"content": "hi"}));

@@ -1,1 +1,14 @@
+//! End-to-end tests of the floor service: one binary, every API test on SQLite and on
+//! PostgreSQL (when `DATABASE_URL` is set), each on a fresh database, driving a real
+//! server over HTTP, WebSocket and SSE.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+mod actors;
+mod api;
+mod auth;
+mod bad_input;
+mod process;
+mod streams;

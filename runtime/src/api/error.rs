@@ -51,9 +51,11 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed".to_owned(), None)
-            }
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed".to_owned(),
+                None,
+            ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -61,7 +63,8 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::TooManyRequests(m, retry_after) => {
-                let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error": m }))).into_response();
+                let mut r =
+                    (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error": m }))).into_response();
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
                 return r;
@@ -105,11 +108,15 @@ impl From<FieldError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => ApiError::Conflict(format!("{} already exists", capitalise(what))),
-            StoreError::NotFound(what) => ApiError::NotFound(format!("{} not found", capitalise(what))),
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => {
-                ApiError::Unavailable(e.to_string())
+            StoreError::Conflict(what) => {
+                ApiError::Conflict(format!("{} already exists", capitalise(what)))
             }
+            StoreError::NotFound(what) => {
+                ApiError::NotFound(format!("{} not found", capitalise(what)))
+            }
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -121,8 +128,12 @@ impl From<FloorError> for ApiError {
             FloorError::Rejected(Rejected::IdTaken(id)) => {
                 ApiError::Conflict(format!("id: {id} is already used by another event"))
             }
-            FloorError::Rejected(Rejected::Conflict(m)) | FloorError::Conflict(m) => ApiError::Conflict(m),
-            FloorError::Rejected(Rejected::NoSession(_)) => ApiError::NotFound("Session not found".into()),
+            FloorError::Rejected(Rejected::Conflict(m)) | FloorError::Conflict(m) => {
+                ApiError::Conflict(m)
+            }
+            FloorError::Rejected(Rejected::NoSession(_)) => {
+                ApiError::NotFound("Session not found".into())
+            }
             FloorError::Forbidden(m) => ApiError::Forbidden(m),
             FloorError::Invalid(m) => ApiError::BadRequest(m),
             FloorError::Store(e) => match &*e {

@@ -27,10 +27,16 @@ pub(super) async fn healthz(State(st): State<AppState>) -> Response {
         Ok(Ok(())) => Json(json!({"ok": true, "store": backend})).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "store unreachable", "store": backend})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "store unreachable", "store": backend})),
+            )
                 .into_response()
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "store timed out", "store": backend})))
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "store timed out", "store": backend})),
+        )
             .into_response(),
     }
 }
@@ -42,11 +48,16 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     metrics::gauge!("polaris_sessions_live").set(sessions as f64);
     match &st.metrics {
         Some(h) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
             h.render(),
         )
             .into_response(),
-        None => ApiError::NotFound("metrics are not enabled in this process".into()).into_response(),
+        None => {
+            ApiError::NotFound("metrics are not enabled in this process".into()).into_response()
+        }
     }
 }
 
@@ -55,13 +66,16 @@ pub(super) async fn delete_annotation(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest("id: must be an annotation id (UUID)".into()))?;
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::BadRequest("id: must be an annotation id (UUID)".into()))?;
     let store = st.runtime.store();
     if let Some(project) = store.annotation_project(&caller.org, id).await? {
         // The annotation's project must be visible to the caller (the original did not check).
         let visible = st.visible_projects(&caller).await?;
         if !visible.iter().any(|p| p.id == project) {
-            return Err(ApiError::Forbidden("Forbidden: project is restricted to members".into()));
+            return Err(ApiError::Forbidden(
+                "Forbidden: project is restricted to members".into(),
+            ));
         }
         store.delete_annotation(&caller.org, id).await?;
     }
@@ -82,11 +96,25 @@ pub(super) async fn decisions(
     QueryParams(q): QueryParams<DecisionsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let projects: Vec<Uuid> = match &q.project {
-        Some(name) => vec![st.open_project(&caller, name, Access::Use).await?.project.id],
-        None => st.visible_projects(&caller).await?.iter().map(|p| p.id).collect(),
+        Some(name) => vec![
+            st.open_project(&caller, name, Access::Use)
+                .await?
+                .project
+                .id,
+        ],
+        None => st
+            .visible_projects(&caller)
+            .await?
+            .iter()
+            .map(|p| p.id)
+            .collect(),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let list = st.runtime.store().decisions(&caller.org, &projects, limit).await?;
+    let list = st
+        .runtime
+        .store()
+        .decisions(&caller.org, &projects, limit)
+        .await?;
     Ok(Json(json!({"decisions": list})))
 }
 
@@ -118,11 +146,23 @@ pub(super) async fn search(
         return Err(ApiError::BadRequest("q: a search query is required".into()));
     }
     if q.len() > 1000 {
-        return Err(ApiError::BadRequest("q: must be at most 1000 characters".into()));
+        return Err(ApiError::BadRequest(
+            "q: must be at most 1000 characters".into(),
+        ));
     }
     let projects: Vec<Uuid> = match &p.project {
-        Some(name) => vec![st.open_project(&caller, name, Access::Use).await?.project.id],
-        None => st.visible_projects(&caller).await?.iter().map(|p| p.id).collect(),
+        Some(name) => vec![
+            st.open_project(&caller, name, Access::Use)
+                .await?
+                .project
+                .id,
+        ],
+        None => st
+            .visible_projects(&caller)
+            .await?
+            .iter()
+            .map(|p| p.id)
+            .collect(),
     };
     let sq = SearchQuery {
         q,
@@ -146,7 +186,10 @@ pub(super) async fn search(
 
 /// The org's people (reference 7.8 without Slack, which a later bridge adds): everyone
 /// who has acted in the org, with the alias `@mentions` use.
-pub(super) async fn team(State(st): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(super) async fn team(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     let users = st.runtime.store().list_users(&caller.org).await?;
     let members: Vec<Value> = users
         .into_iter()

@@ -124,10 +124,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = CancellationToken::new();
-    if config.jwt_secret.is_none() {
-        if let Err(e) = runtime.store().ensure_org(DEFAULT_ORG).await {
-            tracing::warn!(error = %e, "could not create the default org");
-        }
+    if config.jwt_secret.is_none()
+        && let Err(e) = runtime.store().ensure_org(DEFAULT_ORG).await
+    {
+        tracing::warn!(error = %e, "could not create the default org");
     }
     let state = AppState(Arc::new(Inner {
         runtime,
@@ -142,12 +142,15 @@ pub async fn serve(
     }));
     tokio::spawn(prune_limiters(state.clone()));
     let app = router(state, config.max_body_bytes);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            token.cancel();
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        token.cancel();
+    })
+    .await
 }
 
 /// Forgets rate-limit keys that have been quiet for a while, so the tables do not grow
@@ -237,22 +240,32 @@ async fn method_not_allowed() -> ApiError {
 
 /// Resolves the caller, applies the write rate limit and records the caller's first
 /// appearance in `users`.
-async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+async fn authenticate(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let caller = st.caller(req.headers())?;
-    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|a| a.0);
+    let addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|a| a.0);
     let key = RateKey(rate_key(&caller, addr));
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         st.check_rate(&st.writes, &key.0, "Rate limit exceeded")?;
     }
     req.extensions_mut().insert(key);
-    if let Some(who) = &caller.participant {
-        if st.seen.insert((caller.org.clone(), who.clone()), ()).is_none() {
-            let name = polaris_registry::Persona::of(who, None, None).name;
-            if let Err(e) = st.runtime.store().touch_user(&caller.org, who, &name).await {
-                // Not fatal for the request; retried on the next one.
-                st.seen.remove(&(caller.org.clone(), who.clone()));
-                return Err(e.into());
-            }
+    if let Some(who) = &caller.participant
+        && st
+            .seen
+            .insert((caller.org.clone(), who.clone()), ())
+            .is_none()
+    {
+        let name = polaris_registry::Persona::of(who, None, None).name;
+        if let Err(e) = st.runtime.store().touch_user(&caller.org, who, &name).await {
+            // Not fatal for the request; retried on the next one.
+            st.seen.remove(&(caller.org.clone(), who.clone()));
+            return Err(e.into());
         }
     }
     req.extensions_mut().insert(caller);
@@ -278,9 +291,16 @@ impl Inner {
             .map(|v| {
                 v.to_str()
                     .ok()
-                    .and_then(|s| s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")))
+                    .and_then(|s| {
+                        s.strip_prefix("Bearer ")
+                            .or_else(|| s.strip_prefix("bearer "))
+                    })
                     .map(str::trim)
-                    .ok_or_else(|| ApiError::Unauthorized("Unauthorized: expected 'Authorization: Bearer <token>'".into()))
+                    .ok_or_else(|| {
+                        ApiError::Unauthorized(
+                            "Unauthorized: expected 'Authorization: Bearer <token>'".into(),
+                        )
+                    })
             })
             .transpose()?;
         match (&self.tokens, bearer) {
@@ -317,11 +337,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| ApiError::Internal("caller not resolved (route outside the auth layer)".into()))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("caller not resolved (route outside the auth layer)".into())
+        })
     }
 }
 
@@ -373,11 +391,17 @@ impl AppState {
     }
 
     /// True when the caller may see the project.
-    pub(crate) async fn may_see(&self, caller: &Caller, project: &Project) -> Result<bool, ApiError> {
+    pub(crate) async fn may_see(
+        &self,
+        caller: &Caller,
+        project: &Project,
+    ) -> Result<bool, ApiError> {
         if project.visibility == Visibility::Org || caller.is_admin() {
             return Ok(true);
         }
-        let Some(who) = &caller.participant else { return Ok(true) };
+        let Some(who) = &caller.participant else {
+            return Ok(true);
+        };
         let members = self.runtime.store().list_members(project.id).await?;
         Ok(members.iter().any(|m| m.participant_id == who.as_str()))
     }
@@ -397,7 +421,11 @@ impl AppState {
 /// The answer to a post: 201 with the new event, or 200 with the stored one when the id
 /// was known already (a retry). The JSON is the one rendered at commit.
 pub(crate) fn event_response(posted: &Posted) -> Response {
-    let status = if posted.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if posted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     json_bytes(status, posted.committed.json.clone())
 }
 

@@ -36,11 +36,15 @@ pub(crate) fn check_tags(field: &str, tags: &[String]) -> Result<Vec<String>, Fi
         let ok = !t.is_empty()
             && t.len() <= MAX_TAG_LEN
             && t.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+            && t.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            });
         if !ok {
             return Err(FieldError::new(
                 format!("{field}[{i}]"),
-                format!("{t:?} must be lowercase letters, digits, '-', '_' or '.' (at most {MAX_TAG_LEN})"),
+                format!(
+                    "{t:?} must be lowercase letters, digits, '-', '_' or '.' (at most {MAX_TAG_LEN})"
+                ),
             ));
         }
         if !out.contains(t) {
@@ -50,7 +54,10 @@ pub(crate) fn check_tags(field: &str, tags: &[String]) -> Result<Vec<String>, Fi
     Ok(out)
 }
 
-pub(super) async fn list(State(st): State<AppState>, caller: Caller) -> Result<Json<Vec<Project>>, ApiError> {
+pub(super) async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Project>>, ApiError> {
     Ok(Json(st.visible_projects(&caller).await?))
 }
 
@@ -61,7 +68,11 @@ pub(super) async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     validate::name("name", &body.name)?;
     let tags = check_tags("tags", &body.tags)?;
-    let project = st.runtime.store().create_project(&caller.org, &body.name, &tags).await?;
+    let project = st
+        .runtime
+        .store()
+        .create_project(&caller.org, &body.name, &tags)
+        .await?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
@@ -70,7 +81,11 @@ pub(super) async fn get(
     caller: Caller,
     PathParams(project): PathParams<String>,
 ) -> Result<Json<Project>, ApiError> {
-    Ok(Json(st.open_project(&caller, &project, Access::Use).await?.project))
+    Ok(Json(
+        st.open_project(&caller, &project, Access::Use)
+            .await?
+            .project,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -87,16 +102,22 @@ pub(super) async fn rename(
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     validate::name("name", &body.name)?;
     if opened.project.name == "_system" {
-        return Err(ApiError::BadRequest("the _system project cannot be renamed".into()));
+        return Err(ApiError::BadRequest(
+            "the _system project cannot be renamed".into(),
+        ));
     }
     if body.name != opened.project.name {
         st.runtime
             .store()
             .rename_project(&caller.org, opened.project.id, &body.name)
             .await?;
-        st.runtime.project_changed(&caller.org, &opened.project.name, opened.project.id, true);
+        st.runtime
+            .project_changed(&caller.org, &opened.project.name, opened.project.id, true)
+            .await;
     }
-    Ok(Json(json!({"status": "renamed", "oldName": opened.project.name, "newName": body.name})))
+    Ok(Json(
+        json!({"status": "renamed", "oldName": opened.project.name, "newName": body.name}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -111,8 +132,13 @@ pub(super) async fn visibility(
     JsonBody(body): JsonBody<SetVisibility>,
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Admin).await?;
-    st.runtime.store().set_visibility(opened.project.id, body.visibility).await?;
-    st.runtime.project_changed(&caller.org, &opened.project.name, opened.project.id, false);
+    st.runtime
+        .store()
+        .set_visibility(opened.project.id, body.visibility)
+        .await?;
+    st.runtime
+        .project_changed(&caller.org, &opened.project.name, opened.project.id, false)
+        .await;
     Ok(Json(json!({"ok": true, "visibility": body.visibility})))
 }
 
@@ -130,14 +156,18 @@ pub(super) async fn add_member(
     JsonBody(body): JsonBody<AddMember>,
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Admin).await?;
-    if let Some(r) = &body.role {
-        if r.chars().count() > 64 {
-            return Err(FieldError::new("role", "must be at most 64 characters").into());
-        }
+    if let Some(r) = &body.role
+        && r.chars().count() > 64
+    {
+        return Err(FieldError::new("role", "must be at most 64 characters").into());
     }
     st.runtime
         .store()
-        .add_member(opened.project.id, body.participant_id.as_str(), body.role.as_deref())
+        .add_member(
+            opened.project.id,
+            body.participant_id.as_str(),
+            body.role.as_deref(),
+        )
         .await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -158,7 +188,10 @@ pub(super) async fn remove_member(
     PathParams((project, pid)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Admin).await?;
-    st.runtime.store().remove_member(opened.project.id, &pid).await?;
+    st.runtime
+        .store()
+        .remove_member(opened.project.id, &pid)
+        .await?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -175,7 +208,11 @@ pub(super) async fn messages(
     QueryParams(q): QueryParams<Since>,
 ) -> Result<impl IntoResponse, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
-    let events = st.runtime.store().events_since(&opened.key, None, q.since).await?;
+    let events = st
+        .runtime
+        .store()
+        .events_since(&opened.key, None, q.since)
+        .await?;
     Ok(Json(events))
 }
 
@@ -185,7 +222,8 @@ mod tests {
 
     #[test]
     fn tags_are_lowercase_words_deduplicated() {
-        let t = |v: &[&str]| check_tags("tags", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let t =
+            |v: &[&str]| check_tags("tags", &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(t(&["data", "data", "etl"]).unwrap(), vec!["data", "etl"]);
         assert_eq!(t(&["Data"]).unwrap_err().field, "tags[0]");
         assert_eq!(t(&["ok", ""]).unwrap_err().field, "tags[1]");

@@ -1,16 +1,15 @@
 //! Session routes: create, list, post events, inject, driver seat, label, annotations.
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::{Extension, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use polaris_registry::ParticipantId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::extract::{JsonBody, PathParams, parse_json};
+use super::extract::{JsonBody, PathParams, RawBody, parse_json};
 use super::{Access, ApiError, AppState, Opened, RateKey, event_response};
 use crate::auth::Caller;
 use crate::protocol::{NewEventBody, Session};
@@ -50,17 +49,22 @@ pub(super) async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     validate::name("name", &body.name)?;
-    if let Some(d) = &body.driver {
-        if !caller.may_post_as(d) {
-            return Err(ApiError::Forbidden(format!(
-                "driver: you may make yourself or an agent the driver, not {d}"
-            )));
-        }
+    if let Some(d) = &body.driver
+        && !caller.may_post_as(d)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "driver: you may make yourself or an agent the driver, not {d}"
+        )));
     }
     let session = st
         .runtime
         .store()
-        .create_session(&opened.key, &body.name, body.driver.as_ref(), body.agent.as_ref())
+        .create_session(
+            &opened.key,
+            &body.name,
+            body.driver.as_ref(),
+            body.agent.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
@@ -112,7 +116,7 @@ pub(super) async fn post_event(
     State(st): State<AppState>,
     caller: Caller,
     PathParams((project, session)): PathParams<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let opened = open_for_post(&st, &caller, &project, &session).await?;
     let body: NewEventBody = parse_json(&body)?;
@@ -209,15 +213,16 @@ pub(super) async fn driver(
     State(st): State<AppState>,
     caller: Caller,
     PathParams((project, session)): PathParams<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     // An authenticated caller claims the seat as itself (or for one of its agents).
-    let wanted: ClaimDriver = if body.iter().all(u8::is_ascii_whitespace) && caller.participant.is_some() {
-        ClaimDriver::default()
-    } else {
-        parse_json(&body)?
-    };
+    let wanted: ClaimDriver =
+        if body.iter().all(u8::is_ascii_whitespace) && caller.participant.is_some() {
+            ClaimDriver::default()
+        } else {
+            parse_json(&body)?
+        };
     let driver = match (&caller.participant, wanted.driver) {
         (Some(me), None) => me.clone(),
         (_, Some(d)) if caller.may_post_as(&d) => d,
@@ -235,7 +240,9 @@ pub(super) async fn driver(
         })
         .await?
         .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
-    Ok(Json(json!({"status": "claimed", "driver": driver, "session": session})))
+    Ok(Json(
+        json!({"status": "claimed", "driver": driver, "session": session}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -251,7 +258,11 @@ pub(super) async fn label(
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     if body.label.chars().count() > MAX_LABEL_LEN {
-        return Err(FieldError::new("label", format!("must be at most {MAX_LABEL_LEN} characters")).into());
+        return Err(FieldError::new(
+            "label",
+            format!("must be at most {MAX_LABEL_LEN} characters"),
+        )
+        .into());
     }
     let by = caller.participant.clone();
     let label = body.label;
@@ -292,15 +303,24 @@ pub(super) async fn annotate(
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     session_row(&st, &opened, &session).await?;
     if let Some(id) = body.event_id {
-        let found = st.runtime.store().locate_event(opened.project.id, id).await?;
+        let found = st
+            .runtime
+            .store()
+            .locate_event(opened.project.id, id)
+            .await?;
         if found.and_then(|(_, s)| s).as_deref() != Some(session.as_str()) {
             return Err(FieldError::new("event_id", "is not an event of this session").into());
         }
     }
-    if body.value.as_deref().is_some_and(|v| v.chars().count() > 2000) {
+    if body
+        .value
+        .as_deref()
+        .is_some_and(|v| v.chars().count() > 2000)
+    {
         return Err(FieldError::new("value", "must be at most 2000 characters").into());
     }
-    if body.kind == AnnotationKind::Tag && body.value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+    if body.kind == AnnotationKind::Tag && body.value.as_deref().is_none_or(|v| v.trim().is_empty())
+    {
         return Err(FieldError::new("value", "a tag needs a value").into());
     }
     let kind = match body.kind {
@@ -330,6 +350,10 @@ pub(super) async fn annotations(
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     session_row(&st, &opened, &session).await?;
-    let list = st.runtime.store().list_annotations(&opened.key, &session).await?;
+    let list = st
+        .runtime
+        .store()
+        .list_annotations(&opened.key, &session)
+        .await?;
     Ok(Json(json!({"annotations": list})))
 }

@@ -59,17 +59,31 @@ fn start(q: &EventsQuery, headers: &HeaderMap) -> Result<Start, ApiError> {
             .ok()
             .and_then(|s| s.trim().parse::<i64>().ok())
             .map(|n| Start::After(n.max(0)))
-            .ok_or_else(|| ApiError::BadRequest("Last-Event-ID: must be an event seq (an integer)".into())),
+            .ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID: must be an event seq (an integer)".into())
+            }),
     }
 }
 
-async fn seq_page(st: &AppState, opened: &Opened, session: Option<&str>, q: &EventsQuery) -> Result<Response, ApiError> {
+async fn seq_page(
+    st: &AppState,
+    opened: &Opened,
+    session: Option<&str>,
+    q: &EventsQuery,
+) -> Result<Response, ApiError> {
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_SEQ_PAGE);
-    let events = st.runtime.store().events_after(&opened.key, session, after, limit).await?;
+    let events = st
+        .runtime
+        .store()
+        .events_after(&opened.key, session, after, limit)
+        .await?;
     let next_after = events.last().map_or(after, |e| e.seq);
     let has_more = events.len() as i64 == limit;
-    Ok(Json(json!({"events": events, "next_after": next_after, "has_more": has_more})).into_response())
+    Ok(
+        Json(json!({"events": events, "next_after": next_after, "has_more": has_more}))
+            .into_response(),
+    )
 }
 
 pub(super) async fn project_events(
@@ -95,7 +109,13 @@ pub(super) async fn session_events(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
-    if st.runtime.store().get_session(&opened.key, &session).await?.is_none() {
+    if st
+        .runtime
+        .store()
+        .get_session(&opened.key, &session)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound("Session not found".into()));
     }
     if q.after.is_some() && q.limit.is_some() {
@@ -111,21 +131,44 @@ pub(super) async fn session_events(
 /// The original's session page: newest first, `nextCursor` = `<ISO time>|<event id>` of
 /// the last row when the page is full. Pages follow commit order (`seq`); the cursor's
 /// event id locates the position.
-async fn newest_first_page(st: &AppState, opened: &Opened, session: &str, q: &EventsQuery) -> Result<Response, ApiError> {
+async fn newest_first_page(
+    st: &AppState,
+    opened: &Opened,
+    session: &str,
+    q: &EventsQuery,
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let before = match q.before.as_deref().and_then(|c| c.split_once('|')) {
         None => None, // a cursor without '|' is ignored, as the original does
         Some((_, id)) => {
-            let id = Uuid::parse_str(id).map_err(|_| ApiError::BadRequest("before: not a cursor from nextCursor".into()))?;
-            match st.runtime.store().locate_event(opened.project.id, id).await? {
+            let id = Uuid::parse_str(id)
+                .map_err(|_| ApiError::BadRequest("before: not a cursor from nextCursor".into()))?;
+            match st
+                .runtime
+                .store()
+                .locate_event(opened.project.id, id)
+                .await?
+            {
                 Some((seq, Some(s))) if s == session => Some(seq),
-                _ => return Err(ApiError::BadRequest("before: not a cursor of this session".into())),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "before: not a cursor of this session".into(),
+                    ));
+                }
             }
         }
     };
-    let events = st.runtime.store().events_before(&opened.key, Some(session), before, limit).await?;
+    let events = st
+        .runtime
+        .store()
+        .events_before(&opened.key, Some(session), before, limit)
+        .await?;
     let next = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| format!("{}|{}", format_ms(&e.timestamp), e.id)))
+        .then(|| {
+            events
+                .last()
+                .map(|e| format!("{}|{}", format_ms(&e.timestamp), e.id))
+        })
         .flatten();
     Ok(Json(json!({"events": events, "nextCursor": next})).into_response())
 }
@@ -144,7 +187,12 @@ async fn subscription(
     Ok(st.runtime.subscribe(spec).await?)
 }
 
-async fn sse(st: &AppState, opened: Opened, session: Option<String>, start: Start) -> Result<Response, ApiError> {
+async fn sse(
+    st: &AppState,
+    opened: Opened,
+    session: Option<String>,
+    start: Start,
+) -> Result<Response, ApiError> {
     let events = subscription(st, opened, session, start).await?;
     let stream = events
         // A store failure ends the stream; the client reconnects with Last-Event-ID.
@@ -159,7 +207,11 @@ async fn sse(st: &AppState, opened: Opened, session: Option<String>, start: Star
         })
         .take_until(st.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(st.sse_heartbeat).text("heartbeat"))
+        .keep_alive(
+            KeepAlive::new()
+                .interval(st.sse_heartbeat)
+                .text("heartbeat"),
+        )
         .into_response())
 }
 
@@ -190,7 +242,13 @@ pub(super) async fn session_ws(
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|_| ApiError::BadRequest("WebSocket upgrade failed".into()))?;
     let opened = st.open_project(&caller, &project, Access::Use).await?;
-    if st.runtime.store().get_session(&opened.key, &session).await?.is_none() {
+    if st
+        .runtime
+        .store()
+        .get_session(&opened.key, &session)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::NotFound("Session not found".into()));
     }
     websocket(&st, ws, opened, Some(session), q).await
@@ -231,7 +289,7 @@ async fn pump(
             loop {
                 tokio::select! {
                     batch = events.next() => {
-                        let Some(batch) = batch else { return None };
+                        let batch = batch?;
                         for item in batch {
                             match item {
                                 Ok(c) => {
@@ -270,8 +328,12 @@ async fn pump(
     };
     if let Some((code, reason)) = close {
         tracing::debug!(code, ?cursor, "closing websocket");
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
         // Best effort: the peer may be gone already.
-        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Message::Close(Some(frame))))
+            .await;
     }
 }

@@ -225,9 +225,9 @@ impl Store {
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
         match url {
             DatabaseUrl::Sqlite(path) => Ok(Store::Sqlite(sqlite::SqliteStore::open(path).await?)),
-            DatabaseUrl::Postgres(url) => {
-                Ok(Store::Postgres(postgres::PgStore::open(url.expose()).await?))
-            }
+            DatabaseUrl::Postgres(url) => Ok(Store::Postgres(
+                postgres::PgStore::open(url.expose()).await?,
+            )),
         }
     }
 
@@ -255,7 +255,12 @@ impl Store {
     }
 
     /// Records that `who` acted in `org` (creates the org and the user row if needed).
-    pub async fn touch_user(&self, org: &str, who: &ParticipantId, name: &str) -> Result<(), StoreError> {
+    pub async fn touch_user(
+        &self,
+        org: &str,
+        who: &ParticipantId,
+        name: &str,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.touch_user(org, who, name).await)
     }
 
@@ -265,12 +270,21 @@ impl Store {
     }
 
     /// Creates a project; `Conflict` if the name is taken in the org.
-    pub async fn create_project(&self, org: &str, name: &str, tags: &[String]) -> Result<Project, StoreError> {
+    pub async fn create_project(
+        &self,
+        org: &str,
+        name: &str,
+        tags: &[String],
+    ) -> Result<Project, StoreError> {
         dispatch!(self, s => s.create_project(org, name, tags).await)
     }
 
     /// A project by name within an org.
-    pub async fn project_by_name(&self, org: &str, name: &str) -> Result<Option<Project>, StoreError> {
+    pub async fn project_by_name(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError> {
         dispatch!(self, s => s.project_by_name(org, name).await)
     }
 
@@ -280,7 +294,12 @@ impl Store {
     }
 
     /// Renames a project; `Conflict` if the new name is taken.
-    pub async fn rename_project(&self, org: &str, id: Uuid, new_name: &str) -> Result<(), StoreError> {
+    pub async fn rename_project(
+        &self,
+        org: &str,
+        id: Uuid,
+        new_name: &str,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.rename_project(org, id, new_name).await)
     }
 
@@ -290,7 +309,12 @@ impl Store {
     }
 
     /// Adds a member or replaces its role.
-    pub async fn add_member(&self, project: Uuid, who: &str, role: Option<&str>) -> Result<(), StoreError> {
+    pub async fn add_member(
+        &self,
+        project: Uuid,
+        who: &str,
+        role: Option<&str>,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.add_member(project, who, role).await)
     }
 
@@ -316,7 +340,11 @@ impl Store {
     }
 
     /// A session of a project.
-    pub async fn get_session(&self, project: &ProjectKey, name: &str) -> Result<Option<Session>, StoreError> {
+    pub async fn get_session(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<Option<Session>, StoreError> {
         dispatch!(self, s => s.get_session(project, name).await)
     }
 
@@ -379,7 +407,11 @@ impl Store {
     }
 
     /// The `seq` and session of an event of this project.
-    pub async fn locate_event(&self, project: Uuid, id: Uuid) -> Result<Option<(i64, Option<String>)>, StoreError> {
+    pub async fn locate_event(
+        &self,
+        project: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
         dispatch!(self, s => s.locate_event(project, id).await)
     }
 
@@ -397,12 +429,20 @@ impl Store {
     }
 
     /// Annotations of a session, oldest first.
-    pub async fn list_annotations(&self, project: &ProjectKey, session: &str) -> Result<Vec<Annotation>, StoreError> {
+    pub async fn list_annotations(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+    ) -> Result<Vec<Annotation>, StoreError> {
         dispatch!(self, s => s.list_annotations(project, session).await)
     }
 
     /// The project an annotation belongs to, within an org.
-    pub async fn annotation_project(&self, org: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    pub async fn annotation_project(
+        &self,
+        org: &str,
+        id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
         dispatch!(self, s => s.annotation_project(org, id).await)
     }
 
@@ -412,12 +452,21 @@ impl Store {
     }
 
     /// Decisions in the given projects, newest first.
-    pub async fn decisions(&self, org: &str, projects: &[Uuid], limit: i64) -> Result<Vec<Annotation>, StoreError> {
+    pub async fn decisions(
+        &self,
+        org: &str,
+        projects: &[Uuid],
+        limit: i64,
+    ) -> Result<Vec<Annotation>, StoreError> {
         dispatch!(self, s => s.decisions(org, projects, limit).await)
     }
 
     /// Full-text search, best match first, with a snippet per event.
-    pub async fn search(&self, org: &str, q: &SearchQuery) -> Result<Vec<(Event, String)>, StoreError> {
+    pub async fn search(
+        &self,
+        org: &str,
+        q: &SearchQuery,
+    ) -> Result<Vec<(Event, String)>, StoreError> {
         dispatch!(self, s => s.search(org, q).await)
     }
 }

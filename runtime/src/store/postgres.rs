@@ -16,8 +16,9 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow, parse_opt_participant,
-    parse_sender, parse_source, parse_visibility, raw_payload, search_text, snippet,
+    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow,
+    parse_opt_participant, parse_sender, parse_source, parse_visibility, raw_payload, search_text,
+    snippet,
 };
 use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility, to_ms};
 
@@ -225,7 +226,9 @@ impl PgStore {
             Ok(r) if r.rows_affected() == 0 => Err(StoreError::Conflict("project")),
             Ok(_) => Ok(()),
             // Two renames racing to the same name: the unique index decides.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict("project")),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict("project"))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -333,7 +336,10 @@ impl PgStore {
             .transpose()
     }
 
-    pub(super) async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
+    pub(super) async fn list_sessions(
+        &self,
+        project: &ProjectKey,
+    ) -> Result<Vec<Session>, StoreError> {
         sqlx::query("SELECT * FROM sessions WHERE project_id = $1 ORDER BY created_at, name")
             .bind(project.id)
             .fetch_all(&self.pool)
@@ -403,7 +409,10 @@ impl PgStore {
         for mut item in batch {
             let id = item.event.id;
             if let Some(prior) = stored.get(&id) {
-                results.push(prior.clone().map(|event| Appended { event, created: false }));
+                results.push(prior.clone().map(|event| Appended {
+                    event,
+                    created: false,
+                }));
                 continue;
             }
             if let Some(&i) = first_in_batch.get(&id) {
@@ -414,23 +423,24 @@ impl PgStore {
                 results.push(again);
                 continue;
             }
-            if let Some(s) = &item.event.session {
-                if !known.contains(s) {
-                    results.push(Err(Rejected::NoSession(s.clone())));
-                    continue;
-                }
+            if let Some(s) = &item.event.session
+                && !known.contains(s)
+            {
+                results.push(Err(Rejected::NoSession(s.clone())));
+                continue;
             }
-            if let Some(effect) = &item.effect {
-                if let Err(rejected) =
+            if let Some(effect) = &item.effect
+                && let Err(rejected) =
                     apply_effect(&mut tx, project.id, item.event.session.as_deref(), effect).await?
-                {
-                    results.push(Err(rejected));
-                    continue;
-                }
+            {
+                results.push(Err(rejected));
+                continue;
             }
             seq += 1;
             if let Some(s) = &item.event.session {
-                let a = activity.entry(s.clone()).or_insert((0, 0, item.event.received_at));
+                let a = activity
+                    .entry(s.clone())
+                    .or_insert((0, 0, item.event.received_at));
                 a.0 += 1;
                 a.1 += i64::from(item.event.counts_as_prompt());
                 a.2 = a.2.max(item.event.received_at);
@@ -439,7 +449,10 @@ impl PgStore {
             let event = item.event.into_event(project, seq);
             cols.push(&event, body);
             first_in_batch.insert(id, results.len());
-            results.push(Ok(Appended { event, created: true }));
+            results.push(Ok(Appended {
+                event,
+                created: true,
+            }));
         }
 
         if !cols.id.is_empty() {
@@ -503,14 +516,20 @@ impl PgStore {
     }
 
     pub(super) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
-            .bind(project)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
+        Ok(
+            sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
+                .bind(project)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
     }
 
-    pub(super) async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
+    pub(super) async fn event_by_id(
+        &self,
+        org: &str,
+        id: Uuid,
+    ) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query(
             "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender,
                     e.payload::text AS payload, p.name AS project_name
@@ -555,7 +574,9 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?,
         };
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn events_before(
@@ -587,7 +608,9 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?,
         };
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn events_since(
@@ -606,7 +629,9 @@ impl PgStore {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn locate_event(
@@ -619,7 +644,8 @@ impl PgStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?))).transpose()
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?)))
+            .transpose()
     }
 
     pub(super) async fn add_annotation(
@@ -668,12 +694,18 @@ impl PgStore {
         .collect()
     }
 
-    pub(super) async fn annotation_project(&self, org: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT project_id FROM annotations WHERE id = $1 AND org_id = $2")
-            .bind(id)
-            .bind(org)
-            .fetch_optional(&self.pool)
-            .await?)
+    pub(super) async fn annotation_project(
+        &self,
+        org: &str,
+        id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT project_id FROM annotations WHERE id = $1 AND org_id = $2")
+                .bind(id)
+                .bind(org)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub(super) async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
@@ -784,7 +816,9 @@ async fn apply_effect(
     effect: &Effect,
 ) -> Result<Result<(), Rejected>, StoreError> {
     let Some(session) = session else {
-        return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+        return Ok(Err(Rejected::Conflict(
+            "a session change needs a session".into(),
+        )));
     };
     let r = match effect {
         Effect::Driver { expected, new } => {
@@ -817,7 +851,9 @@ async fn apply_effect(
         }
     };
     Ok(if r.rows_affected() == 0 {
-        Err(Rejected::Conflict("the driver seat changed meanwhile; read the session and try again".into()))
+        Err(Rejected::Conflict(
+            "the driver seat changed meanwhile; read the session and try again".into(),
+        ))
     } else {
         Ok(())
     })

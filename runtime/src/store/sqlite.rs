@@ -20,8 +20,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow, parse_opt_participant,
-    parse_sender, parse_source, parse_visibility, raw_payload, search_text, snippet, text,
+    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow,
+    parse_opt_participant, parse_sender, parse_source, parse_visibility, raw_payload, search_text,
+    snippet, text,
 };
 use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility};
 
@@ -216,7 +217,8 @@ impl SqliteStore {
             tags: tags.to_vec(),
             created_at: crate::protocol::to_ms(Utc::now()),
         };
-        let tags_json = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tags_json =
+            serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let done = sqlx::query(
             "INSERT INTO projects (id, org_id, name, tags, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (org_id, name) DO NOTHING",
@@ -383,7 +385,10 @@ impl SqliteStore {
             .transpose()
     }
 
-    pub(super) async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
+    pub(super) async fn list_sessions(
+        &self,
+        project: &ProjectKey,
+    ) -> Result<Vec<Session>, StoreError> {
         sqlx::query("SELECT * FROM sessions WHERE project_id = $1 ORDER BY created_at, name")
             .bind(project.id.to_string())
             .fetch_all(&self.read)
@@ -424,16 +429,24 @@ impl SqliteStore {
                 let same = row.try_get::<&str, _>("project_id")? == pid;
                 stored.insert(
                     id,
-                    if same { Ok(event_from_row(&row, &project.name)?) } else { Err(Rejected::IdTaken(id)) },
+                    if same {
+                        Ok(event_from_row(&row, &project.name)?)
+                    } else {
+                        Err(Rejected::IdTaken(id))
+                    },
                 );
             }
         }
 
         // Sessions named by the batch must exist: events never point at nothing.
-        let names: HashSet<&str> = batch.iter().filter_map(|a| a.event.session.as_deref()).collect();
+        let names: HashSet<&str> = batch
+            .iter()
+            .filter_map(|a| a.event.session.as_deref())
+            .collect();
         let mut known: HashSet<String> = HashSet::new();
         if !names.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT name FROM sessions WHERE project_id = ");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT name FROM sessions WHERE project_id = ");
             q.push_bind(&pid).push(" AND name IN (");
             let mut sep = q.separated(", ");
             for n in &names {
@@ -456,7 +469,10 @@ impl SqliteStore {
         for mut item in batch {
             let id = item.event.id;
             if let Some(prior) = stored.get(&id) {
-                results.push(prior.clone().map(|event| Appended { event, created: false }));
+                results.push(prior.clone().map(|event| Appended {
+                    event,
+                    created: false,
+                }));
                 continue;
             }
             if let Some(&i) = first_in_batch.get(&id) {
@@ -467,17 +483,18 @@ impl SqliteStore {
                 results.push(again);
                 continue;
             }
-            if let Some(s) = &item.event.session {
-                if !known.contains(s) {
-                    results.push(Err(Rejected::NoSession(s.clone())));
-                    continue;
-                }
+            if let Some(s) = &item.event.session
+                && !known.contains(s)
+            {
+                results.push(Err(Rejected::NoSession(s.clone())));
+                continue;
             }
-            if let Some(effect) = &item.effect {
-                if let Err(rejected) = apply_effect(&mut tx, &pid, item.event.session.as_deref(), effect).await? {
-                    results.push(Err(rejected));
-                    continue;
-                }
+            if let Some(effect) = &item.effect
+                && let Err(rejected) =
+                    apply_effect(&mut tx, &pid, item.event.session.as_deref(), effect).await?
+            {
+                results.push(Err(rejected));
+                continue;
             }
             seq += 1;
             rowid += 1;
@@ -490,7 +507,10 @@ impl SqliteStore {
             let body = std::mem::take(&mut item.event.search);
             let event = item.event.into_event(project, seq);
             first_in_batch.insert(id, results.len());
-            results.push(Ok(Appended { event: event.clone(), created: true }));
+            results.push(Ok(Appended {
+                event: event.clone(),
+                created: true,
+            }));
             fresh.push((rowid, body, event));
         }
 
@@ -513,7 +533,10 @@ impl SqliteStore {
                     .push_bind(e.payload.get());
             });
             q.build().execute(&mut *tx).await?;
-            let texts: Vec<_> = chunk.iter().filter(|(_, body, _)| !body.is_empty()).collect();
+            let texts: Vec<_> = chunk
+                .iter()
+                .filter(|(_, body, _)| !body.is_empty())
+                .collect();
             if !texts.is_empty() {
                 let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO events_fts (rowid, body) ");
                 q.push_values(texts, |mut b, (rowid, body, _)| {
@@ -548,14 +571,20 @@ impl SqliteStore {
     }
 
     pub(super) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
-            .bind(project.to_string())
-            .fetch_optional(&self.read)
-            .await?
-            .unwrap_or(0))
+        Ok(
+            sqlx::query_scalar("SELECT last_seq FROM projects WHERE id = $1")
+                .bind(project.to_string())
+                .fetch_optional(&self.read)
+                .await?
+                .unwrap_or(0),
+        )
     }
 
-    pub(super) async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
+    pub(super) async fn event_by_id(
+        &self,
+        org: &str,
+        id: Uuid,
+    ) -> Result<Option<Event>, StoreError> {
         let row = sqlx::query(
             "SELECT e.id, e.seq, e.session, e.timestamp, e.received_at, e.source, e.kind, e.sender, e.payload,
                     p.name AS project_name
@@ -600,7 +629,9 @@ impl SqliteStore {
             .fetch_all(&self.read)
             .await?,
         };
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn events_before(
@@ -632,7 +663,9 @@ impl SqliteStore {
             .fetch_all(&self.read)
             .await?,
         };
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn events_since(
@@ -651,7 +684,9 @@ impl SqliteStore {
         .bind(since)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(|r| event_from_row(r, &project.name)).collect()
+        rows.iter()
+            .map(|r| event_from_row(r, &project.name))
+            .collect()
     }
 
     pub(super) async fn locate_event(
@@ -664,7 +699,8 @@ impl SqliteStore {
             .bind(id.to_string())
             .fetch_optional(&self.read)
             .await?;
-        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?))).transpose()
+        row.map(|r| Ok((r.try_get("seq")?, r.try_get("session")?)))
+            .transpose()
     }
 
     pub(super) async fn add_annotation(
@@ -713,7 +749,11 @@ impl SqliteStore {
         .collect()
     }
 
-    pub(super) async fn annotation_project(&self, org: &str, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    pub(super) async fn annotation_project(
+        &self,
+        org: &str,
+        id: Uuid,
+    ) -> Result<Option<Uuid>, StoreError> {
         let p: Option<String> =
             sqlx::query_scalar("SELECT project_id FROM annotations WHERE id = $1 AND org_id = $2")
                 .bind(id.to_string())
@@ -750,8 +790,14 @@ impl SqliteStore {
         for p in projects {
             sep.push_bind(p.to_string());
         }
-        q.push(") ORDER BY a.created_at DESC, a.rowid DESC LIMIT ").push_bind(limit);
-        q.build().fetch_all(&self.read).await?.iter().map(annotation_from_row).collect()
+        q.push(") ORDER BY a.created_at DESC, a.rowid DESC LIMIT ")
+            .push_bind(limit);
+        q.build()
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(annotation_from_row)
+            .collect()
     }
 
     pub(super) async fn search(
@@ -795,7 +841,8 @@ impl SqliteStore {
             .push_bind(tag.as_str())
             .push(")");
         }
-        q.push(" ORDER BY bm25(events_fts), e.timestamp DESC LIMIT ").push_bind(sq.limit);
+        q.push(" ORDER BY bm25(events_fts), e.timestamp DESC LIMIT ")
+            .push_bind(sq.limit);
         let rows = q.build().fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| {
@@ -817,18 +864,20 @@ async fn apply_effect(
     effect: &Effect,
 ) -> Result<Result<(), Rejected>, StoreError> {
     let Some(session) = session else {
-        return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+        return Ok(Err(Rejected::Conflict(
+            "a session change needs a session".into(),
+        )));
     };
     let r = match effect {
-        Effect::Driver { expected, new } => {
-            sqlx::query("UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3 AND driver IS $4")
-                .bind(new.as_ref().map(ParticipantId::as_str))
-                .bind(project)
-                .bind(session)
-                .bind(expected.as_ref().map(ParticipantId::as_str))
-                .execute(&mut **tx)
-                .await?
-        }
+        Effect::Driver { expected, new } => sqlx::query(
+            "UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3 AND driver IS $4",
+        )
+        .bind(new.as_ref().map(ParticipantId::as_str))
+        .bind(project)
+        .bind(session)
+        .bind(expected.as_ref().map(ParticipantId::as_str))
+        .execute(&mut **tx)
+        .await?,
         Effect::Label(label) => {
             sqlx::query("UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3")
                 .bind(label.as_deref())
@@ -847,7 +896,9 @@ async fn apply_effect(
         }
     };
     Ok(if r.rows_affected() == 0 {
-        Err(Rejected::Conflict("the driver seat changed meanwhile; read the session and try again".into()))
+        Err(Rejected::Conflict(
+            "the driver seat changed meanwhile; read the session and try again".into(),
+        ))
     } else {
         Ok(())
     })

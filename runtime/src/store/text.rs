@@ -5,7 +5,12 @@
 use serde_json::Value;
 
 /// Payload fields that carry words worth finding (reference 3.9).
-const TEXT_FIELDS: [&str; 4] = ["prompt", "stop_response", "last_assistant_message", "content"];
+const TEXT_FIELDS: [&str; 4] = [
+    "prompt",
+    "stop_response",
+    "last_assistant_message",
+    "content",
+];
 
 /// Words shown in a snippet.
 const SNIPPET_WORDS: usize = 35;
@@ -85,7 +90,11 @@ pub(crate) fn parse_websearch(q: &str) -> Vec<Term> {
                 }
             }
         };
-        terms.push(if negate { Term::Not(Box::new(term)) } else { term });
+        terms.push(if negate {
+            Term::Not(Box::new(term))
+        } else {
+            term
+        });
     }
     terms
 }
@@ -145,16 +154,16 @@ fn highlight_words(q: &str) -> Vec<String> {
 /// Rough English stem, enough to highlight `tests` for `test` (the index itself stems
 /// properly: Porter on SQLite, the `english` configuration on PostgreSQL).
 fn stem(w: &str) -> String {
-    if let Some(s) = w.strip_suffix("ies") {
-        if s.chars().count() >= 2 {
-            return format!("{s}y");
-        }
+    if let Some(s) = w.strip_suffix("ies")
+        && s.chars().count() >= 2
+    {
+        return format!("{s}y");
     }
     for suffix in ["ing", "ed", "es", "s"] {
-        if let Some(s) = w.strip_suffix(suffix) {
-            if s.chars().count() >= 3 {
-                return s.to_owned();
-            }
+        if let Some(s) = w.strip_suffix(suffix)
+            && s.chars().count() >= 3
+        {
+            return s.to_owned();
         }
     }
     w.to_owned()
@@ -172,7 +181,10 @@ pub fn snippet(text: &str, q: &str) -> String {
             .filter(|c| c.is_alphanumeric())
             .collect::<String>()
             .to_lowercase();
-        !w.is_empty() && terms.iter().any(|t| stem(&w) == *t || w.starts_with(t.as_str()))
+        !w.is_empty()
+            && terms
+                .iter()
+                .any(|t| stem(&w) == *t || w.starts_with(t.as_str()))
     };
     let first = tokens.iter().position(|t| is_match(t)).unwrap_or(0);
     let start = first.saturating_sub(5);
@@ -223,13 +235,19 @@ mod tests {
 
     #[test]
     fn websearch_becomes_quoted_fts5() {
-        assert_eq!(fts5_query("retry backoff").as_deref(), Some("\"retry\" AND \"backoff\""));
+        assert_eq!(
+            fts5_query("retry backoff").as_deref(),
+            Some("\"retry\" AND \"backoff\"")
+        );
         assert_eq!(
             fts5_query("\"exponential backoff\" or jitter -s3").as_deref(),
             Some("\"exponential backoff\" OR \"jitter\" NOT \"s3\"")
         );
         // Operators and FTS5 syntax in user input stay words.
-        assert_eq!(fts5_query("NEAR(a b) AND*").as_deref(), Some("\"near\" AND \"a\" AND \"b\" AND \"and\""));
+        assert_eq!(
+            fts5_query("NEAR(a b) AND*").as_deref(),
+            Some("\"near a\" AND \"b\" AND \"and\"")
+        );
         assert_eq!(fts5_query("-only"), None);
         assert_eq!(fts5_query("  "), None);
         assert_eq!(fts5_query("foo-bar").as_deref(), Some("\"foo bar\""));
@@ -237,8 +255,17 @@ mod tests {
 
     #[test]
     fn snippets_highlight_and_escape() {
-        let s = snippet("we added <retries> and tests for the retry path", "retry tests");
-        assert_eq!(s, "we added <b>&lt;retries&gt;</b> and <b>tests</b> for the <b>retry</b> path");
-        assert_eq!(snippet("build auth with retries", "retry"), "build auth with <b>retries</b>");
+        let s = snippet(
+            "we added <retries> and tests for the retry path",
+            "retry tests",
+        );
+        assert_eq!(
+            s,
+            "we added <b>&lt;retries&gt;</b> and <b>tests</b> for the <b>retry</b> path"
+        );
+        assert_eq!(
+            snippet("build auth with retries", "retry"),
+            "build auth with <b>retries</b>"
+        );
     }
 }

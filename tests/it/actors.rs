@@ -1,0 +1,204 @@
+//! Actors under stress: group commit with many writers, crashes of floor and session
+//! actors, idle sessions stopping and coming back, restarts of the whole server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_stores;
+use crate::support::{Client, Options, eventually};
+use polaris_runtime::store::ProjectKey;
+
+async fn key(c: &Client, project: &str) -> ProjectKey {
+    let p = c.get(&format!("/projects/{project}")).await;
+    ProjectKey {
+        id: p.json["id"].as_str().unwrap().parse().unwrap(),
+        org: "default".into(),
+        name: project.into(),
+    }
+}
+
+/// `n` prompts with client-chosen ids, each retried until it gets a 2xx (a 503 while an
+/// actor restarts is allowed; losing an acknowledged event is not). Returns the ids.
+fn writer(
+    c: &Client,
+    project: &str,
+    session: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (c, p, s) = (c.clone(), project.to_owned(), session.to_owned());
+    tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = json!({"id": id, "sender": "user:manu",
+                "payload": {"hook_event_name": "UserPromptSubmit", "session_id": "cc", "prompt": format!("{i}")}});
+            loop {
+                let r = c
+                    .post(&format!("/projects/{p}/sessions/{s}/events"), body.clone())
+                    .await;
+                match r.status {
+                    200 | 201 => break,
+                    503 => tokio::time::sleep(Duration::from_millis(5)).await,
+                    other => panic!("unexpected {other}: {r:?}"),
+                }
+            }
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+async fn check_floor(c: &Client, project: &str, acked: &[String]) {
+    let events = c.get(&format!("/projects/{project}/messages")).await.json;
+    let events = events.as_array().unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "seq must be gap-free"
+    );
+    let stored: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(stored.len(), events.len(), "an event was stored twice");
+    for id in acked {
+        assert!(
+            stored.contains(id.as_str()),
+            "acknowledged event {id} is missing"
+        );
+    }
+}
+
+both_stores!(many_writers_one_session_group_commit, |srv| {
+    let c = srv.client();
+    c.project_session("pj", "s").await;
+    let mut ws = c.ws("/projects/pj/ws").await.unwrap();
+    let writers: Vec<_> = (0..16).map(|_| writer(&c, "pj", "s", 25)).collect();
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert_eq!(acked.len(), 400);
+    check_floor(&c, "pj", &acked).await;
+    let got: Vec<i64> = ws
+        .take(400)
+        .await
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, (1..=400).collect::<Vec<_>>());
+    let s = c.get("/projects/pj/sessions/s").await;
+    assert_eq!(
+        (
+            s.json["event_count"].as_i64(),
+            s.json["prompt_count"].as_i64()
+        ),
+        (Some(400), Some(400))
+    );
+});
+
+both_stores!(
+    a_crashed_floor_restarts_from_the_store_and_loses_nothing,
+    |srv| {
+        let c = srv.client();
+        c.project_session("pj", "s").await;
+        let k = key(&c, "pj").await;
+        assert_eq!(
+            c.prompt("pj", "s", "user:manu", "first").await.json["seq"],
+            1
+        );
+        let (floor_before, _) = srv.runtime.actor_ids(k.id, "s");
+        let floor_before = floor_before.expect("floor running");
+        let mut ws = c.ws("/projects/pj/ws?after=1").await.unwrap();
+
+        let writers: Vec<_> = (0..4).map(|_| writer(&c, "pj", "s", 50)).collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        srv.runtime.crash_floor(&k).await.unwrap();
+        let mut acked = Vec::new();
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        let floor_after = eventually(10, || async { srv.runtime.actor_ids(k.id, "s").0 }).await;
+        assert_ne!(floor_before, floor_after, "the floor was not restarted");
+        // seq continues after the restart.
+        let next = c.prompt("pj", "s", "user:manu", "after the crash").await;
+        assert_eq!(next.json["seq"], 202);
+        check_floor(&c, "pj", &acked).await;
+        // A live subscriber rode through the restart: every event, once, in order.
+        let got: Vec<i64> = ws
+            .take(201)
+            .await
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (2..=202).collect::<Vec<_>>());
+    }
+);
+
+both_stores!(a_crashed_session_is_restarted_by_its_floor, |srv| {
+    let c = srv.client();
+    c.project_session("pj", "s").await;
+    let k = key(&c, "pj").await;
+    c.prompt("pj", "s", "user:manu", "one").await;
+    let (_, before) = srv.runtime.actor_ids(k.id, "s");
+    let before = before.expect("session running");
+    srv.runtime.crash_session(&k, "s").await.unwrap();
+    let after = eventually(10, || async {
+        srv.runtime
+            .actor_ids(k.id, "s")
+            .1
+            .filter(|id| *id != before)
+    })
+    .await;
+    assert_ne!(before, after);
+    assert_eq!(c.prompt("pj", "s", "user:manu", "two").await.json["seq"], 2);
+});
+
+both_stores!(
+    idle_sessions_stop_and_come_back,
+    Options {
+        session_idle: Duration::from_millis(200),
+        ..Options::default()
+    },
+    |srv| {
+        let c = srv.client();
+        c.project_session("pj", "s").await;
+        for i in 0..20 {
+            c.post("/projects/pj/sessions", json!({"name": format!("t{i}")}))
+                .await;
+            c.prompt("pj", &format!("t{i}"), "user:manu", "hi").await;
+        }
+        assert!(srv.runtime.live_actors().1 > 0);
+        eventually(10, || async {
+            (srv.runtime.live_actors().1 == 0).then_some(())
+        })
+        .await;
+        // Back on demand, with its state from the store.
+        c.post("/projects/pj/sessions/t3/label", json!({"label": "back"}))
+            .await;
+        assert_eq!(
+            c.get("/projects/pj/sessions/t3").await.json["label"],
+            "back"
+        );
+        assert_eq!(
+            c.prompt("pj", "t3", "user:manu", "again").await.json["seq"],
+            22
+        );
+    }
+);
+
+both_stores!(a_restarted_server_continues_the_sequence, |srv| {
+    let c = srv.client();
+    c.project_session("pj", "s").await;
+    for i in 0..3 {
+        c.prompt("pj", "s", "user:manu", &format!("{i}")).await;
+    }
+    srv.restart().await;
+    let c = srv.client();
+    assert_eq!(
+        c.prompt("pj", "s", "user:manu", "after restart").await.json["seq"],
+        4
+    );
+    let mut ws = c.ws("/projects/pj/ws?after=0").await.unwrap();
+    assert_eq!(ws.take(4).await.len(), 4);
+});

@@ -1,0 +1,308 @@
+//! Test support: a real server (in process, on a free loopback port) over a fresh
+//! database, and clients that talk to it the way users do — HTTP, WebSocket, SSE.
+
+#![allow(dead_code)] // each test module uses a different part
+
+pub mod client;
+
+use std::time::Duration;
+
+use polaris_config::{DatabaseUrl, Env, RateLimits, Secret};
+use polaris_registry::ParticipantId;
+use polaris_runtime::api::{self, ApiConfig};
+use polaris_runtime::auth::{Role, TokenKeys};
+use polaris_runtime::store::Store;
+use polaris_runtime::{Runtime, Settings};
+use tokio::sync::oneshot;
+
+pub use client::Client;
+
+/// A JWT secret for tests that need authentication.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to start a test server.
+#[derive(Clone)]
+pub struct Options {
+    pub secret: bool,
+    pub rate_limits: RateLimits,
+    pub session_idle: Duration,
+    pub subscriber_buffer: usize,
+    pub sse_heartbeat: Duration,
+    pub ws_ping: Duration,
+    pub max_body: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            secret: false,
+            // Off by default: most tests post faster than a human would.
+            rate_limits: RateLimits {
+                writes_per_minute: 0,
+                injects_per_minute: 0,
+            },
+            session_idle: Duration::from_secs(300),
+            subscriber_buffer: 1024,
+            sse_heartbeat: Duration::from_secs(15),
+            ws_ping: Duration::from_secs(30),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+/// A fresh database for one test, removed when the test finishes.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>, // (admin url, database name)
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                Some(TestDb {
+                    url: DatabaseUrl::Sqlite(dir.path().join("polaris.db")),
+                    _dir: Some(dir),
+                    pg_drop: None,
+                })
+            }
+            Backend::Postgres => {
+                let env = Env::from_process();
+                let Some(admin) = env.get("DATABASE_URL").map(str::to_owned) else {
+                    if env.get("POLARIS_TEST_REQUIRE_POSTGRES").is_some() {
+                        panic!("POLARIS_TEST_REQUIRE_POSTGRES is set but DATABASE_URL is not");
+                    }
+                    eprintln!("skipped on postgres: DATABASE_URL is not set");
+                    return None;
+                };
+                let name = format!("polaris_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .expect("connect to DATABASE_URL");
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("create test database");
+                let url = replace_db(&admin, &name);
+                Some(TestDb {
+                    url: DatabaseUrl::Postgres(Secret::new(url)),
+                    _dir: None,
+                    pg_drop: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    pub async fn drop_db(&mut self) {
+        if let Some((admin, name)) = self.pg_drop.take()
+            && let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
+        {
+            // Best effort: a leftover test database is harmless.
+            let _ = sqlx::Executor::execute(
+                &mut conn,
+                sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+            )
+            .await;
+        }
+    }
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[after_scheme..].find('/') {
+        Some(i) => &base[..after_scheme + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub runtime: Runtime,
+    pub store: Store,
+    pub backend: Backend,
+    pub opts: Options,
+    db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend, opts: Options) -> Option<TestServer> {
+        let db = TestDb::new(backend).await?;
+        let store = Store::open(&db.url).await.expect("open store");
+        Some(Self::start_on(backend, opts, db, store).await)
+    }
+
+    pub async fn start_on(backend: Backend, opts: Options, db: TestDb, store: Store) -> TestServer {
+        let runtime = Runtime::start(
+            store.clone(),
+            Settings {
+                session_idle: opts.session_idle,
+                subscriber_buffer: opts.subscriber_buffer,
+            },
+        )
+        .await
+        .expect("start runtime");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let config = ApiConfig {
+            jwt_secret: opts.secret.then(|| Secret::new(SECRET.into())),
+            rate_limits: opts.rate_limits,
+            max_body_bytes: opts.max_body,
+            sse_heartbeat: opts.sse_heartbeat,
+            ws_ping: opts.ws_ping,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::serve(
+            listener,
+            runtime.clone(),
+            config,
+            None,
+            async move {
+                // A dropped sender also stops the server.
+                let _ = stopped.await;
+            },
+        ));
+        TestServer {
+            base,
+            runtime,
+            store,
+            backend,
+            opts,
+            db,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// An anonymous client (development mode).
+    pub fn client(&self) -> Client {
+        Client::new(&self.base, None)
+    }
+
+    /// A client with a token for `who` in `org`.
+    pub fn client_as(&self, org: &str, who: &str, role: Role) -> Client {
+        Client::new(&self.base, Some(token(org, who, role)))
+    }
+
+    /// Stops the HTTP server, then the runtime (as `polaris serve` does on SIGTERM).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        self.runtime.shutdown().await;
+    }
+
+    /// Stops everything and removes the database.
+    pub async fn finish(mut self) {
+        self.stop().await;
+        self.store.close().await;
+        self.db.drop_db().await;
+    }
+
+    /// Stops the server and starts a new one on the same database (a new port).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.store.close().await;
+        let store = Store::open(&self.db.url).await.expect("reopen store");
+        let url = self.db.url.clone();
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url,
+                _dir: None,
+                pg_drop: None,
+            },
+        );
+        *self = TestServer::start_on(self.backend, self.opts.clone(), db, store).await;
+    }
+}
+
+pub fn token(org: &str, who: &str, role: Role) -> String {
+    let keys = TokenKeys::new(&Secret::new(SECRET.into()));
+    keys.mint(
+        org,
+        &ParticipantId::parse(who).expect("participant"),
+        role,
+        Duration::from_secs(3600),
+    )
+    .expect("mint")
+}
+
+/// Runs the body once on SQLite and once on PostgreSQL (when `DATABASE_URL` is set), each
+/// on a fresh database, as `rgtest!` reruns ripgrep's tests with PCRE2.
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident, $opts:expr, |$srv:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::support::*;
+
+            #[allow(unused_mut)]
+            async fn run(backend: Backend) {
+                let Some(mut $srv) = TestServer::start(backend, $opts).await else { return };
+                $body
+                $srv.finish().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(Backend::Postgres).await
+            }
+        }
+    };
+    ($name:ident, |$srv:ident| $body:block) => {
+        $crate::both_stores!($name, $crate::support::Options::default(), |$srv| $body);
+    };
+}
+
+/// Waits until `f` returns `Some`, polling; fails the test after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
