@@ -340,6 +340,11 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
         Ok(results) => {
             metrics::histogram!("polaris_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("polaris_commit_batch_size").record(n as f64);
+            // Before any caller hears back, so a search that follows an acknowledged post
+            // finds the indexer already told.
+            if results.iter().any(|r| r.as_ref().is_ok_and(|a| a.created)) {
+                shared.indexer.committed(project.id);
+            }
             for (result, reply) in results.into_iter().zip(replies) {
                 let answer = result.map_err(FloorError::from).map(|a| {
                     let committed = Arc::new(Committed::new(a.event));

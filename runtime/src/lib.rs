@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod floor;
 pub mod hub;
+pub mod indexer;
 pub mod protocol;
 pub mod runtime;
 pub mod session;

@@ -214,9 +214,37 @@ pub fn to_ms(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(3)
 }
 
-/// Formats a time the way the API does.
+/// Formats a time the way the API does: `2026-06-05T10:00:00.123Z`. Every event shown
+/// carries two of these, so this writes digits directly instead of interpreting a
+/// strftime pattern each time.
 pub fn format_ms(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    }
+    fn put(out: &mut String, v: u32, width: u32) {
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + ((v / 10u32.pow(i)) % 10) as u8));
+        }
+    }
+    let mut out = String::with_capacity(24);
+    put(&mut out, year as u32, 4);
+    out.push('-');
+    put(&mut out, t.month(), 2);
+    out.push('-');
+    put(&mut out, t.day(), 2);
+    out.push('T');
+    put(&mut out, t.hour(), 2);
+    out.push(':');
+    put(&mut out, t.minute(), 2);
+    out.push(':');
+    put(&mut out, t.second(), 2);
+    out.push('.');
+    // A leap second shows as 60.999 rather than overflowing the field.
+    put(&mut out, t.timestamp_subsec_millis().min(999), 3);
+    out.push('Z');
+    out
 }
 
 fn iso_opt_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -236,7 +264,7 @@ pub mod iso_ms {
 
     /// Serializes with millisecond precision and a `Z`.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+        s.serialize_str(&super::format_ms(t))
     }
 
     /// Accepts any RFC 3339 time.
@@ -256,7 +284,7 @@ pub mod iso_ms_opt {
     /// Serializes `Some` like [`super::iso_ms`], `None` as `null`.
     pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+            Some(t) => s.serialize_str(&super::format_ms(t)),
             None => s.serialize_none(),
         }
     }
@@ -289,6 +317,23 @@ mod tests {
         assert_eq!(out["received_at"], "2026-06-05T10:00:01.000Z");
         assert_eq!(out["payload"]["prompt"], "build auth");
         assert_eq!(out["seq"], 7);
+    }
+
+    #[test]
+    fn fast_format_matches_chrono() {
+        for s in [
+            "2026-06-05T10:00:00.123Z",
+            "0001-01-01T00:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+            "2026-11-24T09:05:07.004Z",
+        ] {
+            let t = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+            assert_eq!(format_ms(&t), s);
+            assert_eq!(
+                format_ms(&t),
+                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
+        }
     }
 
     #[test]

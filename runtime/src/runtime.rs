@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::floor::{FloorError, FloorMsg, FloorRef, Posted};
 use crate::hub::{Committed, FloorHub};
+use crate::indexer::{IndexerMsg, IndexerSlot};
 use crate::protocol::Project;
 use crate::session::{Reply, SessionMsg, SessionRef};
 use crate::store::{ProjectKey, Store, StoreError};
@@ -76,6 +77,7 @@ pub struct Shared {
     pub(crate) floors: DashMap<Uuid, FloorRef>,
     pub(crate) hubs: DashMap<Uuid, Arc<FloorHub>>,
     pub(crate) sessions: DashMap<(Uuid, String), SessionEntry>,
+    pub(crate) indexer: IndexerSlot,
 }
 
 impl Shared {
@@ -119,6 +121,7 @@ impl Runtime {
             floors: DashMap::new(),
             hubs: DashMap::new(),
             sessions: DashMap::new(),
+            indexer: IndexerSlot::default(),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone()).await?;
         Ok(Runtime {
@@ -254,6 +257,18 @@ impl Runtime {
     {
         let hub = self.hub(&spec.project).await?;
         Ok(subscribe(hub, self.shared.store.clone(), spec))
+    }
+
+    /// Waits (at most `timeout`) until every event committed so far is indexed for search.
+    /// Returns false on timeout; the search then runs on the index as it is.
+    pub async fn sync_search(&self, timeout: Duration) -> bool {
+        let Some(indexer) = self.shared.indexer.get() else {
+            return false;
+        };
+        matches!(
+            indexer.call(IndexerMsg::Sync, Some(timeout)).await,
+            Ok(CallResult::Success(()))
+        )
     }
 
     /// Stops every floor after it has committed what it accepted. Call it once the HTTP

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::floor::{FloorError, FloorMsg, FloorRef, Posted};
 use crate::protocol::{Source, to_ms};
 use crate::runtime::Shared;
-use crate::store::{Append, Effect, NewEvent, ProjectKey, search_text};
+use crate::store::{Append, Effect, NewEvent, ProjectKey};
 use crate::validate::Incoming;
 
 /// The floor's own identity, the sender of changes made by an anonymous caller.
@@ -152,14 +152,17 @@ impl Actor for Session {
                     );
                     return Ok(());
                 }
-                let event = state.event(
-                    incoming.id,
-                    incoming.timestamp,
-                    incoming.source,
-                    incoming.kind,
-                    incoming.sender,
-                    &incoming.payload,
-                );
+                let now = to_ms(Utc::now());
+                let event = NewEvent {
+                    id: incoming.id,
+                    session: Some(state.name.clone()),
+                    timestamp: incoming.timestamp.unwrap_or(now),
+                    received_at: now,
+                    source: incoming.source,
+                    kind: incoming.kind,
+                    sender: incoming.sender,
+                    payload: incoming.payload,
+                };
                 state.commit(event, None, reply);
             }
             SessionMsg::Inject {
@@ -168,14 +171,7 @@ impl Actor for Session {
                 reply,
             } => {
                 let payload = json!({"type": "inject", "content": content, "sender": sender, "target": state.name});
-                let event = state.event(
-                    Uuid::now_v7(),
-                    None,
-                    Source::Inject,
-                    "message".into(),
-                    sender,
-                    &payload,
-                );
+                let event = state.event(Source::Inject, "message", sender, &payload);
                 state.commit(event, None, reply);
             }
             SessionMsg::ClaimDriver { driver, reply } => match state.current_driver().await {
@@ -188,14 +184,7 @@ impl Actor for Session {
                 ),
                 Ok(None) => {
                     let payload = json!({"type": "driver", "driver": driver, "previous": null});
-                    let event = state.event(
-                        Uuid::now_v7(),
-                        None,
-                        Source::System,
-                        "driver".into(),
-                        driver.clone(),
-                        &payload,
-                    );
+                    let event = state.event(Source::System, "driver", driver.clone(), &payload);
                     let effect = Effect::Driver {
                         expected: None,
                         new: Some(driver),
@@ -214,14 +203,7 @@ impl Actor for Session {
                 Ok(Some(current)) => {
                     let sender = by.unwrap_or_else(|| current.clone());
                     let payload = json!({"type": "handoff", "from": current});
-                    let event = state.event(
-                        Uuid::now_v7(),
-                        None,
-                        Source::System,
-                        "handoff".into(),
-                        sender,
-                        &payload,
-                    );
+                    let event = state.event(Source::System, "handoff", sender, &payload);
                     let effect = Effect::Driver {
                         expected: Some(current),
                         new: None,
@@ -232,14 +214,7 @@ impl Actor for Session {
             SessionMsg::Label { label, by, reply } => {
                 let sender = by.unwrap_or_else(system_sender);
                 let payload = json!({"type": "label", "label": label});
-                let event = state.event(
-                    Uuid::now_v7(),
-                    None,
-                    Source::System,
-                    "label".into(),
-                    sender,
-                    &payload,
-                );
+                let event = state.event(Source::System, "label", sender, &payload);
                 let value = (!label.is_empty()).then_some(label);
                 state.commit(event, Some(Effect::Label(value)), reply);
             }
@@ -263,28 +238,26 @@ fn answer(reply: Reply, result: Result<Posted, FloorError>) {
 }
 
 impl SessionState {
+    /// An event the session itself writes (inject, driver, label).
     fn event(
         &self,
-        id: Uuid,
-        timestamp: Option<chrono::DateTime<Utc>>,
         source: Source,
-        kind: String,
+        kind: &str,
         sender: ParticipantId,
         payload: &Value,
     ) -> NewEvent {
         let now = to_ms(Utc::now());
         NewEvent {
-            id,
+            id: Uuid::now_v7(),
             session: Some(self.name.clone()),
-            timestamp: timestamp.unwrap_or(now),
+            timestamp: now,
             received_at: now,
             source,
-            kind,
+            kind: kind.to_owned(),
             sender,
             // A Value always serializes; RawValue accepts what serde_json wrote.
             payload: serde_json::value::to_raw_value(payload)
                 .unwrap_or_else(|_| unreachable!("serialized JSON is valid JSON")),
-            search: search_text(payload),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The root supervisor: starts one floor per project on demand and restarts a floor
-//! that fails, from the store, with the same hub so live subscribers stay connected.
+//! that fails, from the store, with the same hub so live subscribers stay connected. It
+//! also keeps the search indexer running.
 //!
 //! A floor that fails [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] is not restarted
 //! eagerly any more: the failure is logged as an error and counted, and the floor starts
@@ -37,6 +38,7 @@ pub enum SupervisorMsg {
 /// Supervisor state.
 pub struct SupervisorState {
     shared: Arc<Shared>,
+    indexer: Option<ActorId>,
     floors: HashMap<ActorId, ProjectKey>,
     restarts: HashMap<Uuid, Vec<Instant>>,
 }
@@ -51,14 +53,17 @@ impl Actor for Supervisor {
 
     async fn pre_start(
         &self,
-        _: SupervisorRef,
+        myself: SupervisorRef,
         shared: Arc<Shared>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState {
+        let mut state = SupervisorState {
             shared,
+            indexer: None,
             floors: HashMap::new(),
             restarts: HashMap::new(),
-        })
+        };
+        start_indexer(&myself, &mut state).await?;
+        Ok(state)
     }
 
     async fn handle(
@@ -136,6 +141,16 @@ fn forget(state: &SupervisorState, project: &ProjectKey, floor: ActorId) {
         .floors
         .remove_if(&project.id, |_, f| f.get_id() == floor);
     state.shared.sessions.retain(|(p, _), _| *p != project.id);
+}
+
+async fn start_indexer(
+    myself: &SupervisorRef,
+    state: &mut SupervisorState,
+) -> Result<(), ractor::SpawnErr> {
+    let indexer = crate::indexer::spawn(state.shared.store.clone(), myself.get_cell()).await?;
+    state.indexer = Some(indexer.get_id());
+    state.shared.indexer.set(Some(indexer));
+    Ok(())
 }
 
 async fn start_floor(

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use polaris_registry::ParticipantId;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -42,7 +43,8 @@ impl FieldError {
     }
 }
 
-/// An event a client posted, checked but not yet stamped by its session.
+/// An event a client posted, checked and rendered to JSON by the request's own task, so
+/// the session and floor, which handle events one at a time, only stamp and order it.
 #[derive(Debug, Clone)]
 pub struct Incoming {
     /// Client id, or a fresh one.
@@ -55,8 +57,8 @@ pub struct Incoming {
     pub kind: String,
     /// Claimed sender (checked against the caller by the session).
     pub sender: ParticipantId,
-    /// The payload, whole.
-    pub payload: Value,
+    /// The payload, whole, as JSON.
+    pub payload: Box<RawValue>,
 }
 
 /// Checks a project or session name: 1 to [`MAX_NAME_LEN`] characters, no control
@@ -108,13 +110,15 @@ pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
             ));
         }
     };
+    let payload = serde_json::value::to_raw_value(&body.payload)
+        .map_err(|e| FieldError::new("payload", e.to_string()))?;
     Ok(Incoming {
         id: body.id.unwrap_or_else(Uuid::now_v7),
         timestamp: body.timestamp,
         source,
         kind,
         sender: body.sender,
-        payload: body.payload,
+        payload,
     })
 }
 
@@ -252,7 +256,7 @@ mod tests {
         let p = json!({"hook_event_name": "Notification", "session_id": "cc", "message": "hi", "tool_use_id": "t1"});
         let e = event(body("agent:claude", p.clone())).unwrap();
         assert_eq!(e.kind, "Notification");
-        assert_eq!(e.payload, p);
+        assert_eq!(serde_json::from_str::<Value>(e.payload.get()).unwrap(), p);
     }
 
     #[test]

@@ -202,3 +202,42 @@ both_stores!(a_restarted_server_continues_the_sequence, |srv| {
     let mut ws = c.ws("/projects/pj/ws?after=0").await.unwrap();
     assert_eq!(ws.take(4).await.len(), 4);
 });
+
+both_stores!(a_lost_search_index_is_rebuilt_from_the_events, |srv| {
+    let c = srv.client();
+    c.project_session("pj", "s").await;
+    c.prompt(
+        "pj",
+        "s",
+        "user:manu",
+        "the flux capacitor needs calibration",
+    )
+    .await;
+    assert_eq!(
+        c.get("/search?q=capacitor").await.json["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    srv.stop().await;
+    srv.store.close().await;
+    srv.wipe_search_index().await;
+    srv.reopen().await;
+    // Nothing new is posted: the indexer finds the lag itself when it starts.
+    let c = srv.client();
+    let found = c.get("/search?q=capacitor").await;
+    assert_eq!(
+        found.json["results"].as_array().unwrap().len(),
+        1,
+        "{found:?}"
+    );
+    c.prompt("pj", "s", "user:manu", "another capacitor").await;
+    assert_eq!(
+        c.get("/search?q=capacitor").await.json["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+});

@@ -64,15 +64,27 @@ CREATE TABLE events (
     source       TEXT NOT NULL,
     kind         TEXT NOT NULL,
     sender       TEXT NOT NULL,
-    -- json, not jsonb: payloads are kept byte for byte, including \u0000 escapes that
+    -- json, not jsonb: payloads are kept as accepted, including \u0000 escapes that
     -- jsonb refuses (Claude Code transcripts contain them).
     payload      JSON NOT NULL,
-    -- Computed from the text fields by the writer (NUL-free), indexed for search.
-    search       TSVECTOR NOT NULL,
     UNIQUE (project_id, seq)
 );
 CREATE INDEX events_session ON events (project_id, session, seq);
-CREATE INDEX events_search ON events USING GIN (search);
+
+-- Full-text search, filled by the search indexer after the commit and in large batches:
+-- computing tsvectors and updating a GIN index inside every append cost ten times the
+-- append itself. search_progress records how far each project is indexed.
+CREATE TABLE event_search (
+    event_id    UUID PRIMARY KEY REFERENCES events(id),
+    project_id  UUID NOT NULL,
+    search      TSVECTOR NOT NULL
+);
+CREATE INDEX event_search_gin ON event_search USING GIN (search);
+
+CREATE TABLE search_progress (
+    project_id   UUID PRIMARY KEY REFERENCES projects(id),
+    indexed_seq  BIGINT NOT NULL
+);
 
 CREATE TABLE annotations (
     id              UUID PRIMARY KEY,

@@ -73,9 +73,8 @@ CREATE TABLE events (
 );
 CREATE INDEX events_session ON events (project_id, session, seq);
 
--- Full-text index over the event's text fields (prompt, responses, inject content). It is
--- contentless: the text lives in events.payload and snippets are cut from it.
-CREATE VIRTUAL TABLE events_fts USING fts5 (body, content = '', tokenize = 'porter unicode61');
+-- Full-text search lives in a second file beside this one (see store/sqlite.rs), so the
+-- search indexer never holds the write lock that appends need.
 
 CREATE TABLE annotations (
     id              TEXT PRIMARY KEY,

@@ -164,6 +164,14 @@ pub(super) async fn search(
             .map(|p| p.id)
             .collect(),
     };
+    // Everything committed before this request is findable.
+    if !st
+        .runtime
+        .sync_search(std::time::Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!("search index is behind; answering from it as it is");
+    }
     let sq = SearchQuery {
         q,
         projects,

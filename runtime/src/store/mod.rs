@@ -13,6 +13,8 @@
 //!   written (an id used by another project, a driver changed under us) is rejected
 //!   alone, without taking the batch down.
 //! - Every query is scoped by org or by a project id that was resolved within an org.
+//! - Search lags the commit: [`Store::index_search`] indexes committed events in batches,
+//!   and the indexer actor runs it (searches ask it to catch up first).
 
 mod postgres;
 mod sqlite;
@@ -88,9 +90,6 @@ pub struct NewEvent {
     pub sender: ParticipantId,
     /// Payload JSON.
     pub payload: Box<RawValue>,
-    /// The text to index for search ([`search_text`] of the payload), computed where the
-    /// payload is parsed anyway so the commit path never parses it again.
-    pub search: String,
 }
 
 impl NewEvent {
@@ -361,6 +360,18 @@ impl Store {
         batch: Vec<Append>,
     ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
         dispatch!(self, s => s.append(project, batch).await)
+    }
+
+    /// Indexes up to `limit` not-yet-indexed events of a project for search, in one
+    /// transaction with the project's index watermark. Returns how many it indexed (fewer
+    /// than `limit`: the project is caught up).
+    pub async fn index_search(&self, project: Uuid, limit: i64) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.index_search(project, limit).await)
+    }
+
+    /// Projects with committed events not yet indexed for search (after a crash).
+    pub async fn search_backlog(&self) -> Result<Vec<Uuid>, StoreError> {
+        dispatch!(self, s => s.search_backlog().await)
     }
 
     /// The newest `seq` of a project (0 when it has no events).

@@ -225,10 +225,39 @@ impl TestServer {
         self.db.drop_db().await;
     }
 
+    /// Throws the search index away, as a crash before indexing (or a lost index file)
+    /// would; call it while the server is stopped.
+    pub async fn wipe_search_index(&self) {
+        match &self.db.url {
+            DatabaseUrl::Sqlite(p) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = p.with_file_name(format!("polaris-search.db{suffix}"));
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url.expose())
+                    .await
+                    .expect("connect");
+                sqlx::Executor::execute(
+                    &mut conn,
+                    "DELETE FROM event_search; DELETE FROM search_progress",
+                )
+                .await
+                .expect("wipe");
+            }
+        }
+    }
+
     /// Stops the server and starts a new one on the same database (a new port).
     pub async fn restart(&mut self) {
         self.stop().await;
         self.store.close().await;
+        self.reopen().await;
+    }
+
+    /// Starts a new server on the same database after [`TestServer::stop`].
+    pub async fn reopen(&mut self) {
         let store = Store::open(&self.db.url).await.expect("reopen store");
         let url = self.db.url.clone();
         let db = std::mem::replace(
