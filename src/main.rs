@@ -14,11 +14,6 @@ use polaris_runtime::auth::{Role, TokenKeys};
 use polaris_runtime::store::Store;
 use polaris_runtime::{Runtime, Settings};
 
-// glibc's allocator spends a sixth of the ingest path in malloc/free contention between
-// the runtime's threads (perf, 64 clients); mimalloc's thread-local heaps avoid it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Polaris: a shared, ordered floor for every session and named agent of a project.
 #[derive(Debug, Parser)]
 #[command(name = "polaris", version, about)]

@@ -575,6 +575,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/polaris.yaml");
+        let o = ServeOverrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(&o, &Env::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4321");
+        assert_eq!(c.rate_limits.injects_per_minute, 60);
+        assert_eq!(c.streams.subscriber_buffer, 1024);
+    }
+
+    #[test]
     fn log_settings() {
         let c = load(
             Some("log:\n  level: debug\n  format: json\n"),

@@ -345,11 +345,14 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
             if results.iter().any(|r| r.as_ref().is_ok_and(|a| a.created)) {
                 shared.indexer.committed(project.id);
             }
+            // Callers first, subscribers second: waking a thousand subscribers takes
+            // the runtime a while, and the writers should not queue behind them.
+            let mut fresh = Vec::new();
             for (result, reply) in results.into_iter().zip(replies) {
                 let answer = result.map_err(FloorError::from).map(|a| {
                     let committed = Arc::new(Committed::new(a.event));
                     if a.created {
-                        hub.publish(committed.clone());
+                        fresh.push(committed.clone());
                     }
                     Posted {
                         committed,
@@ -359,6 +362,9 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
                 // A caller that gave up (timeout, dropped connection) still had its
                 // event committed; a retry with the same id finds it.
                 let _ = reply.send(answer);
+            }
+            for c in fresh {
+                hub.publish(c);
             }
             metrics::counter!("polaris_events_committed_total").increment(n as u64);
         }

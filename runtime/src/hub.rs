@@ -25,6 +25,9 @@ pub struct Committed {
     pub json: Bytes,
     /// The same bytes as WebSocket text (no copy).
     pub text: Utf8Bytes,
+    /// When the floor rendered it (right after the commit): streams report their
+    /// commit-to-socket delay against it.
+    pub committed_at: std::time::Instant,
 }
 
 impl Committed {
@@ -34,7 +37,12 @@ impl Committed {
         // already-valid JSON.
         let json = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
         let text = Utf8Bytes::try_from(json.clone()).unwrap_or_default();
-        Committed { event, json, text }
+        Committed {
+            event,
+            json,
+            text,
+            committed_at: std::time::Instant::now(),
+        }
     }
 }
 

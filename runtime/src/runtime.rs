@@ -13,6 +13,7 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, MessagingErr};
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::floor::{FloorError, FloorMsg, FloorRef, Posted};
 use crate::hub::{Committed, FloorHub};
 use crate::indexer::{IndexerMsg, IndexerSlot};
@@ -21,6 +22,7 @@ use crate::session::{Reply, SessionMsg, SessionRef};
 use crate::store::{ProjectKey, Store, StoreError};
 use crate::subscription::{SubscriptionSpec, subscribe};
 use crate::supervisor::{Supervisor, SupervisorMsg, SupervisorRef};
+use crate::validate::Incoming;
 
 /// Attempts at reaching a session whose actor is stopping or restarting.
 const SESSION_ATTEMPTS: usize = 3;
@@ -247,6 +249,37 @@ impl Runtime {
                 });
         }
         Err(FloorError::Unavailable)
+    }
+
+    /// Posts several events to one session, in order, as one group-committed stream: all
+    /// are handed to the session before any answer is awaited. Each gets its own outcome.
+    /// If the session or floor stops mid-way, the events it did not take answer
+    /// `Unavailable` and the caller resends them, in order, with the same ids.
+    /// `Ok(None)`: the session does not exist.
+    pub async fn post_many(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+        caller: &Caller,
+        items: Vec<Incoming>,
+    ) -> Result<Option<Vec<Result<Posted, FloorError>>>, FloorError> {
+        let Some(session) = self.session(project, name).await? else {
+            return Ok(None);
+        };
+        let mut pending = Vec::with_capacity(items.len());
+        for item in items {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            let sent = session.cast(SessionMsg::Post(Box::new(item), caller.clone(), tx.into()));
+            pending.push(sent.ok().map(|()| rx));
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            out.push(match rx {
+                Some(rx) => rx.await.unwrap_or(Err(FloorError::Unavailable)),
+                None => Err(FloorError::Unavailable),
+            });
+        }
+        Ok(Some(out))
     }
 
     /// The events of a floor (or a session) from a cursor, then live.

@@ -174,25 +174,27 @@ impl Actor for Session {
                 let event = state.event(Source::Inject, "message", sender, &payload);
                 state.commit(event, None, reply);
             }
-            SessionMsg::ClaimDriver { driver, reply } => match state.current_driver().await {
-                Err(e) => answer(reply, Err(e)),
-                Ok(Some(current)) => answer(
-                    reply,
-                    Err(FloorError::Conflict(format!(
-                        "session already has a driver: {current}"
-                    ))),
-                ),
-                Ok(None) => {
-                    let payload = json!({"type": "driver", "driver": driver, "previous": null});
-                    let event = state.event(Source::System, "driver", driver.clone(), &payload);
-                    let effect = Effect::Driver {
-                        expected: None,
-                        new: Some(driver),
-                    };
-                    state.commit(event, Some(effect), reply);
+            SessionMsg::ClaimDriver { driver, reply } => {
+                match Box::pin(state.current_driver()).await {
+                    Err(e) => answer(reply, Err(e)),
+                    Ok(Some(current)) => answer(
+                        reply,
+                        Err(FloorError::Conflict(format!(
+                            "session already has a driver: {current}"
+                        ))),
+                    ),
+                    Ok(None) => {
+                        let payload = json!({"type": "driver", "driver": driver, "previous": null});
+                        let event = state.event(Source::System, "driver", driver.clone(), &payload);
+                        let effect = Effect::Driver {
+                            expected: None,
+                            new: Some(driver),
+                        };
+                        state.commit(event, Some(effect), reply);
+                    }
                 }
-            },
-            SessionMsg::Handoff { by, reply } => match state.current_driver().await {
+            }
+            SessionMsg::Handoff { by, reply } => match Box::pin(state.current_driver()).await {
                 Err(e) => answer(reply, Err(e)),
                 Ok(None) => answer(
                     reply,

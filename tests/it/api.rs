@@ -528,3 +528,77 @@ both_stores!(team_lists_people_who_acted, |srv| {
     assert_eq!(h.status, 200);
     assert_eq!(h.json["ok"], true);
 });
+
+both_stores!(batches_answer_each_event_in_order, |srv| {
+    let c = srv.client();
+    c.project_session("pj", "s").await;
+    let ev = |i: usize| {
+        json!({"id": uuid::Uuid::new_v4(), "sender": "user:manu",
+        "payload": {"hook_event_name": "UserPromptSubmit", "session_id": "cc", "prompt": format!("p{i}")}})
+    };
+    let events = vec![
+        ev(0),
+        json!({"sender": "nobody", "payload": {}}),
+        ev(2),
+        ev(3),
+    ];
+    let r = c
+        .post(
+            "/projects/pj/sessions/s/events/batch",
+            json!({"events": events}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let res = r.json["results"].as_array().unwrap();
+    let statuses: Vec<i64> = res.iter().map(|x| x["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [201, 400, 201, 201]);
+    assert!(
+        res[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1].sender:"),
+        "{res:?}"
+    );
+    let seqs: Vec<i64> = [0, 2, 3]
+        .iter()
+        .map(|&i| res[i]["event"]["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    // The same batch again writes nothing new.
+    let again = c
+        .post(
+            "/projects/pj/sessions/s/events/batch",
+            json!({"events": events}),
+        )
+        .await;
+    let statuses: Vec<i64> = again.json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 400, 200, 200]);
+    assert_eq!(
+        c.get("/projects/pj/sessions/s").await.json["event_count"],
+        3
+    );
+    assert_eq!(
+        c.post(
+            "/projects/pj/sessions/none/events/batch",
+            json!({"events": []})
+        )
+        .await
+        .status,
+        404
+    );
+    let too_many: Vec<_> = (0..1001).map(ev).collect();
+    assert_eq!(
+        c.post(
+            "/projects/pj/sessions/s/events/batch",
+            json!({"events": too_many})
+        )
+        .await
+        .status,
+        400
+    );
+});

@@ -78,6 +78,18 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
     .await;
     let c = Client::new(&base, None);
     assert_eq!(c.get("/healthz").await.json["store"], "sqlite");
+    c.project_session("pj", "s").await;
+    c.prompt("pj", "s", "user:manu", "count me").await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("polaris_events_committed_total 1"),
+        "{metrics}"
+    );
     assert!(dir.path().join("polaris.db").exists());
     sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -40,49 +40,57 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message a client sees (internal causes stay hidden).
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::Unauthorized(m)
+            | ApiError::Forbidden(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m) => m.clone(),
+            ApiError::MethodNotAllowed => "Method not allowed".into(),
+            ApiError::PayloadTooLarge => "Request body too large".into(),
+            ApiError::TooManyRequests(m, _) => (*m).into(),
+            ApiError::Unavailable(_) => "Service temporarily unavailable; retry".into(),
+            ApiError::Internal(_) => "Internal error".into(),
+        }
+    }
+}
+
 /// The hidden cause of a 500 or 503, for the logging middleware.
 #[derive(Debug, Clone)]
 struct Cause(Arc<str>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, msg, cause) = match self {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m, None),
-            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m, None),
-            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method not allowed".to_owned(),
-                None,
-            ),
-            ApiError::Conflict(m) => (StatusCode::CONFLICT, m, None),
-            ApiError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large".to_owned(),
-                None,
-            ),
-            ApiError::TooManyRequests(m, retry_after) => {
-                let mut r =
-                    (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "error": m }))).into_response();
+        let status = self.status();
+        let mut r = (status, Json(json!({ "error": self.message() }))).into_response();
+        match self {
+            ApiError::TooManyRequests(_, retry_after) => {
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                return r;
             }
-            ApiError::Unavailable(cause) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service temporarily unavailable; retry".to_owned(),
-                Some(cause),
-            ),
-            ApiError::Internal(cause) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error".to_owned(),
-                Some(cause),
-            ),
-        };
-        let mut r = (status, Json(json!({ "error": msg }))).into_response();
-        if let Some(c) = cause {
-            r.extensions_mut().insert(Cause(c.into()));
+            ApiError::Unavailable(cause) | ApiError::Internal(cause) => {
+                r.extensions_mut().insert(Cause(cause.into()));
+            }
+            _ => {}
         }
         r
     }

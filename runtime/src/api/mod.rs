@@ -197,6 +197,7 @@ fn router(state: AppState, max_body: usize) -> Router {
             &format!("{s}/events"),
             get(streams::session_events).post(sessions::post_event),
         )
+        .route(&format!("{s}/events/batch"), post(sessions::post_batch))
         .route(&format!("{s}/ws"), get(streams::session_ws))
         .route(&format!("{s}/inject"), post(sessions::inject))
         .route(&format!("{s}/messages"), get(sessions::messages))

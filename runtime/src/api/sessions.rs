@@ -131,6 +131,94 @@ pub(super) async fn post_event(
     Ok(event_response(&posted))
 }
 
+/// Most events one batch may carry.
+const MAX_BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+pub(super) struct Batch {
+    events: Vec<serde_json::Value>,
+}
+
+/// `POST …/events/batch`: several events of one session in one request (the sidecar
+/// drains its write-ahead log with it). Each event is checked and answered on its own;
+/// the response lists, in order, `{"status", "event"}` or `{"status", "error"}`. The
+/// request counts once against the write rate limit.
+pub(super) async fn post_batch(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams((project, session)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Batch>,
+) -> Result<Response, ApiError> {
+    let opened = open_for_post(&st, &caller, &project, &session).await?;
+    if body.events.len() > MAX_BATCH {
+        return Err(
+            FieldError::new("events", format!("at most {MAX_BATCH} events per batch")).into(),
+        );
+    }
+    // Check every event first; only the valid ones go to the session, in order.
+    let mut checked: Vec<Result<crate::validate::Incoming, ApiError>> =
+        Vec::with_capacity(body.events.len());
+    for (i, v) in body.events.into_iter().enumerate() {
+        let item = serde_path_to_error::deserialize::<_, NewEventBody>(v)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                if path == "." {
+                    format!("events[{i}]: {msg}")
+                } else {
+                    format!("events[{i}].{path}: {msg}")
+                }
+            })
+            .and_then(|b| validate::event(b).map_err(|e| format!("events[{i}].{e}")))
+            .map_err(ApiError::BadRequest);
+        checked.push(item);
+    }
+    let valid: Vec<_> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut posted = st
+        .runtime
+        .post_many(&opened.key, &session, &caller, valid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?
+        .into_iter();
+    // Assemble the answer around the JSON rendered at commit.
+    let mut out = Vec::with_capacity(checked.len() * 1024);
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, c) in checked.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let outcome = match c {
+            Err(e) => Err(e),
+            Ok(_) => match posted.next() {
+                Some(Ok(p)) => Ok(p),
+                Some(Err(e)) => Err(ApiError::from(e)),
+                None => Err(ApiError::Internal("batch answer missing".into())),
+            },
+        };
+        match outcome {
+            Ok(p) => {
+                out.extend_from_slice(if p.created {
+                    b"{\"status\":201,\"event\":"
+                } else {
+                    b"{\"status\":200,\"event\":"
+                });
+                out.extend_from_slice(&p.committed.json);
+                out.push(b'}');
+            }
+            Err(e) => {
+                let status = e.status().as_u16();
+                let item = json!({"status": status, "error": e.message()});
+                out.extend_from_slice(item.to_string().as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b"]}");
+    Ok(super::json_bytes(StatusCode::OK, out))
+}
+
 #[derive(Deserialize)]
 pub(super) struct Inject {
     content: String,
