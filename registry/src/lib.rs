@@ -1,13 +1,21 @@
 //! Who takes part in a floor, and how they are shown.
 //!
-//! This crate owns participant identities (the `user:` / `agent:` / `slack:` grammar) and
-//! personas (the name and icon a sender is shown with). It holds no I/O and no async code:
-//! the runtime, the sidecar and the agents all validate and display identities through it,
-//! so the grammar lives in exactly one place.
+//! This crate owns participant identities (the `user:` / `agent:` / `slack:` grammar),
+//! personas (the name and icon a sender is shown with) and named-agent specifications
+//! (`AgentSpec`, `agents.yaml` loading and its checks). It holds no async code and no
+//! I/O beyond reading an agents file: the runtime, the sidecar and the agents all go
+//! through it, so each rule lives in exactly one place.
 #![warn(missing_docs, unreachable_pub)]
 
+mod file;
 mod identity;
 mod persona;
+mod spec;
 
+pub use file::{AgentFile, RegistryError};
 pub use identity::{IdentityError, MAX_PARTICIPANT_LEN, ParticipantId, ParticipantKind};
 pub use persona::{Persona, PersonaInfo};
+pub use spec::{
+    AgentSpec, Brain, ContextMode, DEFAULT_MAX_HOPS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool,
+    RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
+};

@@ -1,0 +1,368 @@
+//! `AgentSpec`: what a named agent is, as written in `agents.yaml` or stored in the
+//! `agents` table, and the checks both go through.
+
+use polaris_config::SecretRef;
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{ParticipantId, ParticipantKind};
+
+/// Default bound on agent-to-agent answer chains.
+pub const DEFAULT_MAX_HOPS: u32 = 3;
+/// Default relevance an unaddressed event needs before an agent offers advice.
+pub const DEFAULT_PASSIVE_THRESHOLD: f32 = 0.6;
+
+/// A named agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// `agent:<handle>`; a subagent's handle extends its parent's (`agent:dean.dbt`).
+    pub id: ParticipantId,
+    /// Short name ("Dean").
+    pub name: String,
+    /// Shown on Slack and in transcripts ("Dean (Data)"); defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// An emoji; defaults to 🤖.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon: Option<String>,
+    /// What the agent does.
+    #[serde(default)]
+    pub description: String,
+    /// Topics it knows (used to route to subagents and, later, for passive monitoring).
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// It joins every floor whose project carries one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// For a subagent: its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParticipantId>,
+    /// Memory across floors (`shared`) or one instance per floor (`isolated`).
+    #[serde(default)]
+    pub context: ContextMode,
+    /// What produces its answers.
+    #[serde(default)]
+    pub brain: Brain,
+    /// Markdown documents it answers from: paths or globs, relative to the agents file.
+    #[serde(default)]
+    pub knowledge: Vec<String>,
+    /// Tools and their settings.
+    #[serde(default)]
+    pub tools: Tools,
+    /// Answer rate limits.
+    #[serde(default)]
+    pub rate: RateSpec,
+    /// Longest agent-to-agent chain it takes part in.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u32,
+    /// Relevance needed to speak up unasked (0..=1).
+    #[serde(default = "default_passive_threshold")]
+    pub passive_threshold: f32,
+}
+
+fn default_max_hops() -> u32 {
+    DEFAULT_MAX_HOPS
+}
+
+fn default_passive_threshold() -> f32 {
+    DEFAULT_PASSIVE_THRESHOLD
+}
+
+/// The context model (seed design, "Context Model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextMode {
+    /// One instance; memory across every floor it is on.
+    #[default]
+    Shared,
+    /// One instance per floor; nothing crosses floors.
+    Isolated,
+}
+
+/// What produces an agent's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Brain {
+    /// Tools and knowledge documents, no network.
+    #[default]
+    Offline,
+    /// An OpenAI-compatible model (not available yet; rejected by [`check`]).
+    Llm,
+}
+
+/// Tool settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tools {
+    /// Read-only inspection of a database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseTool>,
+    /// Scanning event text for secrets and personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsTool>,
+}
+
+/// Where the database tool connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseTool {
+    /// `sqlite:PATH`, a PostgreSQL URL without a password, or a reference to one
+    /// (`env:NAME`, `file:PATH`) when it holds a password.
+    pub url: String,
+}
+
+/// The secret scanner takes no settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsTool {}
+
+/// Answer rate limits, per minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateSpec {
+    /// Answers on one floor.
+    pub per_floor_per_minute: u32,
+    /// Answers across all floors.
+    pub per_agent_per_minute: u32,
+}
+
+impl Default for RateSpec {
+    fn default() -> Self {
+        RateSpec {
+            per_floor_per_minute: 20,
+            per_agent_per_minute: 120,
+        }
+    }
+}
+
+impl AgentSpec {
+    /// The handle used in `@mentions` (the id without `agent:`).
+    pub fn handle(&self) -> &str {
+        self.id.name()
+    }
+
+    /// The name shown.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The icon shown.
+    pub fn shown_icon(&self) -> &str {
+        self.icon.as_deref().unwrap_or("🤖")
+    }
+}
+
+/// A problem with one field of one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecIssue {
+    /// Which agent (position in the list being checked).
+    pub index: usize,
+    /// The field, e.g. `parent`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks a set of agents: each spec on its own, then ids unique and parents present.
+/// Returns every problem found, in order.
+pub fn check(specs: &[AgentSpec]) -> Vec<SpecIssue> {
+    let mut issues = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        for (field, message) in check_one(s) {
+            issues.push(SpecIssue {
+                index: i,
+                field,
+                message,
+            });
+        }
+        if specs[..i].iter().any(|o| o.id == s.id) {
+            issues.push(SpecIssue {
+                index: i,
+                field: "id".into(),
+                message: format!("{} is defined twice", s.id),
+            });
+        }
+        if let Some(p) = &s.parent {
+            if !specs.iter().any(|o| &o.id == p) {
+                issues.push(SpecIssue {
+                    index: i,
+                    field: "parent".into(),
+                    message: format!("{p} is not a defined agent"),
+                });
+            }
+        }
+    }
+    issues
+}
+
+/// Checks one spec on its own (no cross-agent rules). Returns `(field, message)` pairs.
+pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |f: &str, m: String| out.push((f.to_owned(), m));
+    if s.id.kind() != ParticipantKind::Agent {
+        bad("id", format!("{} must be an agent:… id", s.id));
+    }
+    if s.name.trim().is_empty() || s.name.chars().count() > 64 {
+        bad("name", "must be 1 to 64 characters".into());
+    }
+    if let Some(d) = &s.display_name {
+        if d.trim().is_empty() || d.chars().count() > 80 {
+            bad("display_name", "must be 1 to 80 characters".into());
+        }
+    }
+    if let Some(i) = &s.icon {
+        if i.is_empty() || i.chars().count() > 32 {
+            bad(
+                "icon",
+                "must be 1 to 32 characters (an emoji or :name:)".into(),
+            );
+        }
+    }
+    if s.description.chars().count() > 2000 {
+        bad("description", "must be at most 2000 characters".into());
+    }
+    for (i, sk) in s.skills.iter().enumerate() {
+        if sk.trim().is_empty() || sk.chars().count() > 64 {
+            bad(&format!("skills[{i}]"), "must be 1 to 64 characters".into());
+        }
+    }
+    for (i, t) in s.tags.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= 64
+            && t.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && t.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            });
+        if !ok {
+            bad(
+                &format!("tags[{i}]"),
+                format!("{t:?} must be lowercase letters, digits, '-', '_' or '.'"),
+            );
+        }
+    }
+    if let Some(p) = &s.parent {
+        if p == &s.id {
+            bad("parent", "an agent cannot be its own parent".into());
+        } else if !s.id.is_within(p) {
+            bad(
+                "parent",
+                format!(
+                    "{p} must be a prefix of the id at a dot ({} would be {p}.<name>)",
+                    s.id
+                ),
+            );
+        }
+    }
+    if s.brain == Brain::Llm {
+        bad(
+            "brain",
+            "the llm brain is not available in this version; use offline".into(),
+        );
+    }
+    for (i, k) in s.knowledge.iter().enumerate() {
+        if k.trim().is_empty() {
+            bad(&format!("knowledge[{i}]"), "must not be empty".into());
+        }
+    }
+    if let Some(db) = &s.tools.database {
+        if let Err(m) = check_database_url(&db.url) {
+            bad("tools.database.url", m);
+        }
+    }
+    if s.rate.per_floor_per_minute == 0 || s.rate.per_agent_per_minute == 0 {
+        bad("rate", "limits must be at least 1 per minute".into());
+    }
+    if !(1..=10).contains(&s.max_hops) {
+        bad("max_hops", "must be between 1 and 10".into());
+    }
+    if !(0.0..=1.0).contains(&s.passive_threshold) {
+        bad("passive_threshold", "must be between 0 and 1".into());
+    }
+    out
+}
+
+/// A database URL is a secret when it holds a password: then only a reference may be
+/// written down.
+fn check_database_url(url: &str) -> Result<(), String> {
+    if url.starts_with("env:") || url.starts_with("file:") {
+        return SecretRef::parse(url).map(|_| ());
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if userinfo.contains(':') {
+                return Err(
+                    "holds a password: write a reference instead (env:NAME or file:PATH)".into(),
+                );
+            }
+        }
+        return Ok(());
+    }
+    Err("expected sqlite:PATH, postgres://USER@HOST/DB, env:NAME or file:PATH".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> AgentSpec {
+        AgentSpec {
+            id: ParticipantId::parse(id).unwrap(),
+            name: "X".into(),
+            display_name: None,
+            icon: None,
+            description: String::new(),
+            skills: vec![],
+            tags: vec![],
+            parent: None,
+            context: ContextMode::Shared,
+            brain: Brain::Offline,
+            knowledge: vec![],
+            tools: Tools::default(),
+            rate: RateSpec::default(),
+            max_hops: 3,
+            passive_threshold: 0.6,
+        }
+    }
+
+    #[test]
+    fn parents_must_exist_and_prefix_the_id() {
+        let mut dbt = spec("agent:dean.dbt");
+        dbt.parent = Some(ParticipantId::parse("agent:dean").unwrap());
+        assert_eq!(check(&[spec("agent:dean"), dbt.clone()]), vec![]);
+        let issues = check(&[dbt.clone()]);
+        assert_eq!(issues[0].field, "parent");
+        let mut wrong = spec("agent:sage.x");
+        wrong.parent = Some(ParticipantId::parse("agent:dean").unwrap());
+        let issues = check(&[spec("agent:dean"), wrong]);
+        assert!(issues[0].message.contains("prefix"), "{issues:?}");
+    }
+
+    #[test]
+    fn duplicates_users_and_limits() {
+        let issues = check(&[spec("agent:dean"), spec("agent:dean")]);
+        assert_eq!((issues[0].index, issues[0].field.as_str()), (1, "id"));
+        assert_eq!(check(&[spec("user:dean")])[0].field, "id");
+        let mut s = spec("agent:x");
+        s.max_hops = 0;
+        s.passive_threshold = 2.0;
+        s.tags = vec!["Data".into()];
+        let fields: Vec<String> = check(&[s]).into_iter().map(|i| i.field).collect();
+        assert_eq!(fields, ["tags[0]", "max_hops", "passive_threshold"]);
+    }
+
+    #[test]
+    fn database_passwords_must_be_references() {
+        assert!(check_database_url("sqlite:examples/warehouse.db").is_ok());
+        assert!(check_database_url("postgres://dean@db/warehouse").is_ok());
+        assert!(check_database_url("env:WAREHOUSE_URL").is_ok());
+        assert!(check_database_url("postgres://dean:hunter2@db/warehouse").is_err());
+        assert!(check_database_url("mysql://x").is_err());
+    }
+}
