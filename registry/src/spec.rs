@@ -182,14 +182,14 @@ pub fn check(specs: &[AgentSpec]) -> Vec<SpecIssue> {
                 message: format!("{} is defined twice", s.id),
             });
         }
-        if let Some(p) = &s.parent {
-            if !specs.iter().any(|o| &o.id == p) {
-                issues.push(SpecIssue {
-                    index: i,
-                    field: "parent".into(),
-                    message: format!("{p} is not a defined agent"),
-                });
-            }
+        if let Some(p) = &s.parent
+            && !specs.iter().any(|o| &o.id == p)
+        {
+            issues.push(SpecIssue {
+                index: i,
+                field: "parent".into(),
+                message: format!("{p} is not a defined agent"),
+            });
         }
     }
     issues
@@ -205,18 +205,18 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
     if s.name.trim().is_empty() || s.name.chars().count() > 64 {
         bad("name", "must be 1 to 64 characters".into());
     }
-    if let Some(d) = &s.display_name {
-        if d.trim().is_empty() || d.chars().count() > 80 {
-            bad("display_name", "must be 1 to 80 characters".into());
-        }
+    if let Some(d) = &s.display_name
+        && (d.trim().is_empty() || d.chars().count() > 80)
+    {
+        bad("display_name", "must be 1 to 80 characters".into());
     }
-    if let Some(i) = &s.icon {
-        if i.is_empty() || i.chars().count() > 32 {
-            bad(
-                "icon",
-                "must be 1 to 32 characters (an emoji or :name:)".into(),
-            );
-        }
+    if let Some(i) = &s.icon
+        && (i.is_empty() || i.chars().count() > 32)
+    {
+        bad(
+            "icon",
+            "must be 1 to 32 characters (an emoji or :name:)".into(),
+        );
     }
     if s.description.chars().count() > 2000 {
         bad("description", "must be at most 2000 characters".into());
@@ -264,10 +264,10 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
             bad(&format!("knowledge[{i}]"), "must not be empty".into());
         }
     }
-    if let Some(db) = &s.tools.database {
-        if let Err(m) = check_database_url(&db.url) {
-            bad("tools.database.url", m);
-        }
+    if let Some(db) = &s.tools.database
+        && let Err(m) = check_database_url(&db.url)
+    {
+        bad("tools.database.url", m);
     }
     if s.rate.per_floor_per_minute == 0 || s.rate.per_agent_per_minute == 0 {
         bad("rate", "limits must be at least 1 per minute".into());
@@ -295,12 +295,12 @@ fn check_database_url(url: &str) -> Result<(), String> {
         .or_else(|| url.strip_prefix("postgresql://"))
     {
         let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            if userinfo.contains(':') {
-                return Err(
-                    "holds a password: write a reference instead (env:NAME or file:PATH)".into(),
-                );
-            }
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(
+                "holds a password: write a reference instead (env:NAME or file:PATH)".into(),
+            );
         }
         return Ok(());
     }

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod directory;
 pub mod floor;
 pub mod hub;
 pub mod indexer;

@@ -14,6 +14,7 @@ use ractor::{Actor, MessagingErr};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::directory::Directory;
 use crate::floor::{FloorError, FloorMsg, FloorRef, Posted};
 use crate::hub::{Committed, FloorHub};
 use crate::indexer::{IndexerMsg, IndexerSlot};
@@ -80,6 +81,7 @@ pub struct Shared {
     pub(crate) hubs: DashMap<Uuid, Arc<FloorHub>>,
     pub(crate) sessions: DashMap<(Uuid, String), SessionEntry>,
     pub(crate) indexer: IndexerSlot,
+    pub(crate) directory: Directory,
 }
 
 impl Shared {
@@ -124,6 +126,7 @@ impl Runtime {
             hubs: DashMap::new(),
             sessions: DashMap::new(),
             indexer: IndexerSlot::default(),
+            directory: Directory::new(),
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone()).await?;
         Ok(Runtime {
@@ -131,6 +134,10 @@ impl Runtime {
             supervisor,
             projects: Arc::new(DashMap::new()),
         })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The store.

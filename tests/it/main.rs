@@ -7,6 +7,7 @@
 mod support;
 
 mod actors;
+mod agents;
 mod api;
 mod auth;
 mod bad_input;

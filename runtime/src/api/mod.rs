@@ -6,6 +6,7 @@
 //! applies the write rate limit and records the caller for the handlers. Every handler
 //! resolves its project within the caller's org, so nothing crosses orgs.
 
+mod agents;
 mod error;
 mod extract;
 mod misc;
@@ -142,6 +143,13 @@ pub async fn serve(
     }));
     tokio::spawn(prune_limiters(state.clone()));
     let app = router(state, config.max_body_bytes);
+    // Nagle's algorithm would hold small writes (a WebSocket frame, a 201) until the
+    // previous segment is acknowledged.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -208,6 +216,20 @@ fn router(state: AppState, max_body: usize) -> Router {
             &format!("{s}/annotations"),
             get(sessions::annotations).post(sessions::annotate),
         )
+        .route("/agents", get(agents::list).post(agents::create))
+        .route(
+            "/agents/{id}",
+            get(agents::get).put(agents::replace).delete(agents::delete),
+        )
+        .route(
+            "/projects/{project}/tags",
+            axum::routing::put(agents::set_tags),
+        )
+        .route(
+            "/projects/{project}/agents",
+            get(agents::floor_agents).post(agents::invite),
+        )
+        .route("/projects/{project}/agents/{agent}", delete(agents::remove))
         .route("/annotations/{id}", delete(misc::delete_annotation))
         .route("/decisions", get(misc::decisions))
         .route("/search", get(misc::search))

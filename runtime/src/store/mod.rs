@@ -128,6 +128,68 @@ pub enum Effect {
     Label(Option<String>),
     /// Sets the agent identity.
     Agent(Option<ParticipantId>),
+    /// A named agent joins the floor; refused if it is on it already (so two nodes
+    /// syncing at once record one join).
+    Join {
+        /// The agent.
+        agent: ParticipantId,
+        /// Why.
+        reason: JoinReason,
+        /// The matching tag, or who invited it.
+        detail: Option<String>,
+    },
+    /// A named agent leaves the floor; refused if it is not on it.
+    Leave {
+        /// The agent.
+        agent: ParticipantId,
+        /// Why.
+        why: LeaveReason,
+    },
+}
+
+/// Why an agent is on a floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinReason {
+    /// One of its tags is one of the project's.
+    Tag,
+    /// Someone invited it.
+    Invite,
+}
+
+impl JoinReason {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinReason::Tag => "tag",
+            JoinReason::Invite => "invite",
+        }
+    }
+}
+
+/// Why an agent leaves a floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The tag it joined by is gone (from the project or the agent).
+    TagLost,
+    /// Someone removed it; it stays off even while its tags match.
+    Removed(Option<String>),
+    /// The agent no longer exists.
+    Gone,
+}
+
+/// One agent's place on a floor.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The agent.
+    pub agent: String,
+    /// `tag` or `invite`.
+    pub reason: String,
+    /// The tag, or who invited or removed it.
+    pub detail: Option<String>,
+    /// Removed by hand: off the floor.
+    pub removed: bool,
+    /// Since when.
+    pub since: DateTime<Utc>,
 }
 
 /// One item of an append batch.
@@ -300,6 +362,68 @@ impl Store {
         new_name: &str,
     ) -> Result<(), StoreError> {
         dispatch!(self, s => s.rename_project(org, id, new_name).await)
+    }
+
+    /// Replaces a project's tags.
+    pub async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.set_tags(id, tags).await)
+    }
+
+    /// Every org id.
+    pub async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.list_orgs().await)
+    }
+
+    /// Agents defined through the API in an org (JSON specs, as stored).
+    pub async fn table_agents(&self, org: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        dispatch!(self, s => s.table_agents(org).await)
+    }
+
+    /// Creates (`replace == false`: `Conflict` if it exists) or replaces an agent of the
+    /// table.
+    pub async fn put_agent(
+        &self,
+        org: &str,
+        id: &str,
+        spec: &serde_json::Value,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_agent(org, id, spec, replace).await)
+    }
+
+    /// Deletes an agent of the table; false if there was none.
+    pub async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_agent(org, id).await)
+    }
+
+    /// The membership rows of a floor (removed ones included).
+    pub async fn floor_memberships(&self, project: Uuid) -> Result<Vec<Membership>, StoreError> {
+        dispatch!(self, s => s.floor_memberships(project).await)
+    }
+
+    /// Every floor each agent of an org is on: `(project, agent id)`.
+    pub async fn org_memberships(&self, org: &str) -> Result<Vec<(Project, String)>, StoreError> {
+        dispatch!(self, s => s.org_memberships(org).await)
+    }
+
+    /// An agent's read position on a floor.
+    pub async fn agent_cursor(
+        &self,
+        org: &str,
+        agent: &str,
+        project: Uuid,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.agent_cursor(org, agent, project).await)
+    }
+
+    /// Saves read positions (never moving one backwards).
+    pub async fn save_agent_cursors(
+        &self,
+        org: &str,
+        agent: &str,
+        cursors: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.save_agent_cursors(org, agent, cursors).await)
     }
 
     /// Sets who may see a project.
@@ -480,6 +604,18 @@ impl Store {
     ) -> Result<Vec<(Event, String)>, StoreError> {
         dispatch!(self, s => s.search(org, q).await)
     }
+}
+
+/// Why an effect's precondition failed, in words for the caller.
+fn refusal(effect: &Effect) -> Rejected {
+    Rejected::Conflict(match effect {
+        Effect::Driver { .. } => {
+            "the driver seat changed meanwhile; read the session and try again".into()
+        }
+        Effect::Label(_) | Effect::Agent(_) => "session not found".into(),
+        Effect::Join { agent, .. } => format!("{agent} is already on this floor"),
+        Effect::Leave { agent, .. } => format!("{agent} is not on this floor"),
+    })
 }
 
 fn parse_sender(s: &str) -> Result<ParticipantId, StoreError> {

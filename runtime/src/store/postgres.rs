@@ -16,9 +16,9 @@ use sqlx::{PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow,
-    parse_opt_participant, parse_sender, parse_source, parse_visibility, raw_payload, search_text,
-    snippet,
+    Append, Appended, Effect, JoinReason, LeaveReason, Membership, ProjectKey, Rejected,
+    SearchQuery, StoreError, UserRow, parse_opt_participant, parse_sender, parse_source,
+    parse_visibility, raw_payload, refusal, search_text, snippet,
 };
 use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility, to_ms};
 
@@ -237,6 +237,148 @@ impl PgStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    pub(super) async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE projects SET tags = $1 WHERE id = $2")
+            .bind(tags)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn table_agents(
+        &self,
+        org: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows: Vec<sqlx::types::Json<serde_json::Value>> =
+            sqlx::query_scalar("SELECT spec FROM agents WHERE org_id = $1 ORDER BY id")
+                .bind(org)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|j| j.0).collect())
+    }
+
+    pub(super) async fn put_agent(
+        &self,
+        org: &str,
+        id: &str,
+        spec: &serde_json::Value,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        self.ensure_org(org).await?;
+        let sql = if replace {
+            "INSERT INTO agents (org_id, id, spec) VALUES ($1, $2, $3)
+             ON CONFLICT (org_id, id) DO UPDATE SET spec = excluded.spec, updated_at = now()"
+        } else {
+            "INSERT INTO agents (org_id, id, spec) VALUES ($1, $2, $3) ON CONFLICT (org_id, id) DO NOTHING"
+        };
+        let r = sqlx::query(sql)
+            .bind(org)
+            .bind(id)
+            .bind(sqlx::types::Json(spec))
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("agent"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM agents WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub(super) async fn floor_memberships(
+        &self,
+        project: Uuid,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, reason, detail, removed, since FROM agent_floors WHERE project_id = $1 ORDER BY since, agent_id",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    agent: r.try_get("agent_id")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    removed: r.try_get("removed")?,
+                    since: r.try_get("since")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn org_memberships(
+        &self,
+        org: &str,
+    ) -> Result<Vec<(Project, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.*, f.agent_id FROM agent_floors f JOIN projects p ON p.id = f.project_id
+             WHERE p.org_id = $1 AND NOT f.removed ORDER BY p.created_at, f.agent_id",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((project_from_row(r)?, r.try_get("agent_id")?)))
+            .collect()
+    }
+
+    pub(super) async fn agent_cursor(
+        &self,
+        org: &str,
+        agent: &str,
+        project: Uuid,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM agent_cursors WHERE org_id = $1 AND agent_id = $2 AND project_id = $3",
+        )
+        .bind(org)
+        .bind(agent)
+        .bind(project)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn save_agent_cursors(
+        &self,
+        org: &str,
+        agent: &str,
+        cursors: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let projects: Vec<Uuid> = cursors.iter().map(|c| c.0).collect();
+        let seqs: Vec<i64> = cursors.iter().map(|c| c.1).collect();
+        sqlx::query(
+            "INSERT INTO agent_cursors (org_id, agent_id, project_id, seq)
+             SELECT $1, $2, u.p, u.s FROM UNNEST($3::uuid[], $4::bigint[]) AS u(p, s)
+             ON CONFLICT (org_id, agent_id, project_id) DO UPDATE SET seq = GREATEST(agent_cursors.seq, excluded.seq)",
+        )
+        .bind(org)
+        .bind(agent)
+        .bind(&projects)
+        .bind(&seqs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
@@ -889,13 +1031,11 @@ async fn apply_effect(
     session: Option<&str>,
     effect: &Effect,
 ) -> Result<Result<(), Rejected>, StoreError> {
-    let Some(session) = session else {
-        return Ok(Err(Rejected::Conflict(
-            "a session change needs a session".into(),
-        )));
-    };
-    let r = match effect {
-        Effect::Driver { expected, new } => {
+    let r = match (effect, session) {
+        (Effect::Driver { .. } | Effect::Label(_) | Effect::Agent(_), None) => {
+            return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+        }
+        (Effect::Driver { expected, new }, Some(session)) => {
             sqlx::query(
                 "UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3
                    AND driver IS NOT DISTINCT FROM $4",
@@ -907,7 +1047,7 @@ async fn apply_effect(
             .execute(&mut **tx)
             .await?
         }
-        Effect::Label(label) => {
+        (Effect::Label(label), Some(session)) => {
             sqlx::query("UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3")
                 .bind(label.as_deref())
                 .bind(project)
@@ -915,7 +1055,7 @@ async fn apply_effect(
                 .execute(&mut **tx)
                 .await?
         }
-        Effect::Agent(agent) => {
+        (Effect::Agent(agent), Some(session)) => {
             sqlx::query("UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3")
                 .bind(agent.as_ref().map(ParticipantId::as_str))
                 .bind(project)
@@ -923,11 +1063,60 @@ async fn apply_effect(
                 .execute(&mut **tx)
                 .await?
         }
+        (Effect::Join { agent, reason, detail }, _) => {
+            let sql = match reason {
+                JoinReason::Tag => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (project_id, agent_id) DO NOTHING"
+                }
+                // An invitation also brings back an agent that was removed by hand.
+                JoinReason::Invite => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (project_id, agent_id) DO UPDATE
+                     SET reason = excluded.reason, detail = excluded.detail, removed = FALSE, since = now()
+                     WHERE agent_floors.removed"
+                }
+            };
+            sqlx::query(sql)
+                .bind(project)
+                .bind(agent.as_str())
+                .bind(reason.as_str())
+                .bind(detail.as_deref())
+                .execute(&mut **tx)
+                .await?
+        }
+        (Effect::Leave { agent, why }, _) => match why {
+            LeaveReason::TagLost => {
+                sqlx::query(
+                    "DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed AND reason = 'tag'",
+                )
+                .bind(project)
+                .bind(agent.as_str())
+                .execute(&mut **tx)
+                .await?
+            }
+            LeaveReason::Removed(by) => {
+                sqlx::query(
+                    "UPDATE agent_floors SET removed = TRUE, detail = $3, since = now()
+                     WHERE project_id = $1 AND agent_id = $2 AND NOT removed",
+                )
+                .bind(project)
+                .bind(agent.as_str())
+                .bind(by.as_deref())
+                .execute(&mut **tx)
+                .await?
+            }
+            LeaveReason::Gone => {
+                sqlx::query("DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed")
+                    .bind(project)
+                    .bind(agent.as_str())
+                    .execute(&mut **tx)
+                    .await?
+            }
+        },
     };
     Ok(if r.rows_affected() == 0 {
-        Err(Rejected::Conflict(
-            "the driver seat changed meanwhile; read the session and try again".into(),
-        ))
+        Err(refusal(effect))
     } else {
         Ok(())
     })

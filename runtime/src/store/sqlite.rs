@@ -26,9 +26,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    Append, Appended, Effect, ProjectKey, Rejected, SearchQuery, StoreError, UserRow,
-    parse_opt_participant, parse_sender, parse_source, parse_visibility, raw_payload, search_text,
-    snippet, text,
+    Append, Appended, Effect, JoinReason, LeaveReason, Membership, ProjectKey, Rejected,
+    SearchQuery, StoreError, UserRow, parse_opt_participant, parse_sender, parse_source,
+    parse_visibility, raw_payload, refusal, search_text, snippet, text,
 };
 use crate::protocol::{Annotation, Event, Member, Project, Session, Visibility};
 
@@ -325,6 +325,154 @@ impl SqliteStore {
         if r.rows_affected() == 0 {
             return Err(StoreError::Conflict("project"));
         }
+        Ok(())
+    }
+
+    pub(super) async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
+        let tags = serde_json::to_string(tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE projects SET tags = $1 WHERE id = $2")
+            .bind(tags)
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM orgs ORDER BY id")
+            .fetch_all(&self.read)
+            .await?)
+    }
+
+    pub(super) async fn table_agents(
+        &self,
+        org: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT spec FROM agents WHERE org_id = $1 ORDER BY id")
+                .bind(org)
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r).map_err(|e| StoreError::Corrupt(format!("agent spec: {e}")))
+            })
+            .collect()
+    }
+
+    pub(super) async fn put_agent(
+        &self,
+        org: &str,
+        id: &str,
+        spec: &serde_json::Value,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        self.ensure_org(org).await?;
+        let now = ms(&Utc::now());
+        let sql = if replace {
+            "INSERT INTO agents (org_id, id, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (org_id, id) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at"
+        } else {
+            "INSERT INTO agents (org_id, id, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (org_id, id) DO NOTHING"
+        };
+        let r = sqlx::query(sql)
+            .bind(org)
+            .bind(id)
+            .bind(spec.to_string())
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::Conflict("agent"));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM agents WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub(super) async fn floor_memberships(
+        &self,
+        project: Uuid,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, reason, detail, removed, since FROM agent_floors WHERE project_id = $1 ORDER BY since, agent_id",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    agent: r.try_get("agent_id")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    removed: r.try_get("removed")?,
+                    since: from_ms(r.try_get("since")?)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn org_memberships(
+        &self,
+        org: &str,
+    ) -> Result<Vec<(Project, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.*, f.agent_id FROM agent_floors f JOIN projects p ON p.id = f.project_id
+             WHERE p.org_id = $1 AND NOT f.removed ORDER BY p.created_at, f.agent_id",
+        )
+        .bind(org)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((project_from_row(r)?, r.try_get("agent_id")?)))
+            .collect()
+    }
+
+    pub(super) async fn agent_cursor(
+        &self,
+        org: &str,
+        agent: &str,
+        project: Uuid,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM agent_cursors WHERE org_id = $1 AND agent_id = $2 AND project_id = $3",
+        )
+        .bind(org)
+        .bind(agent)
+        .bind(project.to_string())
+        .fetch_optional(&self.read)
+        .await?)
+    }
+
+    pub(super) async fn save_agent_cursors(
+        &self,
+        org: &str,
+        agent: &str,
+        cursors: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO agent_cursors (org_id, agent_id, project_id, seq) ",
+        );
+        q.push_values(cursors, |mut b, (p, seq)| {
+            b.push_bind(org.to_owned())
+                .push_bind(agent.to_owned())
+                .push_bind(p.to_string())
+                .push_bind(*seq);
+        });
+        q.push(" ON CONFLICT (org_id, agent_id, project_id) DO UPDATE SET seq = max(agent_cursors.seq, excluded.seq)");
+        q.build().execute(&self.write).await?;
         Ok(())
     }
 
@@ -1005,22 +1153,21 @@ async fn apply_effect(
     session: Option<&str>,
     effect: &Effect,
 ) -> Result<Result<(), Rejected>, StoreError> {
-    let Some(session) = session else {
-        return Ok(Err(Rejected::Conflict(
-            "a session change needs a session".into(),
-        )));
-    };
-    let r = match effect {
-        Effect::Driver { expected, new } => sqlx::query(
-            "UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3 AND driver IS $4",
-        )
-        .bind(new.as_ref().map(ParticipantId::as_str))
-        .bind(project)
-        .bind(session)
-        .bind(expected.as_ref().map(ParticipantId::as_str))
-        .execute(&mut *conn)
-        .await?,
-        Effect::Label(label) => {
+    let now = ms(&Utc::now());
+    let r = match (effect, session) {
+        (Effect::Driver { .. } | Effect::Label(_) | Effect::Agent(_), None) => {
+            return Ok(Err(Rejected::Conflict("a session change needs a session".into())));
+        }
+        (Effect::Driver { expected, new }, Some(session)) => {
+            sqlx::query("UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3 AND driver IS $4")
+                .bind(new.as_ref().map(ParticipantId::as_str))
+                .bind(project)
+                .bind(session)
+                .bind(expected.as_ref().map(ParticipantId::as_str))
+                .execute(&mut *conn)
+                .await?
+        }
+        (Effect::Label(label), Some(session)) => {
             sqlx::query("UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3")
                 .bind(label.as_deref())
                 .bind(project)
@@ -1028,7 +1175,7 @@ async fn apply_effect(
                 .execute(&mut *conn)
                 .await?
         }
-        Effect::Agent(agent) => {
+        (Effect::Agent(agent), Some(session)) => {
             sqlx::query("UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3")
                 .bind(agent.as_ref().map(ParticipantId::as_str))
                 .bind(project)
@@ -1036,11 +1183,62 @@ async fn apply_effect(
                 .execute(&mut *conn)
                 .await?
         }
+        (Effect::Join { agent, reason, detail }, _) => {
+            let sql = match reason {
+                JoinReason::Tag => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail, removed, since)
+                     VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (project_id, agent_id) DO NOTHING"
+                }
+                // An invitation also brings back an agent that was removed by hand.
+                JoinReason::Invite => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail, removed, since)
+                     VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (project_id, agent_id) DO UPDATE
+                     SET reason = excluded.reason, detail = excluded.detail, removed = FALSE, since = excluded.since
+                     WHERE agent_floors.removed"
+                }
+            };
+            sqlx::query(sql)
+                .bind(project)
+                .bind(agent.as_str())
+                .bind(reason.as_str())
+                .bind(detail.as_deref())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+        }
+        (Effect::Leave { agent, why }, _) => match why {
+            LeaveReason::TagLost => {
+                sqlx::query(
+                    "DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed AND reason = 'tag'",
+                )
+                .bind(project)
+                .bind(agent.as_str())
+                .execute(&mut *conn)
+                .await?
+            }
+            LeaveReason::Removed(by) => {
+                sqlx::query(
+                    "UPDATE agent_floors SET removed = TRUE, detail = $3, since = $4
+                     WHERE project_id = $1 AND agent_id = $2 AND NOT removed",
+                )
+                .bind(project)
+                .bind(agent.as_str())
+                .bind(by.as_deref())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+            }
+            LeaveReason::Gone => {
+                sqlx::query("DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed")
+                    .bind(project)
+                    .bind(agent.as_str())
+                    .execute(&mut *conn)
+                    .await?
+            }
+        },
     };
     Ok(if r.rows_affected() == 0 {
-        Err(Rejected::Conflict(
-            "the driver seat changed meanwhile; read the session and try again".into(),
-        ))
+        Err(refusal(effect))
     } else {
         Ok(())
     })

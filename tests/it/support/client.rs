@@ -101,6 +101,11 @@ impl Client {
         .await
     }
 
+    pub async fn method_json(&self, method: &str, path: &str, body: Value) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        Self::send(self.req(m, path).json(&body)).await
+    }
+
     pub async fn method(&self, method: &str, path: &str) -> Resp {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         Self::send(self.req(m, path)).await

@@ -17,6 +17,11 @@ use tokio::sync::oneshot;
 
 pub use client::Client;
 
+/// The registry the routing dataset is labelled against.
+pub fn dataset_agents() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/agents.yaml")
+}
+
 /// A JWT secret for tests that need authentication.
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
@@ -37,6 +42,8 @@ pub struct Options {
     pub sse_heartbeat: Duration,
     pub ws_ping: Duration,
     pub max_body: usize,
+    /// An agents.yaml to load at start.
+    pub agents_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -53,6 +60,7 @@ impl Default for Options {
             sse_heartbeat: Duration::from_secs(15),
             ws_ping: Duration::from_secs(30),
             max_body: 1 << 20,
+            agents_file: None,
         }
     }
 }
@@ -163,6 +171,13 @@ impl TestServer {
         )
         .await
         .expect("start runtime");
+        if let Some(path) = &opts.agents_file {
+            let file = polaris_registry::AgentFile::load(path).expect("agents file");
+            runtime
+                .load_agent_file(Some(file))
+                .await
+                .expect("load agents");
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
