@@ -16,6 +16,7 @@ pub mod hub;
 pub mod indexer;
 pub mod protocol;
 pub mod runtime;
+pub mod secrets;
 pub mod session;
 pub mod store;
 pub mod subscription;
