@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use polaris_config::{Env, LogFormat, ServeOverrides, ServerConfig};
-use polaris_registry::ParticipantId;
+use polaris_agents::AgentHost;
+use polaris_agents::route::Router;
+use polaris_registry::{AgentFile, ParticipantId};
 use polaris_runtime::api::{self, ApiConfig};
 use polaris_runtime::auth::{Role, TokenKeys};
 use polaris_runtime::store::Store;
@@ -28,6 +30,40 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a bearer token for a participant (needs the server's JWT secret).
     Token(TokenArgs),
+    /// Check, list and route named agents.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Check an agents file; exits non-zero with file:line:column on the first problem.
+    Validate {
+        /// The agents file.
+        file: PathBuf,
+    },
+    /// List agents with where each comes from (file, table, or both in conflict).
+    List {
+        /// The agents file.
+        #[arg(long, env = "POLARIS_AGENTS", value_name = "FILE")]
+        agents: Option<PathBuf>,
+        /// Also read the agents table of this database.
+        #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database: Option<String>,
+        /// The org whose table agents to list.
+        #[arg(long, default_value = "default")]
+        org: String,
+    },
+    /// Route events read as JSON lines `{"text", "source", "sender"?}` on stdin; prints
+    /// `{"mentions", "responders"}` per line, decided as the live floor decides.
+    Route {
+        /// The agents file.
+        #[arg(long, env = "POLARIS_AGENTS", value_name = "FILE")]
+        agents: PathBuf,
+        /// Also print the rules behind each decision.
+        #[arg(long)]
+        explain: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +80,9 @@ struct ServeArgs {
     /// YAML configuration file (flags and environment win over it).
     #[arg(long, env = "POLARIS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Named agents (agents.yaml); reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "POLARIS_AGENTS", value_name = "FILE")]
+    agents: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,6 +122,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
+        Command::Agents(cmd) => agents_command(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -99,17 +139,20 @@ fn serve(args: ServeArgs, env: &Env) -> anyhow::Result<()> {
         database: args.database,
         data_dir: args.data_dir,
         config: args.config,
+        agents: args.agents,
     };
     let config = ServerConfig::load(&overrides, env)?;
+    // A broken agents file stops the start, with its file:line:column.
+    let agent_file = config.agents.as_deref().map(AgentFile::load).transpose()?;
     init_tracing(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_server(config))
+    rt.block_on(run_server(config, agent_file))
 }
 
-async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
+async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
@@ -126,6 +169,16 @@ async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     )
     .await
     .context("starting the supervisor")?;
+    let agent_count = agent_file.as_ref().map_or(0, |f| f.agents.len());
+    runtime
+        .load_agent_file(agent_file)
+        .await
+        .context("joining agents to their floors")?;
+    let reloader = match &config.agents {
+        Some(path) => Some(polaris_agents::reload::watch(runtime.clone(), path.clone()).context("watching the agents file")?),
+        None => None,
+    };
+    let host = AgentHost::start(runtime.clone()).await.context("starting the agents")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -133,7 +186,7 @@ async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port.
     println!("listening on http://{addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), "polaris serving");
+    tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), agents = agent_count, "polaris serving");
     api::serve(
         listener,
         runtime.clone(),
@@ -143,6 +196,10 @@ async fn run_server(config: ServerConfig) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!("stopped accepting; committing what was accepted");
+    if let Some(r) = reloader {
+        r.abort();
+    }
+    host.shutdown().await;
     runtime.shutdown().await;
     store.close().await;
     tracing::info!("bye");
@@ -206,6 +263,95 @@ fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
     let token = TokenKeys::new(secret).mint(&args.org, &args.participant, role, args.ttl)?;
     println!("{token}");
     Ok(())
+}
+
+fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AgentsCommand::Validate { file } => {
+            let f = AgentFile::load(&file)?;
+            println!("{}: {} agents, all valid", file.display(), f.agents.len());
+            for a in &f.agents {
+                println!("  {:<24} {}", a.id, a.shown_name());
+            }
+            Ok(())
+        }
+        AgentsCommand::List { agents, database, org } => {
+            let file = agents.as_deref().map(AgentFile::load).transpose()?;
+            let file_agents = file.map(|f| f.agents).unwrap_or_default();
+            let table = match database {
+                None => Vec::new(),
+                Some(url) => {
+                    let url = polaris_config::DatabaseUrl::parse(&url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    rt.block_on(async {
+                        let store = Store::open(&url).await?;
+                        let rows = store.table_agents(&org).await;
+                        store.close().await;
+                        anyhow::Ok(rows?)
+                    })?
+                }
+            };
+            let listed = polaris_runtime::directory::merge(&file_agents, table, &org);
+            println!("{:<24} {:<24} {:<9} {:<24} PARENT", "ID", "NAME", "SOURCE", "TAGS");
+            for l in listed {
+                let source = match l.source {
+                    polaris_runtime::directory::AgentSource::Yaml => "yaml",
+                    polaris_runtime::directory::AgentSource::Table => "table",
+                    polaris_runtime::directory::AgentSource::Conflict => "conflict",
+                };
+                println!(
+                    "{:<24} {:<24} {:<9} {:<24} {}",
+                    l.spec.id,
+                    l.spec.shown_name(),
+                    source,
+                    l.spec.tags.join(","),
+                    l.spec.parent.as_ref().map(ToString::to_string).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        AgentsCommand::Route { agents, explain } => {
+            let file = AgentFile::load(&agents)?;
+            let router = Router::new(&file.agents);
+            let stdin = std::io::stdin();
+            let mut out = std::io::stdout().lock();
+            let mut bad = 0usize;
+            for (n, line) in std::io::BufRead::lines(stdin.lock()).enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let answer = match route_line(&router, &line, explain) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        bad += 1;
+                        serde_json::json!({"error": format!("stdin line {}: {e}", n + 1)})
+                    }
+                };
+                writeln!(out, "{answer}")?;
+            }
+            if bad > 0 {
+                bail!("{bad} input line(s) could not be routed");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One `polaris agents route` input line: `{"text", "source", "sender"?}`.
+fn route_line(router: &Router, line: &str, explain: bool) -> Result<serde_json::Value, String> {
+    #[derive(serde::Deserialize)]
+    struct Input {
+        text: String,
+        #[serde(default)]
+        #[allow(dead_code)] // the source does not change who is addressed (yet)
+        source: Option<String>,
+        #[serde(default)]
+        sender: Option<ParticipantId>,
+    }
+    let input: Input = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let r = router.route(&input.text, input.sender.as_ref(), explain);
+    serde_json::to_value(&r).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct ServeOverrides {
     pub data_dir: Option<PathBuf>,
     /// `--config` / `POLARIS_CONFIG`.
     pub config: Option<PathBuf>,
+    /// `--agents` / `POLARIS_AGENTS`.
+    pub agents: Option<PathBuf>,
 }
 
 /// The YAML file as written. Every key is optional; unknown keys are errors so a typo
@@ -36,6 +38,7 @@ struct RawServerConfig {
     listen: Option<String>,
     database: Option<String>,
     data_dir: Option<PathBuf>,
+    agents: Option<PathBuf>,
     jwt_secret: Option<String>,
     rate_limits: RawRateLimits,
     sessions: RawSessions,
@@ -177,6 +180,8 @@ pub struct ServerConfig {
     pub database: DatabaseUrl,
     /// Directory for the embedded database and other local state.
     pub data_dir: PathBuf,
+    /// The agents file (`agents.yaml`), if any; reloaded when it changes.
+    pub agents: Option<PathBuf>,
     /// HS256 secret for bearer tokens. `None` means development mode: anonymous callers
     /// act in org `default`, which [`ServerConfig::load`] only allows on loopback.
     pub jwt_secret: Option<Secret>,
@@ -333,10 +338,19 @@ impl ServerConfig {
             ));
         }
 
+        // A path in the file is relative to the file; a flag's, to the working directory.
+        let agents = overrides.agents.clone().or_else(|| {
+            raw.agents.as_ref().map(|a| match file.as_ref().and_then(|f| f.parent()) {
+                Some(dir) if a.is_relative() => dir.join(a),
+                _ => a.clone(),
+            })
+        });
+
         Ok(ServerConfig {
             listen,
             database,
             data_dir,
+            agents,
             jwt_secret,
             rate_limits: RateLimits {
                 writes_per_minute: raw.rate_limits.writes_per_minute.unwrap_or(600),

@@ -169,40 +169,8 @@ impl Runtime {
 
     /// The agents of an org: the file's merged with the table's.
     pub async fn agents(&self, org: &str) -> Result<Vec<Listed>, StoreError> {
-        let file = self.directory().file();
-        let mut out: Vec<Listed> = file
-            .agents
-            .iter()
-            .map(|spec| Listed {
-                spec: spec.clone(),
-                source: AgentSource::Yaml,
-                shadowed: None,
-            })
-            .collect();
-        for value in self.store().table_agents(org).await? {
-            let spec: AgentSpec = match serde_json::from_value(value) {
-                Ok(s) => s,
-                Err(e) => {
-                    // Written through the API's checks; a row that no longer parses (an
-                    // older format) is skipped loudly rather than taking the org down.
-                    tracing::error!(org, error = %e, "unreadable agent in the agents table; skipped");
-                    continue;
-                }
-            };
-            match out.iter_mut().find(|l| l.spec.id == spec.id) {
-                Some(l) if l.spec == spec => {}
-                Some(l) => {
-                    l.source = AgentSource::Conflict;
-                    l.shadowed = Some(spec);
-                }
-                None => out.push(Listed {
-                    spec,
-                    source: AgentSource::Table,
-                    shadowed: None,
-                }),
-            }
-        }
-        Ok(out)
+        let table = self.store().table_agents(org).await?;
+        Ok(merge(&self.directory().file().agents, table, org))
     }
 
     /// One agent of an org.
@@ -505,4 +473,42 @@ impl Runtime {
             _ => Err(FloorError::Unavailable),
         }
     }
+}
+
+/// Merges the file's agents with an org's table rows (as stored): same id and content is
+/// the file's; same id, other content is a conflict (the file's runs, the table's is kept
+/// beside it); table-only ids are the table's.
+pub fn merge(file: &[AgentSpec], table: Vec<serde_json::Value>, org: &str) -> Vec<Listed> {
+    let mut out: Vec<Listed> = file
+        .iter()
+        .map(|spec| Listed {
+            spec: spec.clone(),
+            source: AgentSource::Yaml,
+            shadowed: None,
+        })
+        .collect();
+    for value in table {
+        let spec: AgentSpec = match serde_json::from_value(value) {
+            Ok(s) => s,
+            Err(e) => {
+                // Written through the API's checks; a row that no longer parses (an older
+                // format) is skipped loudly rather than taking the org's agents down.
+                tracing::error!(org, error = %e, "unreadable agent in the agents table; skipped");
+                continue;
+            }
+        };
+        match out.iter_mut().find(|l| l.spec.id == spec.id) {
+            Some(l) if l.spec == spec => {}
+            Some(l) => {
+                l.source = AgentSource::Conflict;
+                l.shadowed = Some(spec);
+            }
+            None => out.push(Listed {
+                spec,
+                source: AgentSource::Table,
+                shadowed: None,
+            }),
+        }
+    }
+    out
 }

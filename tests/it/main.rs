@@ -8,6 +8,7 @@ mod support;
 
 mod actors;
 mod agents;
+mod answers;
 mod api;
 mod auth;
 mod bad_input;

@@ -406,6 +406,12 @@ impl Store {
         dispatch!(self, s => s.org_memberships(org).await)
     }
 
+    /// The seq of the newest `join` event of `agent` on a floor (where an agent that has
+    /// no cursor yet starts reading).
+    pub async fn join_seq(&self, project: Uuid, agent: &str) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.join_seq(project, agent).await)
+    }
+
     /// An agent's read position on a floor.
     pub async fn agent_cursor(
         &self,

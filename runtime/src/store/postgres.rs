@@ -340,6 +340,16 @@ impl PgStore {
             .collect()
     }
 
+    pub(super) async fn join_seq(&self, project: Uuid, agent: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(seq) FROM events WHERE project_id = $1 AND session IS NULL AND kind = 'join' AND sender = $2",
+        )
+        .bind(project)
+        .bind(agent)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub(super) async fn agent_cursor(
         &self,
         org: &str,

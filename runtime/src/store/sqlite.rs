@@ -437,6 +437,16 @@ impl SqliteStore {
             .collect()
     }
 
+    pub(super) async fn join_seq(&self, project: Uuid, agent: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(seq) FROM events WHERE project_id = $1 AND session IS NULL AND kind = 'join' AND sender = $2",
+        )
+        .bind(project.to_string())
+        .bind(agent)
+        .fetch_one(&self.read)
+        .await?)
+    }
+
     pub(super) async fn agent_cursor(
         &self,
         org: &str,

@@ -177,6 +177,7 @@ impl Client {
 }
 
 /// A WebSocket subscriber.
+#[allow(dead_code)] // used through its methods
 pub struct Ws {
     stream: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,

@@ -149,6 +149,7 @@ pub struct TestServer {
     pub store: Store,
     pub backend: Backend,
     pub opts: Options,
+    pub agents: Option<polaris_agents::HostHandle>,
     db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -171,12 +172,15 @@ impl TestServer {
         )
         .await
         .expect("start runtime");
+        let mut agents = None;
         if let Some(path) = &opts.agents_file {
             let file = polaris_registry::AgentFile::load(path).expect("agents file");
             runtime
                 .load_agent_file(Some(file))
                 .await
                 .expect("load agents");
+            let host = polaris_agents::AgentHost::start(runtime.clone()).await.expect("agents");
+            agents = Some(host);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -206,6 +210,7 @@ impl TestServer {
             store,
             backend,
             opts,
+            agents,
             db,
             stop: Some(stop),
             task: Some(task),
@@ -229,6 +234,9 @@ impl TestServer {
         }
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        if let Some(h) = self.agents.take() {
+            h.shutdown().await;
         }
         self.runtime.shutdown().await;
     }

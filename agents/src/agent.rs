@@ -1,0 +1,437 @@
+//! The agent actor: one per named agent (or per agent and floor, for `context:
+//! isolated`), with its subagents as child actors.
+//!
+//! It reads each floor it is on from its stored cursor (see [`crate::reader`]), so a
+//! restart neither misses an event nor skips one; answers carry an id derived from
+//! (agent, event), so an event handled twice is answered once. For each event: its own
+//! and floor-wide ones are ignored; it acts when mentioned (the router decides, with the
+//! author rule), within its hop bound and rate limits, and a parent hands a question to
+//! the subagent whose skills fit. The brain runs in a task of its own and its answer
+//! comes back as a message, so the mailbox never waits on a database.
+//!
+//! Error policy: nothing an event contains stops the actor. A failed post is retried a
+//! few times, then logged; a subscription that fails is reopened from the cursor. A
+//! subagent that fails is restarted by its parent.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use polaris_registry::{AgentSpec, ParticipantId};
+use polaris_runtime::Runtime;
+use polaris_runtime::auth::{Caller, Role};
+use polaris_runtime::hub::Committed;
+use polaris_runtime::protocol::Source;
+use polaris_runtime::session::SessionMsg;
+use polaris_runtime::store::ProjectKey;
+use polaris_runtime::validate::Incoming;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::brain::OfflineBrain;
+use crate::reader::{Reader, Wiring};
+use crate::route::Router;
+use crate::text::{event_text, hops};
+
+/// How often cursors are saved.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Attempts at posting an answer before giving up.
+const POST_ATTEMPTS: u32 = 5;
+/// At most one rate-limit notice per floor per this long.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+/// Namespace of the ids of what agents post: `v5(namespace, "<agent>/<kind>/<event id>")`.
+pub const ANSWER_NAMESPACE: Uuid = Uuid::from_u128(0x8c1e_7b0a_5d2f_4e61_9a3b_2c4d_6e8f_0a1b);
+
+const WIRING: Wiring<AgentMsg> = Wiring {
+    event: AgentMsg::Event,
+    failed: AgentMsg::Reopen,
+    open: AgentMsg::Open,
+};
+
+/// Handle to an agent actor.
+pub type AgentRef = ActorRef<AgentMsg>;
+
+/// What an agent needs to run.
+pub struct AgentArgs {
+    /// The floor service.
+    pub runtime: Runtime,
+    /// Its org.
+    pub org: Arc<str>,
+    /// Its definition.
+    pub spec: AgentSpec,
+    /// The directory its knowledge paths start from.
+    pub base_dir: PathBuf,
+    /// The org's agents, for mention routing and hand-offs.
+    pub router: Arc<Router>,
+    /// The floors it reads.
+    pub floors: Vec<ProjectKey>,
+    /// Its subagents, each with the floors it reads.
+    pub children: Vec<(AgentSpec, Vec<ProjectKey>)>,
+}
+
+/// Messages of the agent actor.
+pub enum AgentMsg {
+    /// An event from one of its floors.
+    Event(ProjectKey, Arc<Committed>),
+    /// An event its parent hands over for it to answer.
+    Delegated(ProjectKey, Arc<Committed>),
+    /// The brain's answer to an event is ready.
+    Answered(Box<Answer>),
+    /// The directory changed: new definition, floors, router or subagents.
+    Update(Box<AgentArgs>),
+    /// A floor's subscription failed.
+    Reopen(ProjectKey),
+    /// Open a floor's subscription (if the agent is still on it).
+    Open(ProjectKey),
+    /// Save cursors.
+    Flush,
+}
+
+/// An answer on its way to the floor.
+pub struct Answer {
+    project: ProjectKey,
+    event: Arc<Committed>,
+    content: String,
+    attempts: u32,
+    /// Whether the event was counted as pending on this agent's own reader.
+    tracked: bool,
+}
+
+/// State of a running agent.
+pub struct AgentState {
+    args: AgentArgs,
+    brain: Arc<OfflineBrain>,
+    reader: Reader,
+    children: HashMap<ParticipantId, AgentRef>,
+    per_floor: DefaultKeyedRateLimiter<Uuid>,
+    overall: DefaultDirectRateLimiter,
+    noticed: HashMap<Uuid, Instant>,
+    /// Floors where the stream says this agent (or its parent) has left: the floor's own
+    /// `leave` event, read in order with everything else, decides — not the moment the
+    /// host gets round to closing the subscription.
+    left: HashMap<Uuid, bool>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The agent actor.
+pub struct Agent;
+
+impl Agent {
+    /// Starts an agent under `supervisor`.
+    pub async fn spawn_linked(args: AgentArgs, supervisor: ractor::ActorCell) -> Result<AgentRef, ractor::SpawnErr> {
+        let (r, _) = Actor::spawn_linked(None, Agent, args, supervisor).await?;
+        Ok(r)
+    }
+}
+
+fn quota(per_minute: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Actor for Agent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(&self, myself: AgentRef, mut args: AgentArgs) -> Result<AgentState, ActorProcessingErr> {
+        let children = std::mem::take(&mut args.children);
+        let rate = args.spec.rate;
+        let mut state = AgentState {
+            brain: Arc::new(OfflineBrain::new(&args.spec, &args.base_dir)),
+            reader: Reader::new(
+                args.runtime.clone(),
+                args.org.clone(),
+                args.spec.id.to_string(),
+                std::iter::once(args.spec.id.to_string()).chain(args.spec.parent.iter().map(ToString::to_string)).collect(),
+            ),
+            children: HashMap::new(),
+            per_floor: RateLimiter::keyed(quota(rate.per_floor_per_minute)),
+            overall: RateLimiter::direct(quota(rate.per_agent_per_minute)),
+            noticed: HashMap::new(),
+            left: HashMap::new(),
+            flusher: Some(myself.send_interval(FLUSH_EVERY, || AgentMsg::Flush)),
+            args,
+        };
+        for key in state.args.floors.clone() {
+            state.reader.open(&myself, key, &WIRING).await;
+        }
+        for (spec, floors) in children {
+            spawn_child(&myself, &mut state, spec, floors).await;
+        }
+        tracing::info!(agent = %state.args.spec.id, org = %state.args.org, floors = state.reader.len(), "agent started");
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _: AgentRef, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        if let Some(f) = state.flusher.take() {
+            f.abort();
+        }
+        state.reader.close_all().await;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: AgentRef, msg: AgentMsg, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AgentMsg::Event(key, c) => {
+                if state.reader.arrived(&key.id, c.event.seq) {
+                    on_event(&myself, state, key, c, false);
+                }
+            }
+            AgentMsg::Delegated(key, c) => on_event(&myself, state, key, c, true),
+            AgentMsg::Answered(a) => post_answer(&myself, state, *a).await,
+            AgentMsg::Update(args) => update(&myself, state, *args).await,
+            AgentMsg::Reopen(key) => state.reader.reopen(&myself, key, &WIRING).await,
+            AgentMsg::Open(key) => {
+                if state.args.floors.iter().any(|k| k.id == key.id) {
+                    state.reader.open(&myself, key, &WIRING).await;
+                }
+            }
+            AgentMsg::Flush => state.reader.flush().await,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: AgentRef, evt: SupervisionEvent, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let failed = state.children.iter().find(|(_, r)| r.get_id() == cell.get_id()).map(|(id, _)| id.clone());
+            let Some(id) = failed else { return Ok(()) };
+            state.children.remove(&id);
+            tracing::error!(agent = %id, error = %err, "subagent failed; restarting it");
+            metrics::counter!("polaris_actor_restarts_total", "actor" => "agent").increment(1);
+            if let Some(spec) = state.args.router.agent(&id).cloned() {
+                let floors = state.reader.keys();
+                spawn_child(&myself, state, spec, floors).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_child(myself: &AgentRef, state: &mut AgentState, spec: AgentSpec, floors: Vec<ProjectKey>) {
+    let id = spec.id.clone();
+    let args = AgentArgs {
+        runtime: state.args.runtime.clone(),
+        org: state.args.org.clone(),
+        spec,
+        base_dir: state.args.base_dir.clone(),
+        router: state.args.router.clone(),
+        floors,
+        children: Vec::new(),
+    };
+    match Agent::spawn_linked(args, myself.get_cell()).await {
+        Ok(r) => {
+            state.children.insert(id, r);
+        }
+        Err(e) => tracing::error!(agent = %id, error = %e, "subagent did not start"),
+    }
+}
+
+fn on_event(myself: &AgentRef, state: &mut AgentState, key: ProjectKey, c: Arc<Committed>, delegated: bool) {
+    let e = &c.event;
+    let me = state.args.spec.id.clone();
+    if e.session.is_none() {
+        track_presence(state, &key, e);
+        return;
+    }
+    if e.sender == me || state.left.get(&key.id).copied().unwrap_or(false) {
+        return;
+    }
+    let text = event_text(e);
+    if !delegated {
+        let routing = state.args.router.route(&text, Some(&e.sender), false);
+        if !routing.responders.contains(&me) {
+            return;
+        }
+    }
+    let h = hops(e);
+    if h >= state.args.spec.max_hops {
+        tracing::info!(agent = %me, event = %e.id, hops = h, "not answering: the agent chain reached its bound");
+        return;
+    }
+    if !delegated {
+        if let Some(sub) = state.args.router.delegate(&me, &text) {
+            if let Some(child) = state.children.get(&sub.id) {
+                // The subagent answers; a failed hand-off falls through to the parent.
+                if child.cast(AgentMsg::Delegated(key.clone(), c.clone())).is_ok() {
+                    return;
+                }
+            }
+        }
+    }
+    if state.overall.check().is_err() || state.per_floor.check_key(&key.id).is_err() {
+        rate_limited(state, &key, &c);
+        return;
+    }
+    let tracked = !delegated;
+    if tracked {
+        state.reader.begin(&key.id, e.seq);
+    }
+    let brain = state.brain.clone();
+    let me_ref = myself.clone();
+    let question = strip_mentions(&text);
+    tokio::spawn(async move {
+        let content = brain.answer(&question, &text).await;
+        // The agent may have stopped; its saved cursor then still points before this event.
+        let _ = me_ref.cast(AgentMsg::Answered(Box::new(Answer { project: key, event: c, content, attempts: 0, tracked })));
+    });
+}
+
+/// Follows this agent's (and its parent's) joins and leaves on a floor.
+fn track_presence(state: &mut AgentState, key: &ProjectKey, e: &polaris_runtime::protocol::Event) {
+    let spec = &state.args.spec;
+    let about = e.payload_value().get("agent").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let Some(about) = about else { return };
+    let concerns_me = about == spec.id.as_str() || spec.parent.as_ref().is_some_and(|p| p.as_str() == about);
+    match e.kind.as_str() {
+        "leave" if concerns_me => {
+            state.left.insert(key.id, true);
+        }
+        "join" if concerns_me => {
+            state.left.insert(key.id, false);
+        }
+        _ => {}
+    }
+}
+
+/// The question without the `@mentions` that addressed it.
+fn strip_mentions(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|w| !w.trim_start_matches(['(', '[', '{', '"', '\'', ',', ';', ':']).starts_with('@'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the agent posts in reply to `event`: the same id however often it is posted.
+fn reply_to(spec: &AgentSpec, event: &Committed, kind: &str, source: Source, content: &str) -> Incoming {
+    let e = &event.event;
+    let payload = json!({
+        "type": kind,
+        "content": content,
+        "in_reply_to": e.id,
+        "hops": hops(e) + 1,
+        "persona": {"name": spec.shown_name(), "icon": spec.shown_icon()},
+    });
+    Incoming {
+        id: Uuid::new_v5(&ANSWER_NAMESPACE, format!("{}/{kind}/{}", spec.id, e.id).as_bytes()),
+        timestamp: None,
+        source,
+        kind: kind.to_owned(),
+        sender: spec.id.clone(),
+        payload: serde_json::value::to_raw_value(&payload).unwrap_or_else(|_| unreachable!("a Value serializes")),
+    }
+}
+
+async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
+    let Some(session) = a.event.event.session.clone() else { return };
+    let incoming = reply_to(&state.args.spec, &a.event, "message", Source::Agent, &a.content);
+    let caller = Caller::participant(&state.args.org, state.args.spec.id.clone(), Role::Member);
+    let result = state
+        .args
+        .runtime
+        .ask_session(&a.project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+        .await;
+    match result {
+        Ok(_) => metrics::counter!("polaris_agent_answers_total").increment(1),
+        Err(e) if a.attempts + 1 < POST_ATTEMPTS => {
+            a.attempts += 1;
+            tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "answer not posted; retrying");
+            let delay = Duration::from_millis(200 << a.attempts);
+            let me = myself.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = me.cast(AgentMsg::Answered(Box::new(a)));
+            });
+            return;
+        }
+        Err(e) => tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "answer dropped after retries"),
+    }
+    if a.tracked {
+        state.reader.done(&a.project.id, a.event.event.seq);
+    }
+}
+
+/// Tells the session, at most once a minute per floor, that the agent is holding back.
+fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
+    let now = Instant::now();
+    if state.noticed.get(&key.id).is_some_and(|t| now.duration_since(*t) < NOTICE_EVERY) {
+        return;
+    }
+    state.noticed.insert(key.id, now);
+    let Some(session) = c.event.session.clone() else { return };
+    let spec = &state.args.spec;
+    let content = format!(
+        "{} is answering too many questions right now (limits: {} a minute on this floor, {} overall) and skipped this one. Ask again in a minute.",
+        spec.shown_name(),
+        spec.rate.per_floor_per_minute,
+        spec.rate.per_agent_per_minute
+    );
+    let incoming = reply_to(spec, c, "rate_limited", Source::System, &content);
+    let caller = Caller::participant(&state.args.org, spec.id.clone(), Role::Member);
+    let runtime = state.args.runtime.clone();
+    let project = key.clone();
+    tokio::spawn(async move {
+        if let Err(e) = runtime
+            .ask_session(&project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+            .await
+        {
+            tracing::warn!(error = %e, "rate-limit notice not posted");
+        }
+    });
+}
+
+async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) {
+    let children = std::mem::take(&mut args.children);
+    let wanted: Vec<Uuid> = args.floors.iter().map(|k| k.id).collect();
+    state.reader.retain(|p| wanted.contains(p)).await;
+    if args.spec != state.args.spec {
+        state.brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
+        state.per_floor = RateLimiter::keyed(quota(args.spec.rate.per_floor_per_minute));
+        state.overall = RateLimiter::direct(quota(args.spec.rate.per_agent_per_minute));
+    }
+    state.args = args;
+    for key in state.args.floors.clone() {
+        state.reader.open(myself, key, &WIRING).await;
+    }
+    // Subagents: update those that stay, stop the others, start the new ones.
+    let keep: Vec<ParticipantId> = children.iter().map(|(s, _)| s.id.clone()).collect();
+    let stale: Vec<ParticipantId> = state.children.keys().filter(|id| !keep.contains(id)).cloned().collect();
+    for id in stale {
+        if let Some(r) = state.children.remove(&id) {
+            r.stop(Some("removed from the registry".into()));
+        }
+    }
+    for (spec, floors) in children {
+        match state.children.get(&spec.id) {
+            Some(r) => {
+                let args = AgentArgs {
+                    runtime: state.args.runtime.clone(),
+                    org: state.args.org.clone(),
+                    spec,
+                    base_dir: state.args.base_dir.clone(),
+                    router: state.args.router.clone(),
+                    floors,
+                    children: Vec::new(),
+                };
+                // A stopping child is replaced on the next update.
+                let _ = r.cast(AgentMsg::Update(Box::new(args)));
+            }
+            None => spawn_child(myself, state, spec, floors).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_stripped_from_questions() {
+        assert_eq!(strip_mentions("@dean which tables hold PII?"), "which tables hold PII?");
+        assert_eq!(strip_mentions("(@sage, what about keys"), "what about keys");
+    }
+}

@@ -1,0 +1,337 @@
+//! The offline brain: answers from an agent's own tools and documents, with no network
+//! and no model. Dean inspects his database (tables, DDL, personal-data columns, query
+//! plans), Sage scans what was said for secrets and personal data, and every agent
+//! answers from its knowledge documents, citing file and heading — or says plainly that
+//! it has nothing.
+//!
+//! Everything here may wait on a database or read files: the agent actor runs it in a
+//! task of its own and gets the answer back as a message.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use polaris_config::{Env, SecretRef};
+use polaris_registry::AgentSpec;
+use polaris_runtime::secrets;
+use tokio::sync::OnceCell;
+
+use crate::knowledge::KnowledgeBase;
+use crate::tools::database::Warehouse;
+
+/// Passages quoted per answer.
+const QUOTES: usize = 2;
+/// Longest quoted passage.
+const QUOTE_CHARS: usize = 600;
+/// Longest plan shown.
+const PLAN_CHARS: usize = 2000;
+
+/// The offline brain of one agent.
+pub struct OfflineBrain {
+    name: String,
+    /// `None` when the documents could not be read (reported at start).
+    knowledge: Option<KnowledgeBase>,
+    /// The database URL (references resolved when first used) and the pool.
+    database: Option<(String, OnceCell<Result<Arc<Warehouse>, String>>)>,
+    secrets: bool,
+}
+
+impl std::fmt::Debug for OfflineBrain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineBrain")
+            .field("name", &self.name)
+            .field("knowledge", &self.passages())
+            .field("database", &self.database.is_some())
+            .finish()
+    }
+}
+
+impl OfflineBrain {
+    /// The brain of `spec`; knowledge paths are relative to `base_dir`. A knowledge
+    /// document that cannot be read is reported and left out: the agent still answers
+    /// from its tools.
+    pub fn new(spec: &AgentSpec, base_dir: &Path) -> OfflineBrain {
+        let knowledge = match KnowledgeBase::load(base_dir, &spec.knowledge) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::error!(agent = %spec.id, error = %e, "knowledge documents not loaded");
+                None
+            }
+        };
+        OfflineBrain {
+            name: spec.name.clone(),
+            knowledge,
+            database: spec
+                .tools
+                .database
+                .as_ref()
+                .map(|d| (d.url.clone(), OnceCell::new())),
+            secrets: spec.tools.secrets.is_some(),
+        }
+    }
+
+    /// Answers `question` (the event's text without the mention), asked in an event whose
+    /// whole text is `event_text`.
+    pub async fn answer(&self, question: &str, event_text: &str) -> String {
+        if self.secrets {
+            if let Some(a) = self.scan(event_text) {
+                return a;
+            }
+        }
+        if self.database.is_some() {
+            match self.database_answer(question).await {
+                Ok(Some(a)) => return a,
+                Ok(None) => {}
+                Err(e) => return format!("I could not reach my database: {e}"),
+            }
+        }
+        if let Some(a) = self.from_knowledge(question) {
+            return a;
+        }
+        self.nothing()
+    }
+
+    fn passages(&self) -> usize {
+        self.knowledge.as_ref().map_or(0, KnowledgeBase::len)
+    }
+
+    fn nothing(&self) -> String {
+        let mut tools = Vec::new();
+        if self.database.is_some() {
+            tools.push("list the tables, show a table's DDL, find columns that hold personal data, or EXPLAIN a query you put in backticks");
+        }
+        if self.secrets {
+            tools.push("scan what you paste for secrets and personal data");
+        }
+        let mut out = format!(
+            "I don't have anything on that in my notes ({} passages).",
+            self.passages()
+        );
+        if !tools.is_empty() {
+            out.push_str(" I can ");
+            out.push_str(&tools.join("; I can also "));
+            out.push('.');
+        }
+        out
+    }
+
+    fn from_knowledge(&self, question: &str) -> Option<String> {
+        let hits = self.knowledge.as_ref()?.search(question, QUOTES);
+        if hits.is_empty() {
+            return None;
+        }
+        let mut out = String::from("From my notes:\n");
+        for h in hits {
+            let mut text: String = h.text.trim().chars().take(QUOTE_CHARS).collect();
+            if h.text.trim().chars().count() > QUOTE_CHARS {
+                text.push('…');
+            }
+            out.push('\n');
+            for line in text.lines() {
+                out.push_str("> ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str(&format!("— *{} › {}*\n", h.file, h.heading));
+        }
+        Some(out)
+    }
+
+    /// Sage: secrets and personal data in the event, never echoed in full.
+    fn scan(&self, event_text: &str) -> Option<String> {
+        let found = secrets::scan(event_text);
+        if found.is_empty() {
+            return None;
+        }
+        let pii = found.iter().filter(|f| f.kind.is_pii()).count();
+        let mut out = format!(
+            "**I found {} item{} to deal with** ({} secret{}, {} personal data):\n",
+            found.len(),
+            plural(found.len()),
+            found.len() - pii,
+            plural(found.len() - pii),
+            pii
+        );
+        for f in &found {
+            out.push_str(&format!(
+                "- line {}, column {}: {} `{}` — {}\n",
+                f.line,
+                f.column,
+                f.kind.label(),
+                f.masked,
+                f.kind.advice()
+            ));
+        }
+        if found.len() > pii {
+            out.push_str("\nThis text is on the floor now: treat every secret above as exposed and rotate it; move it to a secret store and reference it (env or file), never commit it.");
+        }
+        Some(out)
+    }
+
+    async fn warehouse(&self) -> Result<Arc<Warehouse>, String> {
+        let Some((url, cell)) = &self.database else { return Err("no database configured".into()) };
+        cell.get_or_init(|| async {
+            let resolved = if url.starts_with("env:") || url.starts_with("file:") {
+                SecretRef::parse(url)
+                    .and_then(|r| r.resolve(&Env::from_process()))
+                    .map(|s| s.expose().to_owned())?
+            } else {
+                url.clone()
+            };
+            Warehouse::connect(&resolved).await.map(Arc::new).map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
+    }
+
+    /// Dean: what the database itself says. `Ok(None)`: the question is not about it.
+    async fn database_answer(&self, question: &str) -> Result<Option<String>, String> {
+        let lower = question.to_lowercase();
+        if let Some(sql) = extract_sql(question) {
+            let w = self.warehouse().await?;
+            return Ok(Some(match w.explain(&sql).await {
+                Ok(report) => {
+                    let mut out = String::from("**Plan for your query:**\n```\n");
+                    out.push_str(&report.plan.chars().take(PLAN_CHARS).collect::<String>());
+                    out.push_str("\n```\n");
+                    if report.findings.is_empty() {
+                        out.push_str("Nothing slow stands out: every table is reached through an index or is small.\n");
+                    } else {
+                        for f in &report.findings {
+                            out.push_str(&format!("- {f}\n"));
+                        }
+                    }
+                    if !report.suggested_indexes.is_empty() {
+                        out.push_str("\nAn index would help:\n```sql\n");
+                        out.push_str(&report.suggested_indexes.join("\n"));
+                        out.push_str("\n```\n");
+                    }
+                    out
+                }
+                Err(e) => format!("I did not run that: {e}"),
+            }));
+        }
+        let asks_pii = ["pii", "personal data", "personal information", "sensitive", "gdpr"]
+            .iter()
+            .any(|k| lower.contains(k));
+        if asks_pii {
+            let w = self.warehouse().await?;
+            let cols = w.pii_columns().await.map_err(|e| e.to_string())?;
+            if cols.is_empty() {
+                return Ok(Some("No column in my database looks like personal data.".into()));
+            }
+            let mut tables: Vec<&str> = cols.iter().map(|c| c.table.as_str()).collect();
+            tables.dedup();
+            let mut out = format!(
+                "**Columns that look like personal data** ({} column{} in {} table{}):\n",
+                cols.len(),
+                plural(cols.len()),
+                tables.len(),
+                plural(tables.len())
+            );
+            for c in &cols {
+                out.push_str(&format!("- `{}.{}` — {}\n", c.table, c.column, c.why));
+            }
+            out.push_str("\nKeep them out of logs and exports, and mask them in non-production copies.");
+            return Ok(Some(out));
+        }
+        let wants_schema = ["ddl", "schema", "create table", "columns", "describe", "definition"]
+            .iter()
+            .any(|k| lower.contains(k));
+        let wants_tables = lower.contains("tables") || lower.contains("what data");
+        if !(wants_schema || wants_tables) {
+            return Ok(None);
+        }
+        let w = self.warehouse().await?;
+        let tables = w.tables().await.map_err(|e| e.to_string())?;
+        if wants_schema {
+            let named: Vec<_> = tables
+                .iter()
+                .filter(|t| contains_word(&lower, &t.name.to_lowercase()))
+                .collect();
+            if !named.is_empty() {
+                let mut out = String::new();
+                for t in named {
+                    if let Some(ddl) = w.ddl(&t.name).await.map_err(|e| e.to_string())? {
+                        out.push_str(&format!("```sql\n{}\n```\n", ddl.trim()));
+                    }
+                }
+                if !out.is_empty() {
+                    return Ok(Some(out));
+                }
+            }
+        }
+        let mut out = format!("**Tables** ({}):\n", tables.len());
+        for t in &tables {
+            let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+            out.push_str(&format!("- `{}` — ~{} rows: {}\n", t.name, t.rows, cols.join(", ")));
+        }
+        Ok(Some(out))
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn contains_word(text: &str, word: &str) -> bool {
+    let b = text.as_bytes();
+    text.match_indices(word).any(|(i, _)| {
+        let end = i + word.len();
+        (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+            && (end >= b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_'))
+    })
+}
+
+/// The SQL quoted in a message: a fenced block, or an inline code span, that starts with
+/// SELECT or WITH.
+pub fn extract_sql(text: &str) -> Option<String> {
+    let starts_sql = |s: &str| {
+        let t = s.trim_start().to_ascii_lowercase();
+        t.starts_with("select") || t.starts_with("with")
+    };
+    let mut rest = text;
+    while let Some(i) = rest.find("```") {
+        let after = &rest[i + 3..];
+        let body_start = after.find('\n').map_or(0, |n| n + 1);
+        let Some(end) = after[body_start..].find("```") else { break };
+        let body = after[body_start..body_start + end].trim();
+        if starts_sql(body) {
+            return Some(body.to_owned());
+        }
+        rest = &after[body_start + end + 3..];
+    }
+    let mut parts = text.split('`');
+    parts.next();
+    while let Some(code) = parts.next() {
+        if starts_sql(code) && code.len() > 12 {
+            return Some(code.trim().to_owned());
+        }
+        parts.next();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_is_found_in_fences_and_inline_code() {
+        assert_eq!(
+            extract_sql("why slow?\n```sql\nSELECT * FROM orders WHERE customer_id = 4\n```").as_deref(),
+            Some("SELECT * FROM orders WHERE customer_id = 4")
+        );
+        assert_eq!(
+            extract_sql("is `select count(*) from events where kind = 'x'` ok?").as_deref(),
+            Some("select count(*) from events where kind = 'x'")
+        );
+        assert_eq!(extract_sql("use `int_subscriptions` please"), None);
+        assert_eq!(extract_sql("no code here"), None);
+    }
+
+    #[test]
+    fn words_match_whole() {
+        assert!(contains_word("ddl of orders please", "orders"));
+        assert!(!contains_word("ddl of order_items", "order"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The concierge: one per org, it reads every floor and answers mentions of agents that
+//! are not on that floor — with who the agent is and how to bring it in — so an `@sage`
+//! on a floor Sage has not joined is never met with silence.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use polaris_registry::ParticipantId;
+use polaris_runtime::Runtime;
+use polaris_runtime::auth::{Caller, Role};
+use polaris_runtime::hub::Committed;
+use polaris_runtime::protocol::Source;
+use polaris_runtime::session::{SYSTEM_SENDER, SessionMsg};
+use polaris_runtime::store::ProjectKey;
+use polaris_runtime::validate::Incoming;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::agent::ANSWER_NAMESPACE;
+use crate::reader::{Reader, Wiring};
+use crate::route::Router;
+use crate::text::event_text;
+
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+const WIRING: Wiring<ConciergeMsg> = Wiring {
+    event: ConciergeMsg::Event,
+    failed: ConciergeMsg::Reopen,
+    open: ConciergeMsg::Open,
+};
+
+/// Handle to a concierge.
+pub type ConciergeRef = ActorRef<ConciergeMsg>;
+
+/// What a concierge needs.
+pub struct ConciergeArgs {
+    /// The floor service.
+    pub runtime: Runtime,
+    /// Its org.
+    pub org: Arc<str>,
+    /// The org's agents.
+    pub router: Arc<Router>,
+    /// Every floor of the org.
+    pub floors: Vec<ProjectKey>,
+    /// Who is on each floor (direct members; subagents count through their parent).
+    pub present: HashMap<Uuid, HashSet<ParticipantId>>,
+}
+
+/// Messages of the concierge.
+pub enum ConciergeMsg {
+    /// An event from a floor.
+    Event(ProjectKey, Arc<Committed>),
+    /// Floors, agents or memberships changed.
+    Update(Box<ConciergeArgs>),
+    /// A floor's subscription failed.
+    Reopen(ProjectKey),
+    /// Open a floor's subscription.
+    Open(ProjectKey),
+    /// Save cursors.
+    Flush,
+}
+
+/// State of a concierge.
+pub struct ConciergeState {
+    args: ConciergeArgs,
+    reader: Reader,
+    /// Subagents removed by hand from floors their parent is on.
+    removed: HashMap<Uuid, HashSet<ParticipantId>>,
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The concierge actor.
+pub struct Concierge;
+
+impl Concierge {
+    /// Starts a concierge under `supervisor`.
+    pub async fn spawn_linked(args: ConciergeArgs, supervisor: ractor::ActorCell) -> Result<ConciergeRef, ractor::SpawnErr> {
+        let (r, _) = Actor::spawn_linked(None, Concierge, args, supervisor).await?;
+        Ok(r)
+    }
+}
+
+impl Actor for Concierge {
+    type Msg = ConciergeMsg;
+    type State = ConciergeState;
+    type Arguments = ConciergeArgs;
+
+    async fn pre_start(&self, myself: ConciergeRef, args: ConciergeArgs) -> Result<ConciergeState, ActorProcessingErr> {
+        let mut state = ConciergeState {
+            reader: Reader::new(args.runtime.clone(), args.org.clone(), SYSTEM_SENDER.to_owned(), Vec::new()),
+            removed: HashMap::new(),
+            flusher: Some(myself.send_interval(FLUSH_EVERY, || ConciergeMsg::Flush)),
+            args,
+        };
+        for key in state.args.floors.clone() {
+            state.reader.open(&myself, key, &WIRING).await;
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(&self, _: ConciergeRef, state: &mut ConciergeState) -> Result<(), ActorProcessingErr> {
+        if let Some(f) = state.flusher.take() {
+            f.abort();
+        }
+        state.reader.close_all().await;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ConciergeRef, msg: ConciergeMsg, state: &mut ConciergeState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ConciergeMsg::Event(key, c) => {
+                if state.reader.arrived(&key.id, c.event.seq) {
+                    on_event(state, key, c);
+                }
+            }
+            ConciergeMsg::Update(args) => {
+                let wanted: Vec<Uuid> = args.floors.iter().map(|k| k.id).collect();
+                state.reader.retain(|p| wanted.contains(p)).await;
+                state.args = *args;
+                for key in state.args.floors.clone() {
+                    state.reader.open(&myself, key, &WIRING).await;
+                }
+            }
+            ConciergeMsg::Reopen(key) => state.reader.reopen(&myself, key, &WIRING).await,
+            ConciergeMsg::Open(key) => {
+                if state.args.floors.iter().any(|k| k.id == key.id) {
+                    state.reader.open(&myself, key, &WIRING).await;
+                }
+            }
+            ConciergeMsg::Flush => state.reader.flush().await,
+        }
+        Ok(())
+    }
+}
+
+/// Is `agent` on the floor: itself, or through a parent that is (unless it was removed)?
+fn is_present(state: &ConciergeState, floor: &Uuid, agent: &ParticipantId) -> bool {
+    let Some(set) = state.args.present.get(floor) else { return false };
+    if set.contains(agent) {
+        return true;
+    }
+    let removed = state.removed.get(floor).is_some_and(|r| r.contains(agent));
+    let parent = state.args.router.agent(agent).and_then(|s| s.parent.clone());
+    !removed && parent.is_some_and(|p| set.contains(&p))
+}
+
+/// Joins and leaves read from the stream keep the picture in seq order with the mentions.
+fn track_presence(state: &mut ConciergeState, key: &ProjectKey, e: &polaris_runtime::protocol::Event) {
+    let p = e.payload_value();
+    let Some(agent) = p.get("agent").and_then(serde_json::Value::as_str).and_then(|a| ParticipantId::parse(a).ok()) else {
+        return;
+    };
+    let set = state.args.present.entry(key.id).or_default();
+    match e.kind.as_str() {
+        "join" => {
+            set.insert(agent.clone());
+            if let Some(r) = state.removed.get_mut(&key.id) {
+                r.remove(&agent);
+            }
+        }
+        "leave" => {
+            set.remove(&agent);
+            if p.get("reason").and_then(serde_json::Value::as_str) == Some("removed") {
+                state.removed.entry(key.id).or_default().insert(agent);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
+    let e = &c.event;
+    let Some(session) = e.session.clone() else {
+        track_presence(state, &key, e);
+        return;
+    };
+    if e.sender.as_str() == SYSTEM_SENDER {
+        return;
+    }
+    let routing = state.args.router.route(&event_text(e), Some(&e.sender), false);
+    for agent in routing.responders {
+        if is_present(state, &key.id, &agent) {
+            continue;
+        }
+        let Some(spec) = state.args.router.agent(&agent) else { continue };
+        let how = if spec.tags.is_empty() {
+            String::new()
+        } else {
+            format!(", or give the project one of its tags ({})", spec.tags.join(", "))
+        };
+        let content = format!(
+            "{} isn't on this floor, so nobody will answer that. Invite {} with `POST /projects/{}/agents {{\"agent\": \"{}\"}}`{how}.",
+            spec.shown_name(),
+            spec.name,
+            key.name,
+            spec.id
+        );
+        let payload = json!({"type": "notice", "content": content, "in_reply_to": e.id, "agent": spec.id});
+        let incoming = Incoming {
+            id: Uuid::new_v5(&ANSWER_NAMESPACE, format!("{SYSTEM_SENDER}/absent/{}/{}", spec.id, e.id).as_bytes()),
+            timestamp: None,
+            source: Source::System,
+            kind: "notice".into(),
+            sender: match ParticipantId::parse(SYSTEM_SENDER) {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            payload: serde_json::value::to_raw_value(&payload).unwrap_or_else(|_| unreachable!("a Value serializes")),
+        };
+        let caller = Caller::participant(&state.args.org, incoming.sender.clone(), Role::Service);
+        let runtime = state.args.runtime.clone();
+        let (project, session) = (key.clone(), session.clone());
+        tokio::spawn(async move {
+            if let Err(e) = runtime
+                .ask_session(&project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+                .await
+            {
+                tracing::warn!(error = %e, "absent-agent notice not posted");
+            }
+        });
+    }
+}
