@@ -1,1 +1,8 @@
-//! placeholder
+//! Named agents: the participants defined in `agents.yaml` and the `agents` table.
+//!
+//! This crate owns what a named agent does with the floor's events, starting with which
+//! agents an event addresses ([`mentions`]). It depends on the runtime, never the other way
+//! round.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod mentions;
