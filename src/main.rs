@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use polaris_config::{Env, LogFormat, ServeOverrides, ServerConfig};
 use polaris_agents::AgentHost;
 use polaris_agents::route::Router;
+use polaris_config::{Env, LogFormat, ServeOverrides, ServerConfig};
 use polaris_registry::{AgentFile, ParticipantId};
 use polaris_runtime::api::{self, ApiConfig};
 use polaris_runtime::auth::{Role, TokenKeys};
@@ -175,10 +175,15 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
         .await
         .context("joining agents to their floors")?;
     let reloader = match &config.agents {
-        Some(path) => Some(polaris_agents::reload::watch(runtime.clone(), path.clone()).context("watching the agents file")?),
+        Some(path) => Some(
+            polaris_agents::reload::watch(runtime.clone(), path.clone())
+                .context("watching the agents file")?,
+        ),
         None => None,
     };
-    let host = AgentHost::start(runtime.clone()).await.context("starting the agents")?;
+    let host = AgentHost::start(runtime.clone())
+        .await
+        .context("starting the agents")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -275,14 +280,21 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AgentsCommand::List { agents, database, org } => {
+        AgentsCommand::List {
+            agents,
+            database,
+            org,
+        } => {
             let file = agents.as_deref().map(AgentFile::load).transpose()?;
             let file_agents = file.map(|f| f.agents).unwrap_or_default();
             let table = match database {
                 None => Vec::new(),
                 Some(url) => {
-                    let url = polaris_config::DatabaseUrl::parse(&url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    let url = polaris_config::DatabaseUrl::parse(&url)
+                        .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
                     rt.block_on(async {
                         let store = Store::open(&url).await?;
                         let rows = store.table_agents(&org).await;
@@ -292,7 +304,10 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
                 }
             };
             let listed = polaris_runtime::directory::merge(&file_agents, table, &org);
-            println!("{:<24} {:<24} {:<9} {:<24} PARENT", "ID", "NAME", "SOURCE", "TAGS");
+            println!(
+                "{:<24} {:<24} {:<9} {:<24} PARENT",
+                "ID", "NAME", "SOURCE", "TAGS"
+            );
             for l in listed {
                 let source = match l.source {
                     polaris_runtime::directory::AgentSource::Yaml => "yaml",
@@ -305,7 +320,11 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
                     l.spec.shown_name(),
                     source,
                     l.spec.tags.join(","),
-                    l.spec.parent.as_ref().map(ToString::to_string).unwrap_or_default()
+                    l.spec
+                        .parent
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
                 );
             }
             Ok(())

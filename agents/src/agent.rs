@@ -123,7 +123,10 @@ pub struct Agent;
 
 impl Agent {
     /// Starts an agent under `supervisor`.
-    pub async fn spawn_linked(args: AgentArgs, supervisor: ractor::ActorCell) -> Result<AgentRef, ractor::SpawnErr> {
+    pub async fn spawn_linked(
+        args: AgentArgs,
+        supervisor: ractor::ActorCell,
+    ) -> Result<AgentRef, ractor::SpawnErr> {
         let (r, _) = Actor::spawn_linked(None, Agent, args, supervisor).await?;
         Ok(r)
     }
@@ -138,7 +141,11 @@ impl Actor for Agent {
     type State = AgentState;
     type Arguments = AgentArgs;
 
-    async fn pre_start(&self, myself: AgentRef, mut args: AgentArgs) -> Result<AgentState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: AgentRef,
+        mut args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
         let children = std::mem::take(&mut args.children);
         let rate = args.spec.rate;
         let mut state = AgentState {
@@ -147,7 +154,9 @@ impl Actor for Agent {
                 args.runtime.clone(),
                 args.org.clone(),
                 args.spec.id.to_string(),
-                std::iter::once(args.spec.id.to_string()).chain(args.spec.parent.iter().map(ToString::to_string)).collect(),
+                std::iter::once(args.spec.id.to_string())
+                    .chain(args.spec.parent.iter().map(ToString::to_string))
+                    .collect(),
             ),
             children: HashMap::new(),
             per_floor: RateLimiter::keyed(quota(rate.per_floor_per_minute)),
@@ -167,7 +176,11 @@ impl Actor for Agent {
         Ok(state)
     }
 
-    async fn post_stop(&self, _: AgentRef, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: AgentRef,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(f) = state.flusher.take() {
             f.abort();
         }
@@ -175,7 +188,12 @@ impl Actor for Agent {
         Ok(())
     }
 
-    async fn handle(&self, myself: AgentRef, msg: AgentMsg, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: AgentRef,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             AgentMsg::Event(key, c) => {
                 if state.reader.arrived(&key.id, c.event.seq) {
@@ -196,9 +214,18 @@ impl Actor for Agent {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: AgentRef, evt: SupervisionEvent, state: &mut AgentState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: AgentRef,
+        evt: SupervisionEvent,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            let failed = state.children.iter().find(|(_, r)| r.get_id() == cell.get_id()).map(|(id, _)| id.clone());
+            let failed = state
+                .children
+                .iter()
+                .find(|(_, r)| r.get_id() == cell.get_id())
+                .map(|(id, _)| id.clone());
             let Some(id) = failed else { return Ok(()) };
             state.children.remove(&id);
             tracing::error!(agent = %id, error = %err, "subagent failed; restarting it");
@@ -212,7 +239,12 @@ impl Actor for Agent {
     }
 }
 
-async fn spawn_child(myself: &AgentRef, state: &mut AgentState, spec: AgentSpec, floors: Vec<ProjectKey>) {
+async fn spawn_child(
+    myself: &AgentRef,
+    state: &mut AgentState,
+    spec: AgentSpec,
+    floors: Vec<ProjectKey>,
+) {
     let id = spec.id.clone();
     let args = AgentArgs {
         runtime: state.args.runtime.clone(),
@@ -231,7 +263,13 @@ async fn spawn_child(myself: &AgentRef, state: &mut AgentState, spec: AgentSpec,
     }
 }
 
-fn on_event(myself: &AgentRef, state: &mut AgentState, key: ProjectKey, c: Arc<Committed>, delegated: bool) {
+fn on_event(
+    myself: &AgentRef,
+    state: &mut AgentState,
+    key: ProjectKey,
+    c: Arc<Committed>,
+    delegated: bool,
+) {
     let e = &c.event;
     let me = state.args.spec.id.clone();
     if e.session.is_none() {
@@ -253,14 +291,16 @@ fn on_event(myself: &AgentRef, state: &mut AgentState, key: ProjectKey, c: Arc<C
         tracing::info!(agent = %me, event = %e.id, hops = h, "not answering: the agent chain reached its bound");
         return;
     }
-    if !delegated {
-        if let Some(sub) = state.args.router.delegate(&me, &text) {
-            if let Some(child) = state.children.get(&sub.id) {
-                // The subagent answers; a failed hand-off falls through to the parent.
-                if child.cast(AgentMsg::Delegated(key.clone(), c.clone())).is_ok() {
-                    return;
-                }
-            }
+    if !delegated
+        && let Some(sub) = state.args.router.delegate(&me, &text)
+        && let Some(child) = state.children.get(&sub.id)
+    {
+        // The subagent answers; a failed hand-off falls through to the parent.
+        if child
+            .cast(AgentMsg::Delegated(key.clone(), c.clone()))
+            .is_ok()
+        {
+            return;
         }
     }
     if state.overall.check().is_err() || state.per_floor.check_key(&key.id).is_err() {
@@ -277,16 +317,27 @@ fn on_event(myself: &AgentRef, state: &mut AgentState, key: ProjectKey, c: Arc<C
     tokio::spawn(async move {
         let content = brain.answer(&question, &text).await;
         // The agent may have stopped; its saved cursor then still points before this event.
-        let _ = me_ref.cast(AgentMsg::Answered(Box::new(Answer { project: key, event: c, content, attempts: 0, tracked })));
+        let _ = me_ref.cast(AgentMsg::Answered(Box::new(Answer {
+            project: key,
+            event: c,
+            content,
+            attempts: 0,
+            tracked,
+        })));
     });
 }
 
 /// Follows this agent's (and its parent's) joins and leaves on a floor.
 fn track_presence(state: &mut AgentState, key: &ProjectKey, e: &polaris_runtime::protocol::Event) {
     let spec = &state.args.spec;
-    let about = e.payload_value().get("agent").and_then(serde_json::Value::as_str).map(str::to_owned);
+    let about = e
+        .payload_value()
+        .get("agent")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
     let Some(about) = about else { return };
-    let concerns_me = about == spec.id.as_str() || spec.parent.as_ref().is_some_and(|p| p.as_str() == about);
+    let concerns_me =
+        about == spec.id.as_str() || spec.parent.as_ref().is_some_and(|p| p.as_str() == about);
     match e.kind.as_str() {
         "leave" if concerns_me => {
             state.left.insert(key.id, true);
@@ -301,13 +352,22 @@ fn track_presence(state: &mut AgentState, key: &ProjectKey, e: &polaris_runtime:
 /// The question without the `@mentions` that addressed it.
 fn strip_mentions(text: &str) -> String {
     text.split_whitespace()
-        .filter(|w| !w.trim_start_matches(['(', '[', '{', '"', '\'', ',', ';', ':']).starts_with('@'))
+        .filter(|w| {
+            !w.trim_start_matches(['(', '[', '{', '"', '\'', ',', ';', ':'])
+                .starts_with('@')
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 /// What the agent posts in reply to `event`: the same id however often it is posted.
-fn reply_to(spec: &AgentSpec, event: &Committed, kind: &str, source: Source, content: &str) -> Incoming {
+fn reply_to(
+    spec: &AgentSpec,
+    event: &Committed,
+    kind: &str,
+    source: Source,
+    content: &str,
+) -> Incoming {
     let e = &event.event;
     let payload = json!({
         "type": kind,
@@ -317,23 +377,37 @@ fn reply_to(spec: &AgentSpec, event: &Committed, kind: &str, source: Source, con
         "persona": {"name": spec.shown_name(), "icon": spec.shown_icon()},
     });
     Incoming {
-        id: Uuid::new_v5(&ANSWER_NAMESPACE, format!("{}/{kind}/{}", spec.id, e.id).as_bytes()),
+        id: Uuid::new_v5(
+            &ANSWER_NAMESPACE,
+            format!("{}/{kind}/{}", spec.id, e.id).as_bytes(),
+        ),
         timestamp: None,
         source,
         kind: kind.to_owned(),
         sender: spec.id.clone(),
-        payload: serde_json::value::to_raw_value(&payload).unwrap_or_else(|_| unreachable!("a Value serializes")),
+        payload: serde_json::value::to_raw_value(&payload)
+            .unwrap_or_else(|_| unreachable!("a Value serializes")),
     }
 }
 
 async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
-    let Some(session) = a.event.event.session.clone() else { return };
-    let incoming = reply_to(&state.args.spec, &a.event, "message", Source::Agent, &a.content);
+    let Some(session) = a.event.event.session.clone() else {
+        return;
+    };
+    let incoming = reply_to(
+        &state.args.spec,
+        &a.event,
+        "message",
+        Source::Agent,
+        &a.content,
+    );
     let caller = Caller::participant(&state.args.org, state.args.spec.id.clone(), Role::Member);
     let result = state
         .args
         .runtime
-        .ask_session(&a.project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+        .ask_session(&a.project, &session, |reply| {
+            SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
+        })
         .await;
     match result {
         Ok(_) => metrics::counter!("polaris_agent_answers_total").increment(1),
@@ -348,7 +422,9 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
             });
             return;
         }
-        Err(e) => tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "answer dropped after retries"),
+        Err(e) => {
+            tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "answer dropped after retries")
+        }
     }
     if a.tracked {
         state.reader.done(&a.project.id, a.event.event.seq);
@@ -358,11 +434,17 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
 /// Tells the session, at most once a minute per floor, that the agent is holding back.
 fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
     let now = Instant::now();
-    if state.noticed.get(&key.id).is_some_and(|t| now.duration_since(*t) < NOTICE_EVERY) {
+    if state
+        .noticed
+        .get(&key.id)
+        .is_some_and(|t| now.duration_since(*t) < NOTICE_EVERY)
+    {
         return;
     }
     state.noticed.insert(key.id, now);
-    let Some(session) = c.event.session.clone() else { return };
+    let Some(session) = c.event.session.clone() else {
+        return;
+    };
     let spec = &state.args.spec;
     let content = format!(
         "{} is answering too many questions right now (limits: {} a minute on this floor, {} overall) and skipped this one. Ask again in a minute.",
@@ -376,7 +458,9 @@ fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
     let project = key.clone();
     tokio::spawn(async move {
         if let Err(e) = runtime
-            .ask_session(&project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+            .ask_session(&project, &session, |reply| {
+                SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
+            })
             .await
         {
             tracing::warn!(error = %e, "rate-limit notice not posted");
@@ -399,7 +483,12 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
     }
     // Subagents: update those that stay, stop the others, start the new ones.
     let keep: Vec<ParticipantId> = children.iter().map(|(s, _)| s.id.clone()).collect();
-    let stale: Vec<ParticipantId> = state.children.keys().filter(|id| !keep.contains(id)).cloned().collect();
+    let stale: Vec<ParticipantId> = state
+        .children
+        .keys()
+        .filter(|id| !keep.contains(id))
+        .cloned()
+        .collect();
     for id in stale {
         if let Some(r) = state.children.remove(&id) {
             r.stop(Some("removed from the registry".into()));
@@ -431,7 +520,10 @@ mod tests {
 
     #[test]
     fn mentions_are_stripped_from_questions() {
-        assert_eq!(strip_mentions("@dean which tables hold PII?"), "which tables hold PII?");
+        assert_eq!(
+            strip_mentions("@dean which tables hold PII?"),
+            "which tables hold PII?"
+        );
         assert_eq!(strip_mentions("(@sage, what about keys"), "what about keys");
     }
 }

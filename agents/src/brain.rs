@@ -25,13 +25,16 @@ const QUOTE_CHARS: usize = 600;
 /// Longest plan shown.
 const PLAN_CHARS: usize = 2000;
 
+/// A connection made on first use; a failure is kept, reported with each answer.
+type WarehouseCell = OnceCell<Result<Arc<Warehouse>, String>>;
+
 /// The offline brain of one agent.
 pub struct OfflineBrain {
     name: String,
     /// `None` when the documents could not be read (reported at start).
     knowledge: Option<KnowledgeBase>,
     /// The database URL (references resolved when first used) and the pool.
-    database: Option<(String, OnceCell<Result<Arc<Warehouse>, String>>)>,
+    database: Option<(String, WarehouseCell)>,
     secrets: bool,
 }
 
@@ -72,10 +75,10 @@ impl OfflineBrain {
     /// Answers `question` (the event's text without the mention), asked in an event whose
     /// whole text is `event_text`.
     pub async fn answer(&self, question: &str, event_text: &str) -> String {
-        if self.secrets {
-            if let Some(a) = self.scan(event_text) {
-                return a;
-            }
+        if self.secrets
+            && let Some(a) = self.scan(event_text)
+        {
+            return a;
         }
         if self.database.is_some() {
             match self.database_answer(question).await {
@@ -84,7 +87,7 @@ impl OfflineBrain {
                 Err(e) => return format!("I could not reach my database: {e}"),
             }
         }
-        if let Some(a) = self.from_knowledge(question) {
+        if let Some(a) = self.quote_knowledge(question) {
             return a;
         }
         self.nothing()
@@ -114,7 +117,7 @@ impl OfflineBrain {
         out
     }
 
-    fn from_knowledge(&self, question: &str) -> Option<String> {
+    fn quote_knowledge(&self, question: &str) -> Option<String> {
         let hits = self.knowledge.as_ref()?.search(question, QUOTES);
         if hits.is_empty() {
             return None;
@@ -168,7 +171,9 @@ impl OfflineBrain {
     }
 
     async fn warehouse(&self) -> Result<Arc<Warehouse>, String> {
-        let Some((url, cell)) = &self.database else { return Err("no database configured".into()) };
+        let Some((url, cell)) = &self.database else {
+            return Err("no database configured".into());
+        };
         cell.get_or_init(|| async {
             let resolved = if url.starts_with("env:") || url.starts_with("file:") {
                 SecretRef::parse(url)
@@ -177,7 +182,10 @@ impl OfflineBrain {
             } else {
                 url.clone()
             };
-            Warehouse::connect(&resolved).await.map(Arc::new).map_err(|e| e.to_string())
+            Warehouse::connect(&resolved)
+                .await
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
         })
         .await
         .clone()
@@ -210,14 +218,22 @@ impl OfflineBrain {
                 Err(e) => format!("I did not run that: {e}"),
             }));
         }
-        let asks_pii = ["pii", "personal data", "personal information", "sensitive", "gdpr"]
-            .iter()
-            .any(|k| lower.contains(k));
+        let asks_pii = [
+            "pii",
+            "personal data",
+            "personal information",
+            "sensitive",
+            "gdpr",
+        ]
+        .iter()
+        .any(|k| lower.contains(k));
         if asks_pii {
             let w = self.warehouse().await?;
             let cols = w.pii_columns().await.map_err(|e| e.to_string())?;
             if cols.is_empty() {
-                return Ok(Some("No column in my database looks like personal data.".into()));
+                return Ok(Some(
+                    "No column in my database looks like personal data.".into(),
+                ));
             }
             let mut tables: Vec<&str> = cols.iter().map(|c| c.table.as_str()).collect();
             tables.dedup();
@@ -231,12 +247,21 @@ impl OfflineBrain {
             for c in &cols {
                 out.push_str(&format!("- `{}.{}` — {}\n", c.table, c.column, c.why));
             }
-            out.push_str("\nKeep them out of logs and exports, and mask them in non-production copies.");
+            out.push_str(
+                "\nKeep them out of logs and exports, and mask them in non-production copies.",
+            );
             return Ok(Some(out));
         }
-        let wants_schema = ["ddl", "schema", "create table", "columns", "describe", "definition"]
-            .iter()
-            .any(|k| lower.contains(k));
+        let wants_schema = [
+            "ddl",
+            "schema",
+            "create table",
+            "columns",
+            "describe",
+            "definition",
+        ]
+        .iter()
+        .any(|k| lower.contains(k));
         let wants_tables = lower.contains("tables") || lower.contains("what data");
         if !(wants_schema || wants_tables) {
             return Ok(None);
@@ -263,7 +288,12 @@ impl OfflineBrain {
         let mut out = format!("**Tables** ({}):\n", tables.len());
         for t in &tables {
             let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-            out.push_str(&format!("- `{}` — ~{} rows: {}\n", t.name, t.rows, cols.join(", ")));
+            out.push_str(&format!(
+                "- `{}` — ~{} rows: {}\n",
+                t.name,
+                t.rows,
+                cols.join(", ")
+            ));
         }
         Ok(Some(out))
     }
@@ -293,7 +323,9 @@ pub fn extract_sql(text: &str) -> Option<String> {
     while let Some(i) = rest.find("```") {
         let after = &rest[i + 3..];
         let body_start = after.find('\n').map_or(0, |n| n + 1);
-        let Some(end) = after[body_start..].find("```") else { break };
+        let Some(end) = after[body_start..].find("```") else {
+            break;
+        };
         let body = after[body_start..body_start + end].trim();
         if starts_sql(body) {
             return Some(body.to_owned());
@@ -318,7 +350,8 @@ mod tests {
     #[test]
     fn sql_is_found_in_fences_and_inline_code() {
         assert_eq!(
-            extract_sql("why slow?\n```sql\nSELECT * FROM orders WHERE customer_id = 4\n```").as_deref(),
+            extract_sql("why slow?\n```sql\nSELECT * FROM orders WHERE customer_id = 4\n```")
+                .as_deref(),
             Some("SELECT * FROM orders WHERE customer_id = 4")
         );
         assert_eq!(

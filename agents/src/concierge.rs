@@ -76,7 +76,10 @@ pub struct Concierge;
 
 impl Concierge {
     /// Starts a concierge under `supervisor`.
-    pub async fn spawn_linked(args: ConciergeArgs, supervisor: ractor::ActorCell) -> Result<ConciergeRef, ractor::SpawnErr> {
+    pub async fn spawn_linked(
+        args: ConciergeArgs,
+        supervisor: ractor::ActorCell,
+    ) -> Result<ConciergeRef, ractor::SpawnErr> {
         let (r, _) = Actor::spawn_linked(None, Concierge, args, supervisor).await?;
         Ok(r)
     }
@@ -87,9 +90,18 @@ impl Actor for Concierge {
     type State = ConciergeState;
     type Arguments = ConciergeArgs;
 
-    async fn pre_start(&self, myself: ConciergeRef, args: ConciergeArgs) -> Result<ConciergeState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ConciergeRef,
+        args: ConciergeArgs,
+    ) -> Result<ConciergeState, ActorProcessingErr> {
         let mut state = ConciergeState {
-            reader: Reader::new(args.runtime.clone(), args.org.clone(), SYSTEM_SENDER.to_owned(), Vec::new()),
+            reader: Reader::new(
+                args.runtime.clone(),
+                args.org.clone(),
+                SYSTEM_SENDER.to_owned(),
+                Vec::new(),
+            ),
             removed: HashMap::new(),
             flusher: Some(myself.send_interval(FLUSH_EVERY, || ConciergeMsg::Flush)),
             args,
@@ -100,7 +112,11 @@ impl Actor for Concierge {
         Ok(state)
     }
 
-    async fn post_stop(&self, _: ConciergeRef, state: &mut ConciergeState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ConciergeRef,
+        state: &mut ConciergeState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(f) = state.flusher.take() {
             f.abort();
         }
@@ -108,7 +124,12 @@ impl Actor for Concierge {
         Ok(())
     }
 
-    async fn handle(&self, myself: ConciergeRef, msg: ConciergeMsg, state: &mut ConciergeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ConciergeRef,
+        msg: ConciergeMsg,
+        state: &mut ConciergeState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ConciergeMsg::Event(key, c) => {
                 if state.reader.arrived(&key.id, c.event.seq) {
@@ -137,19 +158,33 @@ impl Actor for Concierge {
 
 /// Is `agent` on the floor: itself, or through a parent that is (unless it was removed)?
 fn is_present(state: &ConciergeState, floor: &Uuid, agent: &ParticipantId) -> bool {
-    let Some(set) = state.args.present.get(floor) else { return false };
+    let Some(set) = state.args.present.get(floor) else {
+        return false;
+    };
     if set.contains(agent) {
         return true;
     }
     let removed = state.removed.get(floor).is_some_and(|r| r.contains(agent));
-    let parent = state.args.router.agent(agent).and_then(|s| s.parent.clone());
+    let parent = state
+        .args
+        .router
+        .agent(agent)
+        .and_then(|s| s.parent.clone());
     !removed && parent.is_some_and(|p| set.contains(&p))
 }
 
 /// Joins and leaves read from the stream keep the picture in seq order with the mentions.
-fn track_presence(state: &mut ConciergeState, key: &ProjectKey, e: &polaris_runtime::protocol::Event) {
+fn track_presence(
+    state: &mut ConciergeState,
+    key: &ProjectKey,
+    e: &polaris_runtime::protocol::Event,
+) {
     let p = e.payload_value();
-    let Some(agent) = p.get("agent").and_then(serde_json::Value::as_str).and_then(|a| ParticipantId::parse(a).ok()) else {
+    let Some(agent) = p
+        .get("agent")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|a| ParticipantId::parse(a).ok())
+    else {
         return;
     };
     let set = state.args.present.entry(key.id).or_default();
@@ -179,16 +214,24 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
     if e.sender.as_str() == SYSTEM_SENDER {
         return;
     }
-    let routing = state.args.router.route(&event_text(e), Some(&e.sender), false);
+    let routing = state
+        .args
+        .router
+        .route(&event_text(e), Some(&e.sender), false);
     for agent in routing.responders {
         if is_present(state, &key.id, &agent) {
             continue;
         }
-        let Some(spec) = state.args.router.agent(&agent) else { continue };
+        let Some(spec) = state.args.router.agent(&agent) else {
+            continue;
+        };
         let how = if spec.tags.is_empty() {
             String::new()
         } else {
-            format!(", or give the project one of its tags ({})", spec.tags.join(", "))
+            format!(
+                ", or give the project one of its tags ({})",
+                spec.tags.join(", ")
+            )
         };
         let content = format!(
             "{} isn't on this floor, so nobody will answer that. Invite {} with `POST /projects/{}/agents {{\"agent\": \"{}\"}}`{how}.",
@@ -197,9 +240,13 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
             key.name,
             spec.id
         );
-        let payload = json!({"type": "notice", "content": content, "in_reply_to": e.id, "agent": spec.id});
+        let payload =
+            json!({"type": "notice", "content": content, "in_reply_to": e.id, "agent": spec.id});
         let incoming = Incoming {
-            id: Uuid::new_v5(&ANSWER_NAMESPACE, format!("{SYSTEM_SENDER}/absent/{}/{}", spec.id, e.id).as_bytes()),
+            id: Uuid::new_v5(
+                &ANSWER_NAMESPACE,
+                format!("{SYSTEM_SENDER}/absent/{}/{}", spec.id, e.id).as_bytes(),
+            ),
             timestamp: None,
             source: Source::System,
             kind: "notice".into(),
@@ -207,14 +254,17 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
                 Ok(p) => p,
                 Err(_) => return,
             },
-            payload: serde_json::value::to_raw_value(&payload).unwrap_or_else(|_| unreachable!("a Value serializes")),
+            payload: serde_json::value::to_raw_value(&payload)
+                .unwrap_or_else(|_| unreachable!("a Value serializes")),
         };
         let caller = Caller::participant(&state.args.org, incoming.sender.clone(), Role::Service);
         let runtime = state.args.runtime.clone();
         let (project, session) = (key.clone(), session.clone());
         tokio::spawn(async move {
             if let Err(e) = runtime
-                .ask_session(&project, &session, |reply| SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply))
+                .ask_session(&project, &session, |reply| {
+                    SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
+                })
                 .await
             {
                 tracing::warn!(error = %e, "absent-agent notice not posted");

@@ -8,7 +8,6 @@
 //! failure itself triggers; a reconcile that cannot read the store is retried.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,9 +64,14 @@ impl HostHandle {
     pub async fn shutdown(self) {
         for child in self.host.get_cell().get_children() {
             // An agent saves its cursors in post_stop; one that is already gone is fine.
-            let _ = child.stop_and_wait(None, Some(Duration::from_secs(10))).await;
+            let _ = child
+                .stop_and_wait(None, Some(Duration::from_secs(10)))
+                .await;
         }
-        let _ = self.host.stop_and_wait(None, Some(Duration::from_secs(10))).await;
+        let _ = self
+            .host
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await;
     }
 
     /// Asks for a reconcile now (tests, and `SIGHUP`-style reloads).
@@ -82,7 +86,11 @@ impl Actor for AgentHost {
     type State = HostState;
     type Arguments = Runtime;
 
-    async fn pre_start(&self, myself: ActorRef<HostMsg>, runtime: Runtime) -> Result<HostState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HostMsg>,
+        runtime: Runtime,
+    ) -> Result<HostState, ActorProcessingErr> {
         let mut changes = runtime.directory().subscribe();
         let me = myself.clone();
         let watcher = tokio::spawn(async move {
@@ -92,7 +100,12 @@ impl Actor for AgentHost {
                 }
             }
         });
-        let mut state = HostState { runtime, agents: HashMap::new(), concierges: HashMap::new(), watcher: Some(watcher) };
+        let mut state = HostState {
+            runtime,
+            agents: HashMap::new(),
+            concierges: HashMap::new(),
+            watcher: Some(watcher),
+        };
         if let Err(e) = reconcile(&myself, &mut state).await {
             tracing::error!(error = %e, "agents not started; retrying");
             myself.send_after(Duration::from_secs(1), || HostMsg::Sync);
@@ -100,14 +113,23 @@ impl Actor for AgentHost {
         Ok(state)
     }
 
-    async fn post_stop(&self, _: ActorRef<HostMsg>, state: &mut HostState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ActorRef<HostMsg>,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(w) = state.watcher.take() {
             w.abort();
         }
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<HostMsg>, msg: HostMsg, state: &mut HostState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<HostMsg>,
+        msg: HostMsg,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             HostMsg::Sync => {
                 if let Err(e) = reconcile(&myself, state).await {
@@ -119,7 +141,12 @@ impl Actor for AgentHost {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<HostMsg>, evt: SupervisionEvent, state: &mut HostState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<HostMsg>,
+        evt: SupervisionEvent,
+        state: &mut HostState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
@@ -153,7 +180,11 @@ struct Plan {
     concierge: ConciergeArgs,
 }
 
-async fn plan(runtime: &Runtime, org: &str, base_dir: &PathBuf) -> Result<Option<Plan>, StoreError> {
+async fn plan(
+    runtime: &Runtime,
+    org: &str,
+    base_dir: &std::path::Path,
+) -> Result<Option<Plan>, StoreError> {
     let listed = runtime.agents(org).await?;
     if listed.is_empty() {
         return Ok(None);
@@ -161,12 +192,22 @@ async fn plan(runtime: &Runtime, org: &str, base_dir: &PathBuf) -> Result<Option
     let specs: Vec<AgentSpec> = listed.into_iter().map(|l| l.spec).collect();
     let router = Arc::new(Router::new(&specs));
     let org_arc: Arc<str> = org.into();
-    let key = |p: &polaris_runtime::protocol::Project| ProjectKey { id: p.id, org: org_arc.clone(), name: p.name.as_str().into() };
+    let key = |p: &polaris_runtime::protocol::Project| ProjectKey {
+        id: p.id,
+        org: org_arc.clone(),
+        name: p.name.as_str().into(),
+    };
     let mut floors_of: HashMap<String, Vec<ProjectKey>> = HashMap::new();
     for (p, agent) in runtime.store().org_memberships(org).await? {
         floors_of.entry(agent).or_default().push(key(&p));
     }
-    let projects: Vec<ProjectKey> = runtime.store().list_projects(org).await?.iter().map(key).collect();
+    let projects: Vec<ProjectKey> = runtime
+        .store()
+        .list_projects(org)
+        .await?
+        .iter()
+        .map(key)
+        .collect();
 
     let mut present: HashMap<Uuid, HashSet<ParticipantId>> = HashMap::new();
     for s in &specs {
@@ -178,7 +219,10 @@ async fn plan(runtime: &Runtime, org: &str, base_dir: &PathBuf) -> Result<Option
     let mut agents = HashMap::new();
     for top in specs.iter().filter(|s| s.parent.is_none()) {
         let own = floors_of.get(top.id.as_str()).cloned().unwrap_or_default();
-        let children: Vec<&AgentSpec> = specs.iter().filter(|s| s.parent.as_ref() == Some(&top.id)).collect();
+        let children: Vec<&AgentSpec> = specs
+            .iter()
+            .filter(|s| s.parent.as_ref() == Some(&top.id))
+            .collect();
         let child_floors = |c: &AgentSpec, parent_floors: &[ProjectKey]| {
             let mut fs: Vec<ProjectKey> = parent_floors.to_vec();
             for f in floors_of.get(c.id.as_str()).into_iter().flatten() {
@@ -188,35 +232,55 @@ async fn plan(runtime: &Runtime, org: &str, base_dir: &PathBuf) -> Result<Option
             }
             fs
         };
-        let args = |floors: Vec<ProjectKey>, children: Vec<(AgentSpec, Vec<ProjectKey>)>| AgentArgs {
-            runtime: runtime.clone(),
-            org: org_arc.clone(),
-            spec: top.clone(),
-            base_dir: base_dir.clone(),
-            router: router.clone(),
-            floors,
-            children,
-        };
+        let args =
+            |floors: Vec<ProjectKey>, children: Vec<(AgentSpec, Vec<ProjectKey>)>| AgentArgs {
+                runtime: runtime.clone(),
+                org: org_arc.clone(),
+                spec: top.clone(),
+                base_dir: base_dir.to_path_buf(),
+                router: router.clone(),
+                floors,
+                children,
+            };
         match top.context {
             ContextMode::Shared => {
-                let kids: Vec<(AgentSpec, Vec<ProjectKey>)> =
-                    children.iter().map(|c| ((*c).clone(), child_floors(c, &own))).collect();
+                let kids: Vec<(AgentSpec, Vec<ProjectKey>)> = children
+                    .iter()
+                    .map(|c| ((*c).clone(), child_floors(c, &own)))
+                    .collect();
                 if own.is_empty() && kids.iter().all(|(_, f)| f.is_empty()) {
                     continue;
                 }
-                let inst = Instance { org: org.to_owned(), agent: top.id.clone(), floor: None };
+                let inst = Instance {
+                    org: org.to_owned(),
+                    agent: top.id.clone(),
+                    floor: None,
+                };
                 agents.insert(inst, args(own, kids));
             }
             ContextMode::Isolated => {
                 for f in &own {
-                    let kids = children.iter().map(|c| ((*c).clone(), vec![f.clone()])).collect();
-                    let inst = Instance { org: org.to_owned(), agent: top.id.clone(), floor: Some(f.id) };
+                    let kids = children
+                        .iter()
+                        .map(|c| ((*c).clone(), vec![f.clone()]))
+                        .collect();
+                    let inst = Instance {
+                        org: org.to_owned(),
+                        agent: top.id.clone(),
+                        floor: Some(f.id),
+                    };
                     agents.insert(inst, args(vec![f.clone()], kids));
                 }
             }
         }
     }
-    let concierge = ConciergeArgs { runtime: runtime.clone(), org: org_arc, router: router.clone(), floors: projects, present };
+    let concierge = ConciergeArgs {
+        runtime: runtime.clone(),
+        org: org_arc,
+        router: router.clone(),
+        floors: projects,
+        present,
+    };
     Ok(Some(Plan { agents, concierge }))
 }
 
@@ -225,7 +289,9 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
     let mut wanted: HashSet<Instance> = HashSet::new();
     let mut orgs_wanted: HashSet<String> = HashSet::new();
     for org in state.runtime.store().list_orgs().await? {
-        let Some(plan) = plan(&state.runtime, &org, &base_dir).await? else { continue };
+        let Some(plan) = plan(&state.runtime, &org, &base_dir).await? else {
+            continue;
+        };
         orgs_wanted.insert(org.clone());
         match state.concierges.get(&org) {
             Some(c) => {
@@ -249,12 +315,19 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
                     Ok(r) => {
                         state.agents.insert(inst, r);
                     }
-                    Err(e) => tracing::error!(agent = %inst.agent, error = %e, "agent did not start"),
+                    Err(e) => {
+                        tracing::error!(agent = %inst.agent, error = %e, "agent did not start")
+                    }
                 },
             }
         }
     }
-    let stale: Vec<Instance> = state.agents.keys().filter(|k| !wanted.contains(k)).cloned().collect();
+    let stale: Vec<Instance> = state
+        .agents
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .cloned()
+        .collect();
     for inst in stale {
         if let Some(r) = state.agents.remove(&inst) {
             tracing::info!(agent = %inst.agent, org = %inst.org, "agent stopped: no longer defined or on no floor");

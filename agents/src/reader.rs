@@ -57,8 +57,19 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    pub(crate) fn new(runtime: Runtime, org: Arc<str>, owner: String, joined_as: Vec<String>) -> Reader {
-        Reader { runtime, org, owner, joined_as, floors: HashMap::new() }
+    pub(crate) fn new(
+        runtime: Runtime,
+        org: Arc<str>,
+        owner: String,
+        joined_as: Vec<String>,
+    ) -> Reader {
+        Reader {
+            runtime,
+            org,
+            owner,
+            joined_as,
+            floors: HashMap::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,7 +78,12 @@ impl Reader {
 
     /// Subscribes to a floor from the stored cursor, or from the join (see the module
     /// docs), or — for a reader that never joins — from now.
-    pub(crate) async fn open<M: Message>(&mut self, me: &ActorRef<M>, key: ProjectKey, w: &Wiring<M>) {
+    pub(crate) async fn open<M: Message>(
+        &mut self,
+        me: &ActorRef<M>,
+        key: ProjectKey,
+        w: &Wiring<M>,
+    ) {
         if self.floors.contains_key(&key.id) {
             return;
         }
@@ -75,7 +91,11 @@ impl Reader {
             Ok(c) => c,
             Err(e) => return self.retry_later(me, key, w, &e.to_string()),
         };
-        let spec = SubscriptionSpec { project: key.clone(), session: None, start: Start::After(cursor) };
+        let spec = SubscriptionSpec {
+            project: key.clone(),
+            session: None,
+            start: Start::After(cursor),
+        };
         let (me2, key2, runtime) = (me.clone(), key.clone(), self.runtime.clone());
         let (event, failed) = (w.event, w.failed);
         let task = tokio::spawn(async move {
@@ -98,7 +118,16 @@ impl Reader {
                 }
             }
         });
-        self.floors.insert(key.id, Floor { key, seen: cursor, pending: BTreeSet::new(), saved: cursor, task });
+        self.floors.insert(
+            key.id,
+            Floor {
+                key,
+                seen: cursor,
+                pending: BTreeSet::new(),
+                saved: cursor,
+                task,
+            },
+        );
     }
 
     async fn start_at(&self, project: Uuid) -> Result<i64, polaris_runtime::store::StoreError> {
@@ -115,21 +144,32 @@ impl Reader {
         store.last_seq(project).await
     }
 
-    fn retry_later<M: Message>(&self, me: &ActorRef<M>, key: ProjectKey, w: &Wiring<M>, error: &str) {
+    fn retry_later<M: Message>(
+        &self,
+        me: &ActorRef<M>,
+        key: ProjectKey,
+        w: &Wiring<M>,
+        error: &str,
+    ) {
         tracing::error!(owner = %self.owner, project = %key.name, error, "cannot read the cursor; retrying");
         let open = w.open;
-        let _ = me.send_after(Duration::from_secs(1), move || open(key));
+        me.send_after(Duration::from_secs(1), move || open(key));
     }
 
     /// After a failed subscription: save, close, and open again shortly.
-    pub(crate) async fn reopen<M: Message>(&mut self, me: &ActorRef<M>, key: ProjectKey, w: &Wiring<M>) {
+    pub(crate) async fn reopen<M: Message>(
+        &mut self,
+        me: &ActorRef<M>,
+        key: ProjectKey,
+        w: &Wiring<M>,
+    ) {
         self.flush().await;
         if let Some(f) = self.floors.remove(&key.id) {
             f.task.abort();
         }
         let open = w.open;
         // Not at once: the store that just failed gets a moment.
-        let _ = me.send_after(Duration::from_millis(500), move || open(key));
+        me.send_after(Duration::from_millis(500), move || open(key));
     }
 
     /// Records that `seq` arrived; false if it was seen already (or the floor is closed).
@@ -180,7 +220,12 @@ impl Reader {
         if changed.is_empty() {
             return;
         }
-        match self.runtime.store().save_agent_cursors(&self.org, &self.owner, &changed).await {
+        match self
+            .runtime
+            .store()
+            .save_agent_cursors(&self.org, &self.owner, &changed)
+            .await
+        {
             Ok(()) => {
                 for (p, c) in changed {
                     if let Some(f) = self.floors.get_mut(&p) {

@@ -15,19 +15,26 @@ const SETTLE: Duration = Duration::from_millis(250);
 
 /// Loads `path` into the runtime now and again whenever it changes. The returned task
 /// runs until aborted.
-pub fn watch(runtime: Runtime, path: PathBuf) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+pub fn watch(
+    runtime: Runtime,
+    path: PathBuf,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let name = path.file_name().map(ToOwned::to_owned);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     // Watch the directory, not the file: editors replace files by renaming over them.
-    let mut watcher = notify::recommended_watcher(move |res: Result<notify::Event, notify::Error>| {
-        if let Ok(ev) = res {
-            if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+    let mut watcher =
+        notify::recommended_watcher(move |res: Result<notify::Event, notify::Error>| {
+            if let Ok(ev) = res
+                && ev.paths.iter().any(|p| p.file_name() == name.as_deref())
+            {
                 // The reload task is gone only at shutdown.
                 let _ = tx.send(());
             }
-        }
-    })?;
+        })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let sighup = hangups();
     Ok(tokio::spawn(async move {
@@ -51,10 +58,14 @@ async fn reload(runtime: &Runtime, path: &Path) {
             let n = f.agents.len();
             match runtime.load_agent_file(Some(f)).await {
                 Ok(()) => tracing::info!(file = %path.display(), agents = n, "agents reloaded"),
-                Err(e) => tracing::error!(file = %path.display(), error = %e, "agents reloaded but floors not synced; retried on the next change"),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "agents reloaded but floors not synced; retried on the next change")
+                }
             }
         }
-        Err(e) => tracing::error!(error = %e, "agents file not reloaded; the previous agents keep running"),
+        Err(e) => {
+            tracing::error!(error = %e, "agents file not reloaded; the previous agents keep running")
+        }
     }
 }
 

@@ -53,7 +53,9 @@ impl Router {
         for id in &r.mentions {
             if sender == Some(id) {
                 if explain {
-                    r.explain.push(format!("{id} wrote this event: an agent never answers itself"));
+                    r.explain.push(format!(
+                        "{id} wrote this event: an agent never answers itself"
+                    ));
                 }
                 continue;
             }
@@ -61,10 +63,12 @@ impl Router {
         }
         if explain {
             for m in &found {
-                r.explain.push(format!("`{}` at byte {} → {}", m.written, m.start, m.agent));
+                r.explain
+                    .push(format!("`{}` at byte {} → {}", m.written, m.start, m.agent));
             }
             for (at, why) in rejected_ats(text, &found) {
-                r.explain.push(format!("`@` at byte {at}: not a mention ({why})"));
+                r.explain
+                    .push(format!("`@` at byte {at}: not a mention ({why})"));
             }
             if r.mentions.is_empty() {
                 r.explain.push("no agent is addressed".into());
@@ -78,8 +82,16 @@ impl Router {
         let lower = text.to_lowercase();
         let mut best: Option<(&AgentSpec, usize)> = None;
         let mut tie = false;
-        for a in self.agents.values().filter(|a| a.parent.as_ref() == Some(parent)) {
-            let score = a.skills.iter().filter(|s| contains_phrase(&lower, &s.to_lowercase())).count();
+        for a in self
+            .agents
+            .values()
+            .filter(|a| a.parent.as_ref() == Some(parent))
+        {
+            let score = a
+                .skills
+                .iter()
+                .filter(|s| contains_phrase(&lower, &s.to_lowercase()))
+                .count();
             match best {
                 _ if score == 0 => {}
                 Some((_, b)) if score < b => {}
@@ -180,12 +192,20 @@ mod tests {
         let r = router().route("@dean and @sage, thoughts?", Some(&id("agent:dean")), true);
         assert_eq!(r.mentions, [id("agent:dean"), id("agent:sage")]);
         assert_eq!(r.responders, [id("agent:sage")]);
-        assert!(r.explain.iter().any(|l| l.contains("never answers itself")), "{:?}", r.explain);
+        assert!(
+            r.explain.iter().any(|l| l.contains("never answers itself")),
+            "{:?}",
+            r.explain
+        );
     }
 
     #[test]
     fn explanations_cover_every_at() {
-        let r = router().route("mail ops@dean.io, ask `@dean` or <@U012AB3CD> or @everyone", None, true);
+        let r = router().route(
+            "mail ops@dean.io, ask `@dean` or <@U012AB3CD> or @everyone",
+            None,
+            true,
+        );
         assert!(r.mentions.is_empty());
         let text = r.explain.join("\n");
         assert!(text.contains("e-mail"), "{text}");
@@ -198,7 +218,10 @@ mod tests {
     fn parents_hand_off_by_skill() {
         let r = router();
         let dean = id("agent:dean");
-        let to = r.delegate(&dean, "should this be an incremental models thing or a snapshot? dbt tests fail");
+        let to = r.delegate(
+            &dean,
+            "should this be an incremental models thing or a snapshot? dbt tests fail",
+        );
         assert_eq!(to.map(|a| a.id.as_str()), Some("agent:dean.dbt"));
         assert!(r.delegate(&dean, "what tables hold PII?").is_none());
         assert!(contains_phrase("run dbt tests", "dbt"));

@@ -18,10 +18,19 @@ pub fn event_text(e: &Event) -> String {
             "UserPromptSubmit" => s("prompt").to_owned(),
             "Stop" | "SubagentStop" => {
                 let r = s("stop_response");
-                if r.is_empty() { s("last_assistant_message").to_owned() } else { r.to_owned() }
+                if r.is_empty() {
+                    s("last_assistant_message").to_owned()
+                } else {
+                    r.to_owned()
+                }
             }
             "PreToolUse" | "PostToolUse" => {
-                let mut out = format!("[{}] {}: {}", e.kind, s("tool_name"), render(p.get("tool_input")));
+                let mut out = format!(
+                    "[{}] {}: {}",
+                    e.kind,
+                    s("tool_name"),
+                    render(p.get("tool_input"))
+                );
                 if e.kind == "PostToolUse" {
                     let output = p.get("tool_response").or_else(|| p.get("tool_result"));
                     if output.is_some() {
@@ -50,14 +59,25 @@ fn render(v: Option<&Value>) -> String {
                     parts.push(x.to_owned());
                 }
             }
-            for k in ["content", "new_string", "stdout", "stderr", "output", "result"] {
-                if let Some(x) = m.get(k).and_then(Value::as_str) {
-                    if !x.is_empty() {
-                        parts.push(x.to_owned());
-                    }
+            for k in [
+                "content",
+                "new_string",
+                "stdout",
+                "stderr",
+                "output",
+                "result",
+            ] {
+                if let Some(x) = m.get(k).and_then(Value::as_str)
+                    && !x.is_empty()
+                {
+                    parts.push(x.to_owned());
                 }
             }
-            if parts.is_empty() { Value::Object(m.clone()).to_string() } else { parts.join("\n") }
+            if parts.is_empty() {
+                Value::Object(m.clone()).to_string()
+            } else {
+                parts.join("\n")
+            }
         }
         Some(other) => other.to_string(),
     };
@@ -103,12 +123,43 @@ mod tests {
 
     #[test]
     fn texts_of_each_kind() {
-        assert_eq!(event_text(&ev("hook", "UserPromptSubmit", json!({"prompt": "hi @dean"}))), "hi @dean");
-        assert_eq!(event_text(&ev("hook", "Stop", json!({"last_assistant_message": "done"}))), "done");
-        let t = event_text(&ev("hook", "PostToolUse", json!({"tool_name": "Bash", "tool_input": {"command": "dbt test"}, "tool_response": {"stdout": "FAIL 1"}})));
+        assert_eq!(
+            event_text(&ev(
+                "hook",
+                "UserPromptSubmit",
+                json!({"prompt": "hi @dean"})
+            )),
+            "hi @dean"
+        );
+        assert_eq!(
+            event_text(&ev(
+                "hook",
+                "Stop",
+                json!({"last_assistant_message": "done"})
+            )),
+            "done"
+        );
+        let t = event_text(&ev(
+            "hook",
+            "PostToolUse",
+            json!({"tool_name": "Bash", "tool_input": {"command": "dbt test"}, "tool_response": {"stdout": "FAIL 1"}}),
+        ));
         assert_eq!(t, "[PostToolUse] Bash: dbt test\nFAIL 1");
-        assert_eq!(event_text(&ev("inject", "message", json!({"content": "use RS256"}))), "use RS256");
-        assert_eq!(hops(&ev("agent", "message", json!({"content": "x", "hops": 2}))), 2);
-        assert_eq!(hops(&ev("hook", "UserPromptSubmit", json!({"prompt": "x", "hops": 9}))), 0);
+        assert_eq!(
+            event_text(&ev("inject", "message", json!({"content": "use RS256"}))),
+            "use RS256"
+        );
+        assert_eq!(
+            hops(&ev("agent", "message", json!({"content": "x", "hops": 2}))),
+            2
+        );
+        assert_eq!(
+            hops(&ev(
+                "hook",
+                "UserPromptSubmit",
+                json!({"prompt": "x", "hops": 9})
+            )),
+            0
+        );
     }
 }

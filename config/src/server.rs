@@ -340,10 +340,12 @@ impl ServerConfig {
 
         // A path in the file is relative to the file; a flag's, to the working directory.
         let agents = overrides.agents.clone().or_else(|| {
-            raw.agents.as_ref().map(|a| match file.as_ref().and_then(|f| f.parent()) {
-                Some(dir) if a.is_relative() => dir.join(a),
-                _ => a.clone(),
-            })
+            raw.agents
+                .as_ref()
+                .map(|a| match file.as_ref().and_then(|f| f.parent()) {
+                    Some(dir) if a.is_relative() => dir.join(a),
+                    _ => a.clone(),
+                })
         });
 
         Ok(ServerConfig {

@@ -64,7 +64,10 @@ agents:
 
 pub fn team() -> (AgentsDir, Options) {
     let d = agents_dir(TEAM);
-    let o = Options { agents_file: Some(d.file.clone()), ..Options::default() };
+    let o = Options {
+        agents_file: Some(d.file.clone()),
+        ..Options::default()
+    };
     (d, o)
 }
 
@@ -94,96 +97,179 @@ async fn ask(c: &Client, session: &str, text: &str) -> Value {
 /// The answers to `id` on the floor, read back from the store.
 async fn answers(c: &Client, id: &Value) -> Vec<Value> {
     let all = c.get("/projects/warehouse/messages").await.json;
-    all.as_array().unwrap().iter().filter(|e| e["payload"]["in_reply_to"] == *id).cloned().collect()
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["payload"]["in_reply_to"] == *id)
+        .cloned()
+        .collect()
 }
 
 both_stores!(dean_answers_as_dean_from_his_notes, team().1, |srv| {
     let _keep = team().0;
     let c = srv.client();
-    c.post("/projects", json!({"name": "warehouse", "tags": ["data"]})).await;
-    c.post("/projects/warehouse/sessions", json!({"name": "s-7a3f", "driver": "user:manu"})).await;
-    let mut ws = c.ws("/projects/warehouse/sessions/s-7a3f/ws").await.unwrap();
+    c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+        .await;
+    c.post(
+        "/projects/warehouse/sessions",
+        json!({"name": "s-7a3f", "driver": "user:manu"}),
+    )
+    .await;
+    let mut ws = c
+        .ws("/projects/warehouse/sessions/s-7a3f/ws")
+        .await
+        .unwrap();
 
     let q = ask(&c, "s-7a3f", "@dean how do we name staging tables?").await;
     let a = wait_for(&mut ws, "Dean's answer", reply_to(&q)).await;
     assert_eq!(a["source"], "agent");
     assert_eq!(a["sender"], "agent:dean");
     assert_eq!(a["session"], "s-7a3f");
-    assert_eq!(a["payload"]["persona"], json!({"name": "Dean (Data)", "icon": "📊"}));
+    assert_eq!(
+        a["payload"]["persona"],
+        json!({"name": "Dean (Data)", "icon": "📊"})
+    );
     let content = a["payload"]["content"].as_str().unwrap();
     assert!(content.contains("stg_<source>__<entity>"), "{content}");
-    assert!(content.contains("warehouse.md") && content.contains("Naming"), "cites file and heading: {content}");
+    assert!(
+        content.contains("warehouse.md") && content.contains("Naming"),
+        "cites file and heading: {content}"
+    );
 
     // A subagent answers under its own persona; the parent hands over by skill too.
     let q = ask(&c, "s-7a3f", "@dean.dbt what about snapshots?").await;
     let a = wait_for(&mut ws, "dbt's answer", reply_to(&q)).await;
     assert_eq!(a["sender"], "agent:dean.dbt");
     assert_eq!(a["payload"]["persona"]["name"], "Dean (dbt)");
-    let q = ask(&c, "s-7a3f", "@dean should int_subscriptions be incremental models or a table?").await;
+    let q = ask(
+        &c,
+        "s-7a3f",
+        "@dean should int_subscriptions be incremental models or a table?",
+    )
+    .await;
     let a = wait_for(&mut ws, "hand-off", reply_to(&q)).await;
     assert_eq!(a["sender"], "agent:dean.dbt");
 
     // Nothing in the notes: said plainly.
-    let q = ask(&c, "s-7a3f", "@dean what is the airspeed of an unladen swallow?").await;
+    let q = ask(
+        &c,
+        "s-7a3f",
+        "@dean what is the airspeed of an unladen swallow?",
+    )
+    .await;
     let a = wait_for(&mut ws, "a plain no", reply_to(&q)).await;
-    assert!(a["payload"]["content"].as_str().unwrap().starts_with("I don't have anything on that"), "{a}");
+    assert!(
+        a["payload"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("I don't have anything on that"),
+        "{a}"
+    );
 });
 
-both_stores!(sage_reports_secrets_without_repeating_them, team().1, |srv| {
-    let _keep = team().0;
-    let c = srv.client();
-    c.post("/projects", json!({"name": "warehouse", "tags": ["security"]})).await;
-    c.post("/projects/warehouse/sessions", json!({"name": "s"})).await;
-    let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/routing-dev.jsonl");
-    let cases: Vec<Value> = std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|c: &Value| c["responders"].as_array().unwrap().contains(&json!("agent:sage")))
-        .filter(|c: &Value| !polaris_runtime::secrets::scan(c["text"].as_str().unwrap()).is_empty())
-        .collect();
-    assert!(cases.len() >= 3, "the dataset has secret cases: {}", cases.len());
-    for case in &cases {
-        let text = case["text"].as_str().unwrap();
-        let q = ask(&c, "s", &format!("@sage is this safe to commit?\n{text}")).await;
-        let a = wait_for(&mut ws, "Sage's report", reply_to(&q)).await;
-        assert_eq!(a["sender"], "agent:sage");
-        let content = a["payload"]["content"].as_str().unwrap();
-        assert!(content.starts_with("**I found"), "{}: {content}", case["id"]);
-        for f in polaris_runtime::secrets::scan(text) {
-            let secret = &text[f.start..f.end];
-            if secret.len() >= 8 {
-                assert!(!content.contains(secret), "{}: Sage repeated {secret:?}", case["id"]);
+both_stores!(
+    sage_reports_secrets_without_repeating_them,
+    team().1,
+    |srv| {
+        let _keep = team().0;
+        let c = srv.client();
+        c.post(
+            "/projects",
+            json!({"name": "warehouse", "tags": ["security"]}),
+        )
+        .await;
+        c.post("/projects/warehouse/sessions", json!({"name": "s"}))
+            .await;
+        let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/datasets/routing-dev.jsonl");
+        let cases: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|c: &Value| {
+                c["responders"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("agent:sage"))
+            })
+            .filter(|c: &Value| {
+                !polaris_runtime::secrets::scan(c["text"].as_str().unwrap()).is_empty()
+            })
+            .collect();
+        assert!(
+            cases.len() >= 3,
+            "the dataset has secret cases: {}",
+            cases.len()
+        );
+        for case in &cases {
+            let text = case["text"].as_str().unwrap();
+            let q = ask(&c, "s", &format!("@sage is this safe to commit?\n{text}")).await;
+            let a = wait_for(&mut ws, "Sage's report", reply_to(&q)).await;
+            assert_eq!(a["sender"], "agent:sage");
+            let content = a["payload"]["content"].as_str().unwrap();
+            assert!(
+                content.starts_with("**I found"),
+                "{}: {content}",
+                case["id"]
+            );
+            for f in polaris_runtime::secrets::scan(text) {
+                let secret = &text[f.start..f.end];
+                if secret.len() >= 8 {
+                    assert!(
+                        !content.contains(secret),
+                        "{}: Sage repeated {secret:?}",
+                        case["id"]
+                    );
+                }
             }
         }
     }
-});
+);
 
 both_stores!(safety_valves_hold, team().1, |srv| {
     let _keep = team().0;
     let c = srv.client();
-    c.post("/projects", json!({"name": "warehouse", "tags": ["data", "marketing"]})).await;
-    c.post("/projects/warehouse/sessions", json!({"name": "s"})).await;
+    c.post(
+        "/projects",
+        json!({"name": "warehouse", "tags": ["data", "marketing"]}),
+    )
+    .await;
+    c.post("/projects/warehouse/sessions", json!({"name": "s"}))
+        .await;
     let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
 
     // An agent never answers itself.
     let own = c
-        .post("/projects/warehouse/sessions/s/events", json!({"source": "agent", "sender": "agent:dean",
-            "payload": {"type": "message", "content": "@dean note to self"}}))
+        .post(
+            "/projects/warehouse/sessions/s/events",
+            json!({"source": "agent", "sender": "agent:dean",
+            "payload": {"type": "message", "content": "@dean note to self"}}),
+        )
         .await;
     assert_eq!(own.status, 201);
     // Agent-to-agent chains stop at max_hops (3): hops 2 is answered (with hops 3) …
     let chained = c
-        .post("/projects/warehouse/sessions/s/events", json!({"source": "agent", "sender": "agent:martha",
-            "payload": {"type": "message", "content": "@sage please check", "hops": 2}}))
+        .post(
+            "/projects/warehouse/sessions/s/events",
+            json!({"source": "agent", "sender": "agent:martha",
+            "payload": {"type": "message", "content": "@sage please check", "hops": 2}}),
+        )
         .await;
-    let a = wait_for(&mut ws, "answer within the bound", reply_to(&chained.json["id"])).await;
+    let a = wait_for(
+        &mut ws,
+        "answer within the bound",
+        reply_to(&chained.json["id"]),
+    )
+    .await;
     assert_eq!(a["payload"]["hops"], 3);
     // … hops 3 is not.
     let stopped = c
-        .post("/projects/warehouse/sessions/s/events", json!({"source": "agent", "sender": "agent:martha",
-            "payload": {"type": "message", "content": "@sage and again", "hops": 3}}))
+        .post(
+            "/projects/warehouse/sessions/s/events",
+            json!({"source": "agent", "sender": "agent:martha",
+            "payload": {"type": "message", "content": "@sage and again", "hops": 3}}),
+        )
         .await;
     // A mention of an agent that is not on the floor gets a notice saying how to invite it.
     c.post("/projects", json!({"name": "other"})).await;
@@ -194,14 +280,24 @@ both_stores!(safety_valves_hold, team().1, |srv| {
     let notice = wait_for(&mut ws, "absent-agent notice", reply_to(&q)).await;
     assert_eq!(notice["source"], "system");
     assert_eq!(notice["sender"], "agent:polaris");
-    assert!(notice["payload"]["content"].as_str().unwrap().contains("POST /projects/warehouse/agents"), "{notice}");
+    assert!(
+        notice["payload"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("POST /projects/warehouse/agents"),
+        "{notice}"
+    );
     // Rate limits: Martha answers 2 a minute on a floor (her limiter may already count
     // the answer above, if her actor kept running); past that, one notice and no answer.
-    c.post("/projects/warehouse/agents", json!({"agent": "martha"})).await;
+    c.post("/projects/warehouse/agents", json!({"agent": "martha"}))
+        .await;
     let q2 = ask(&c, "s", "@martha a tagline?").await;
     let q3 = ask(&c, "s", "@martha and a subject line?").await;
     let q4 = ask(&c, "s", "@martha and a footer?").await;
-    let limited = wait_for(&mut ws, "rate limit notice", |e| e["kind"] == "rate_limited").await;
+    let limited = wait_for(&mut ws, "rate limit notice", |e| {
+        e["kind"] == "rate_limited"
+    })
+    .await;
     let over = limited["payload"]["in_reply_to"].clone();
     assert!(over == q3 || over == q4, "{limited}");
     assert_eq!(limited["sender"], "agent:martha");
@@ -211,15 +307,31 @@ both_stores!(safety_valves_hold, team().1, |srv| {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(answers(&c, &own.json["id"]).await.is_empty());
     assert!(answers(&c, &stopped.json["id"]).await.is_empty());
-    assert_eq!(answers(&c, &over).await.iter().filter(|e| e["kind"] == "message").count(), 0);
-    assert_eq!(answers(&c, &q4).await.iter().filter(|e| e["kind"] == "message").count(), 0);
+    assert_eq!(
+        answers(&c, &over)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "message")
+            .count(),
+        0
+    );
+    assert_eq!(
+        answers(&c, &q4)
+            .await
+            .iter()
+            .filter(|e| e["kind"] == "message")
+            .count(),
+        0
+    );
 });
 
 both_stores!(restarts_neither_miss_nor_repeat_answers, team().1, |srv| {
     let keep = team().0;
     let c = srv.client();
-    c.post("/projects", json!({"name": "warehouse", "tags": ["data"]})).await;
-    c.post("/projects/warehouse/sessions", json!({"name": "s"})).await;
+    c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+        .await;
+    c.post("/projects/warehouse/sessions", json!({"name": "s"}))
+        .await;
     let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
     let first = ask(&c, "s", "@dean how do we name staging tables?").await;
     wait_for(&mut ws, "first answer", reply_to(&first)).await;
@@ -236,10 +348,28 @@ both_stores!(restarts_neither_miss_nor_repeat_answers, team().1, |srv| {
     srv.opts.agents_file = Some(keep.file.clone());
     srv.reopen().await;
     let c = srv.client();
-    let mut ws = c.ws("/projects/warehouse/sessions/s/ws?after=0").await.unwrap();
-    let a = wait_for(&mut ws, "the answer to the question asked while away", reply_to(&second)).await;
-    assert!(a["payload"]["content"].as_str().unwrap().contains("400 days"), "{a}");
+    let mut ws = c
+        .ws("/projects/warehouse/sessions/s/ws?after=0")
+        .await
+        .unwrap();
+    let a = wait_for(
+        &mut ws,
+        "the answer to the question asked while away",
+        reply_to(&second),
+    )
+    .await;
+    assert!(
+        a["payload"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("400 days"),
+        "{a}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(answers(&c, &first).await.len(), 1, "answered once across restarts");
+    assert_eq!(
+        answers(&c, &first).await.len(),
+        1,
+        "answered once across restarts"
+    );
     assert_eq!(answers(&c, &second).await.len(), 1);
 });

@@ -179,7 +179,9 @@ impl TestServer {
                 .load_agent_file(Some(file))
                 .await
                 .expect("load agents");
-            let host = polaris_agents::AgentHost::start(runtime.clone()).await.expect("agents");
+            let host = polaris_agents::AgentHost::start(runtime.clone())
+                .await
+                .expect("agents");
             agents = Some(host);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
