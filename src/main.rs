@@ -276,7 +276,7 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
             let f = AgentFile::load(&file)?;
             println!("{}: {} agents, all valid", file.display(), f.agents.len());
             for a in &f.agents {
-                println!("  {:<24} {}", a.id, a.shown_name());
+                println!("  {:<24} {}", a.id.as_str(), a.shown_name());
             }
             Ok(())
         }
@@ -316,7 +316,7 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
                 };
                 println!(
                     "{:<24} {:<24} {:<9} {:<24} {}",
-                    l.spec.id,
+                    l.spec.id.as_str(),
                     l.spec.shown_name(),
                     source,
                     l.spec.tags.join(","),

@@ -7,7 +7,7 @@
 //! Everything here may wait on a database or read files: the agent actor runs it in a
 //! task of its own and gets the answer back as a message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polaris_config::{Env, SecretRef};
@@ -35,6 +35,9 @@ pub struct OfflineBrain {
     knowledge: Option<KnowledgeBase>,
     /// The database URL (references resolved when first used) and the pool.
     database: Option<(String, WarehouseCell)>,
+    /// A script that creates a missing SQLite database (examples), and where files are.
+    seed: Option<PathBuf>,
+    base_dir: PathBuf,
     secrets: bool,
 }
 
@@ -68,6 +71,13 @@ impl OfflineBrain {
                 .database
                 .as_ref()
                 .map(|d| (d.url.clone(), OnceCell::new())),
+            seed: spec
+                .tools
+                .database
+                .as_ref()
+                .and_then(|d| d.seed.as_ref())
+                .map(|s| base_dir.join(s)),
+            base_dir: base_dir.to_path_buf(),
             secrets: spec.tools.secrets.is_some(),
         }
     }
@@ -181,6 +191,16 @@ impl OfflineBrain {
                     .map(|s| s.expose().to_owned())?
             } else {
                 url.clone()
+            };
+            let resolved = match resolved.strip_prefix("sqlite:") {
+                Some(p) => {
+                    let path = self.base_dir.join(p.strip_prefix("//").unwrap_or(p));
+                    if let Some(seed) = &self.seed {
+                        seed_sqlite(&path, seed).await?;
+                    }
+                    format!("sqlite:{}", path.display())
+                }
+                None => resolved,
             };
             Warehouse::connect(&resolved)
                 .await
@@ -297,6 +317,38 @@ impl OfflineBrain {
         }
         Ok(Some(out))
     }
+}
+
+/// Creates an example SQLite database from its script, once: an existing file is left as
+/// it is. Written to a temporary file first, so a half-built database never appears.
+async fn seed_sqlite(path: &Path, script: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    let sql = tokio::fs::read_to_string(script)
+        .await
+        .map_err(|e| format!("cannot read the seed script {}: {e}", script.display()))?;
+    let tmp = path.with_extension("seeding");
+    // A leftover from an interrupted seed, or nothing.
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&tmp)
+        .create_if_missing(true);
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&opts)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("the seed script {} failed: {e}", script.display()))?;
+    sqlx::Connection::close(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| format!("cannot move the seeded database into place: {e}"))?;
+    tracing::info!(database = %path.display(), seed = %script.display(), "example database created");
+    Ok(())
 }
 
 fn plural(n: usize) -> &'static str {

@@ -107,8 +107,13 @@ pub struct Tools {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseTool {
     /// `sqlite:PATH`, a PostgreSQL URL without a password, or a reference to one
-    /// (`env:NAME`, `file:PATH`) when it holds a password.
+    /// (`env:NAME`, `file:PATH`) when it holds a password. A relative SQLite path is
+    /// relative to the agents file.
     pub url: String,
+    /// For examples and demos: an SQL script that creates the SQLite database when its
+    /// file does not exist yet (relative to the agents file). The agent itself only reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
 }
 
 /// The secret scanner takes no settings.
@@ -264,10 +269,16 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
             bad(&format!("knowledge[{i}]"), "must not be empty".into());
         }
     }
-    if let Some(db) = &s.tools.database
-        && let Err(m) = check_database_url(&db.url)
-    {
-        bad("tools.database.url", m);
+    if let Some(db) = &s.tools.database {
+        if let Err(m) = check_database_url(&db.url) {
+            bad("tools.database.url", m);
+        }
+        if db.seed.is_some() && !db.url.starts_with("sqlite:") {
+            bad(
+                "tools.database.seed",
+                "only a sqlite: database can be seeded".into(),
+            );
+        }
     }
     if s.rate.per_floor_per_minute == 0 || s.rate.per_agent_per_minute == 0 {
         bad("rate", "limits must be at least 1 per minute".into());

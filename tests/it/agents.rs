@@ -353,3 +353,28 @@ both_stores!(
         assert_eq!(ids(&member.get("/agents").await.json, "id").len(), 9);
     }
 );
+
+both_stores!(agents_join_existing_floors_when_they_start, |srv| {
+    let c = srv.client();
+    c.post("/projects", json!({"name": "lake", "tags": ["analytics"]}))
+        .await;
+    assert_eq!(
+        ids(
+            &c.get("/projects/lake/agents").await.json["agents"],
+            "agent"
+        )
+        .len(),
+        0
+    );
+    srv.stop().await;
+    srv.store.close().await;
+    srv.opts.agents_file = Some(dataset_agents());
+    srv.reopen().await;
+    let c = srv.client();
+    let agents = ids(
+        &c.get("/projects/lake/agents").await.json["agents"],
+        "agent",
+    );
+    assert_eq!(agents[0], "agent:dean");
+    assert_eq!(floor_log(&c, "lake").await, ["join agent:dean tag"]);
+});

@@ -373,3 +373,125 @@ both_stores!(restarts_neither_miss_nor_repeat_answers, team().1, |srv| {
     );
     assert_eq!(answers(&c, &second).await.len(), 1);
 });
+
+/// Dean's database: the example warehouse, as SQLite (seeded from its script) or as a
+/// fresh PostgreSQL database.
+async fn warehouse_url(
+    kind: crate::support::Backend,
+    dir: &std::path::Path,
+) -> Option<(String, Option<String>, Option<crate::support::TestDb>)> {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    match kind {
+        crate::support::Backend::Sqlite => Some((
+            format!("sqlite:{}", dir.join("warehouse.db").display()),
+            Some(examples.join("warehouse.sql").display().to_string()),
+            None,
+        )),
+        crate::support::Backend::Postgres => {
+            let db = crate::support::TestDb::new(kind).await?;
+            let polaris_config::DatabaseUrl::Postgres(url) = &db.url else {
+                return None;
+            };
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url.expose())
+                .await
+                .unwrap();
+            let script = std::fs::read_to_string(examples.join("warehouse.postgres.sql")).unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let url = url.expose().to_owned();
+            Some((url, None, Some(db)))
+        }
+    }
+}
+
+both_stores!(
+    dean_inspects_a_real_warehouse_read_only,
+    Options::default(),
+    |srv| {
+        // The floor's store and Dean's warehouse use the same backend in each run.
+        let dir = tempfile::tempdir().unwrap();
+        let Some((url, seed, mut warehouse_db)) = warehouse_url(srv.backend, dir.path()).await
+        else {
+            return;
+        };
+        let seed = seed
+            .map(|s| format!("\n        seed: {s}"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "agents:\n  - id: agent:dean\n    name: Dean\n    display_name: Dean (Data)\n    tags: [data]\n    tools:\n      database:\n        url: {url}{seed}\n"
+        );
+        let d = agents_dir(&yaml);
+        srv.stop().await;
+        srv.store.close().await;
+        srv.opts.agents_file = Some(d.file.clone());
+        srv.reopen().await;
+        let c = srv.client();
+        c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+            .await;
+        c.post("/projects/warehouse/sessions", json!({"name": "s"}))
+            .await;
+        let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
+
+        let q = ask(&c, "s", "@dean which tables hold PII?").await;
+        let a = wait_for(&mut ws, "PII report", reply_to(&q)).await;
+        let text = a["payload"]["content"].as_str().unwrap();
+        for col in ["customers.email", "customers.phone", "customers.dob"] {
+            assert!(text.contains(col), "{col} missing: {text}");
+        }
+
+        let q = ask(
+            &c,
+            "s",
+            "@dean why is `SELECT * FROM orders WHERE customer_id = 42` slow?",
+        )
+        .await;
+        let a = wait_for(&mut ws, "plan", reply_to(&q)).await;
+        let text = a["payload"]["content"].as_str().unwrap();
+        assert!(
+            text.to_lowercase().contains("create index") && text.contains("customer_id"),
+            "{text}"
+        );
+
+        let q = ask(&c, "s", "@dean show the DDL of payments").await;
+        let a = wait_for(&mut ws, "DDL", reply_to(&q)).await;
+        assert!(
+            a["payload"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("CREATE TABLE"),
+            "{a}"
+        );
+
+        // Dean never writes: a write in backticks is refused and the data is unchanged.
+        let q = ask(
+            &c,
+            "s",
+            "@dean run `WITH x AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM x`",
+        )
+        .await;
+        let a = wait_for(&mut ws, "refusal", reply_to(&q)).await;
+        assert!(
+            a["payload"]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("I did not run that"),
+            "{a}"
+        );
+        let q = ask(&c, "s", "@dean what tables are there?").await;
+        let a = wait_for(&mut ws, "tables", reply_to(&q)).await;
+        assert!(
+            a["payload"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("`orders` — ~12000 rows"),
+            "{a}"
+        );
+        // Dean lets go of the warehouse before it is dropped.
+        srv.stop().await;
+        if let Some(db) = warehouse_db.as_mut() {
+            db.drop_db().await;
+        }
+    }
+);

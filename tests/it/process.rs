@@ -272,3 +272,203 @@ async fn sigterm_loses_nothing_acknowledged_sqlite() {
 async fn sigterm_loses_nothing_acknowledged_postgres() {
     sigterm_loses_nothing_acknowledged(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn agents_route_reads_json_lines_and_matches_every_labelled_case() {
+    use tokio::io::AsyncWriteExt;
+    let dataset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    let cases: Vec<serde_json::Value> = std::fs::read_to_string(dataset.join("routing-dev.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut input = String::new();
+    for c in &cases {
+        input.push_str(&json!({"text": c["text"], "source": c["source"]}).to_string());
+        input.push('\n');
+    }
+    let mut child = polaris(&[
+        "agents",
+        "route",
+        "--agents",
+        dataset.join("agents.yaml").to_str().unwrap(),
+    ])
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), cases.len());
+    for (c, got) in cases.iter().zip(&lines) {
+        assert_eq!(got["mentions"], c["mentions"], "case {}", c["id"]);
+    }
+
+    // --explain says why, and an agent never answers itself.
+    let mut child = polaris(&[
+        "agents",
+        "route",
+        "--explain",
+        "--agents",
+        dataset.join("agents.yaml").to_str().unwrap(),
+    ])
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"text\": \"@dean and ops@dean.io\", \"source\": \"response\", \"sender\": \"agent:dean\"}\nnot json\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        !out.status.success(),
+        "a bad line makes the exit status non-zero"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["mentions"], json!(["agent:dean"]));
+    assert_eq!(first["responders"], json!([]));
+    let why = first["explain"].to_string();
+    assert!(
+        why.contains("never answers itself") && why.contains("e-mail"),
+        "{why}"
+    );
+    assert!(
+        stdout.lines().nth(1).unwrap().contains("stdin line 2"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn bad_agent_files_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.yaml");
+    std::fs::write(&file, "agents:\n  - id: agent:dean\n    name: Dean\n  - id: agent:dean.dbt\n    name: dbt\n    parent: agent:deen\n").unwrap();
+    let out = polaris(&["agents", "validate", file.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("agents.yaml:6:5: agents[1].parent:"), "{err}");
+    let out = polaris(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--agents",
+        file.to_str().unwrap(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "serve refuses a broken agents file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agents.yaml:6:5"));
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agents.yaml");
+    let out = polaris(&["agents", "validate", good.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = polaris(&["agents", "list", "--agents", good.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("agent:dean.dbt") && listing.contains("yaml"),
+        "{listing}"
+    );
+}
+
+/// Editing agents.yaml while the server runs: the new agent joins its floors and answers;
+/// a broken edit is reported and changes nothing.
+#[tokio::test]
+async fn agents_file_edits_take_effect_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.yaml");
+    std::fs::write(
+        &file,
+        "agents:\n  - id: agent:dean\n    name: Dean\n    tags: [data]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (_child, base) = serve(polaris(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--agents",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    let c = Client::new(&base, None);
+    c.post(
+        "/projects",
+        json!({"name": "pj", "tags": ["data", "security"]}),
+    )
+    .await;
+    c.post("/projects/pj/sessions", json!({"name": "s"})).await;
+    let agents = |v: serde_json::Value| -> Vec<String> {
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["agent"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        agents(c.get("/projects/pj/agents").await.json),
+        ["agent:dean"]
+    );
+
+    std::fs::write(&file, "agents:\n  - id: agent:dean\n    name: Dean\n    tags: [data]\n  - id: agent:sage\n    name: Sage\n    tags: [security]\n    tools:\n      secrets: {}\n").unwrap();
+    crate::support::eventually(15, || async {
+        agents(c.get("/projects/pj/agents").await.json)
+            .contains(&"agent:sage".to_owned())
+            .then_some(())
+    })
+    .await;
+    let q = c
+        .prompt(
+            "pj",
+            "s",
+            "user:manu",
+            "@sage check ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        )
+        .await;
+    let id = q.json["id"].clone();
+    crate::support::eventually(15, || async {
+        let all = c.get("/projects/pj/sessions/s/messages").await.json;
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["payload"]["in_reply_to"] == id && e["sender"] == "agent:sage")
+            .then_some(())
+    })
+    .await;
+
+    // A broken edit keeps the agents as they were.
+    std::fs::write(&file, "agents:\n  - id: agent:dean\n    nme: Dean\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.get("/agents").await.json.as_array().unwrap().len(), 2);
+}
