@@ -1,0 +1,116 @@
+//! End-to-end latency of a mention: from the start of the POST of `@dean …` to Dean's
+//! answer arriving on a WebSocket of that session, with four agents on every floor.
+//!
+//!   polaris serve --agents benches/agents-bench.yaml --config <rate limits off> &
+//!   cargo bench --bench agent_latency -- --base http://127.0.0.1:4321 --floors 100 --questions 2000 --rate 100
+//!
+//! Prints one line `RESULT {json}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let base = arg(&args, "--base", "http://127.0.0.1:4321");
+    let floors: usize = arg(&args, "--floors", "100").parse()?;
+    let questions: usize = arg(&args, "--questions", "2000").parse()?;
+    let rate: f64 = arg(&args, "--rate", "100").parse()?;
+    let run = format!("lat{}", std::process::id());
+    let http = reqwest::Client::new();
+
+    // Floors tagged for all four agents, a session each, a socket on each session.
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    for f in 0..floors {
+        let p = format!("{run}-{f}");
+        http.post(format!("{base}/projects"))
+            .json(&serde_json::json!({"name": p, "tags": ["data", "marketing", "sales", "security"]}))
+            .send()
+            .await?
+            .error_for_status()?;
+        http.post(format!("{base}/projects/{p}/sessions"))
+            .json(&serde_json::json!({"name": "s"}))
+            .send()
+            .await?
+            .error_for_status()?;
+        let url = format!("{}/projects/{p}/sessions/s/ws", base.replacen("http", "ws", 1));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        let (sent, lat) = (sent.clone(), lat.clone());
+        readers.push(tokio::spawn(async move {
+            let (_, mut rx) = ws.split();
+            while let Some(Ok(m)) = rx.next().await {
+                let Message::Text(t) = m else { continue };
+                let now = Instant::now();
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else { continue };
+                if v["sender"] != "agent:dean" {
+                    continue;
+                }
+                let Some(q) = v["payload"]["in_reply_to"].as_str() else { continue };
+                if let Some(t0) = sent.lock().await.remove(q) {
+                    lat.lock().await.push(now.duration_since(t0).as_secs_f64() * 1000.0);
+                }
+            }
+        }));
+    }
+    // Let the agents open their floors.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut errors = 0usize;
+    for i in 0..questions {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let p = format!("{run}-{}", i % floors);
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = serde_json::json!({"id": id, "sender": "user:bench", "payload": {
+            "hook_event_name": "UserPromptSubmit", "session_id": "bench",
+            "prompt": "@dean how are timestamps named and stored in the warehouse?"}});
+        sent.lock().await.insert(id.clone(), Instant::now());
+        let r = http.post(format!("{base}/projects/{p}/sessions/s/events")).json(&body).send().await;
+        if !r.map(|r| r.status().is_success()).unwrap_or(false) {
+            errors += 1;
+            sent.lock().await.remove(&id);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut l = lat.lock().await.clone();
+    l.sort_by(|a, b| a.total_cmp(b));
+    let missing = sent.lock().await.len();
+    println!(
+        "RESULT {}",
+        serde_json::json!({
+            "test": "agent_latency", "floors": floors, "questions": questions, "rate_per_s": rate,
+            "answered": l.len(), "unanswered": missing, "post_errors": errors,
+            "p50_ms": pct(&l, 0.5), "p90_ms": pct(&l, 0.9), "p99_ms": pct(&l, 0.99), "max_ms": l.last(),
+        })
+    );
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
