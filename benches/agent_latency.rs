@@ -46,7 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in 0..floors {
         let p = format!("{run}-{f}");
         http.post(format!("{base}/projects"))
-            .json(&serde_json::json!({"name": p, "tags": ["data", "marketing", "sales", "security"]}))
+            .json(
+                &serde_json::json!({"name": p, "tags": ["data", "marketing", "sales", "security"]}),
+            )
             .send()
             .await?
             .error_for_status()?;
@@ -55,7 +57,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .send()
             .await?
             .error_for_status()?;
-        let url = format!("{}/projects/{p}/sessions/s/ws", base.replacen("http", "ws", 1));
+        let url = format!(
+            "{}/projects/{p}/sessions/s/ws",
+            base.replacen("http", "ws", 1)
+        );
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
         let (sent, lat) = (sent.clone(), lat.clone());
         readers.push(tokio::spawn(async move {
@@ -63,13 +68,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while let Some(Ok(m)) = rx.next().await {
                 let Message::Text(t) = m else { continue };
                 let now = Instant::now();
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else { continue };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
+                    continue;
+                };
                 if v["sender"] != "agent:dean" {
                     continue;
                 }
-                let Some(q) = v["payload"]["in_reply_to"].as_str() else { continue };
+                let Some(q) = v["payload"]["in_reply_to"].as_str() else {
+                    continue;
+                };
                 if let Some(t0) = sent.lock().await.remove(q) {
-                    lat.lock().await.push(now.duration_since(t0).as_secs_f64() * 1000.0);
+                    lat.lock()
+                        .await
+                        .push(now.duration_since(t0).as_secs_f64() * 1000.0);
                 }
             }
         }));
@@ -91,7 +102,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "hook_event_name": "UserPromptSubmit", "session_id": "bench",
             "prompt": "@dean how are timestamps named and stored in the warehouse?"}});
         sent.lock().await.insert(id.clone(), Instant::now());
-        let r = http.post(format!("{base}/projects/{p}/sessions/s/events")).json(&body).send().await;
+        let r = http
+            .post(format!("{base}/projects/{p}/sessions/s/events"))
+            .json(&body)
+            .send()
+            .await;
         if !r.map(|r| r.status().is_success()).unwrap_or(false) {
             errors += 1;
             sent.lock().await.remove(&id);
