@@ -495,3 +495,42 @@ both_stores!(
         }
     }
 );
+
+both_stores!(
+    isolated_agents_run_one_instance_per_floor,
+    {
+        let d = agents_dir(
+            "agents:\n  - id: agent:iris\n    name: Iris\n    context: isolated\n    tags: [data]\n    knowledge: [knowledge/*.md]\n",
+        );
+        Options {
+            agents_file: Some(d.file),
+            ..Options::default()
+        }
+    },
+    |srv| {
+        let c = srv.client();
+        for p in ["one", "two"] {
+            c.post("/projects", json!({"name": p, "tags": ["data"]}))
+                .await;
+            c.post(&format!("/projects/{p}/sessions"), json!({"name": "s"}))
+                .await;
+        }
+        for p in ["one", "two"] {
+            let mut ws = c.ws(&format!("/projects/{p}/sessions/s/ws")).await.unwrap();
+            let q = c
+                .prompt(p, "s", "user:manu", "@iris how long are raw events kept?")
+                .await
+                .json["id"]
+                .clone();
+            let a = wait_for(&mut ws, "Iris", reply_to(&q)).await;
+            assert_eq!(a["sender"], "agent:iris");
+            assert!(
+                a["payload"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .contains("400 days"),
+                "{a}"
+            );
+        }
+    }
+);

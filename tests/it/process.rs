@@ -471,4 +471,29 @@ async fn agents_file_edits_take_effect_without_a_restart() {
     std::fs::write(&file, "agents:\n  - id: agent:dean\n    nme: Dean\n").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(c.get("/agents").await.json.as_array().unwrap().len(), 2);
+
+    // An agent removed from the file leaves its floors (a leave event) and stops.
+    std::fs::write(
+        &file,
+        "agents:\n  - id: agent:dean\n    name: Dean\n    tags: [data]\n",
+    )
+    .unwrap();
+    crate::support::eventually(15, || async {
+        let floor = c.get("/projects/pj/events?after=0&limit=100").await.json;
+        floor["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| {
+                e["kind"] == "leave"
+                    && e["payload"]["agent"] == "agent:sage"
+                    && e["payload"]["reason"] == "agent removed"
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        agents(c.get("/projects/pj/agents").await.json),
+        ["agent:dean"]
+    );
 }
