@@ -157,7 +157,7 @@ both_stores!(a_crashed_session_is_restarted_by_its_floor, |srv| {
 both_stores!(
     idle_sessions_stop_and_come_back,
     Options {
-        session_idle: Duration::from_millis(200),
+        session_idle: Duration::from_secs(2),
         ..Options::default()
     },
     |srv| {
