@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::extract::{PathParams, QueryParams};
-use super::{Access, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::store::SearchQuery;
 
@@ -95,20 +95,7 @@ pub(super) async fn decisions(
     caller: Caller,
     QueryParams(q): QueryParams<DecisionsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let projects: Vec<Uuid> = match &q.project {
-        Some(name) => vec![
-            st.open_project(&caller, name, Access::Use)
-                .await?
-                .project
-                .id,
-        ],
-        None => st
-            .visible_projects(&caller)
-            .await?
-            .iter()
-            .map(|p| p.id)
-            .collect(),
-    };
+    let projects = st.projects_in_scope(&caller, q.project.as_deref()).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 500);
     let list = st
         .runtime
@@ -150,20 +137,7 @@ pub(super) async fn search(
             "q: must be at most 1000 characters".into(),
         ));
     }
-    let projects: Vec<Uuid> = match &p.project {
-        Some(name) => vec![
-            st.open_project(&caller, name, Access::Use)
-                .await?
-                .project
-                .id,
-        ],
-        None => st
-            .visible_projects(&caller)
-            .await?
-            .iter()
-            .map(|p| p.id)
-            .collect(),
-    };
+    let projects = st.projects_in_scope(&caller, p.project.as_deref()).await?;
     // Everything committed before this request is findable.
     if !st
         .runtime

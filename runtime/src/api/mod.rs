@@ -413,6 +413,26 @@ impl AppState {
         Ok(Opened { project, key })
     }
 
+    /// The project and one of its sessions (404 if the session does not exist).
+    pub(crate) async fn open_session(
+        &self,
+        caller: &Caller,
+        project: &str,
+        session: &str,
+    ) -> Result<Opened, ApiError> {
+        let opened = self.open_project(caller, project, Access::Use).await?;
+        if self
+            .runtime
+            .store()
+            .get_session(&opened.key, session)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::NotFound("Session not found".into()));
+        }
+        Ok(opened)
+    }
+
     /// True when the caller may see the project.
     pub(crate) async fn may_see(
         &self,
@@ -427,6 +447,24 @@ impl AppState {
         };
         let members = self.runtime.store().list_members(project.id).await?;
         Ok(members.iter().any(|m| m.participant_id == who.as_str()))
+    }
+
+    /// The project a filter names (checked like any other access), or every project the
+    /// caller may see.
+    pub(crate) async fn projects_in_scope(
+        &self,
+        caller: &Caller,
+        name: Option<&str>,
+    ) -> Result<Vec<uuid::Uuid>, ApiError> {
+        Ok(match name {
+            Some(n) => vec![self.open_project(caller, n, Access::Use).await?.project.id],
+            None => self
+                .visible_projects(caller)
+                .await?
+                .iter()
+                .map(|p| p.id)
+                .collect(),
+        })
     }
 
     /// Projects of the caller's org that the caller may see.

@@ -126,16 +126,7 @@ pub(super) async fn session_events(
     PathParams((project, session)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let opened = st.open_project(&caller, &project, Access::Use).await?;
-    if st
-        .runtime
-        .store()
-        .get_session(&opened.key, &session)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("Session not found".into()));
-    }
+    let opened = st.open_session(&caller, &project, &session).await?;
     if q.after.is_some() && q.limit.is_some() {
         return seq_page(&st, &opened, Some(&session), &q).await;
     }
@@ -263,16 +254,7 @@ pub(super) async fn session_ws(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let ws = ws.map_err(|_| ApiError::BadRequest("WebSocket upgrade failed".into()))?;
-    let opened = st.open_project(&caller, &project, Access::Use).await?;
-    if st
-        .runtime
-        .store()
-        .get_session(&opened.key, &session)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("Session not found".into()));
-    }
+    let opened = st.open_session(&caller, &project, &session).await?;
     websocket(&st, ws, opened, Some(session), q).await
 }
 
