@@ -33,6 +33,32 @@ enum Command {
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Run the local sidecar (hooks, MCP and agents post through it), or ask it how it is.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(Debug, Args)]
+struct SidecarArgs {
+    #[command(subcommand)]
+    command: Option<SidecarCommand>,
+    /// Loopback address to listen on [default: 127.0.0.1:$POLARIS_DAEMON_PORT or :4322]
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<String>,
+    /// The sidecar's home [default: $POLARIS_HOME or ~/.polaris]
+    #[arg(long, value_name = "DIR", global = true)]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: $POLARIS_SERVICE_URL, else config.json's active profile]
+    #[arg(long, value_name = "URL", global = true)]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: $POLARIS_AUTH_TOKEN, else config.json]
+    #[arg(long, value_name = "TOKEN", hide = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SidecarCommand {
+    /// Pending events, dead letters, the floor and whether it is reachable.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +149,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
+        Command::Sidecar(args) => sidecar(args, &env),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -244,6 +271,45 @@ fn init_tracing(config: &ServerConfig) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
+    use polaris_sidecar::{config, home::Home};
+    let home = Home::resolve(args.home.as_deref(), env)?;
+    let addr = config::listen_addr(args.listen.as_deref(), env)?;
+    let floor = config::floor_settings(args.floor.as_deref(), args.token.as_deref(), &home, env)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if let Some(SidecarCommand::Status) = args.command {
+        return rt.block_on(polaris_sidecar::status::print(&home, addr, &floor, env));
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let secret = polaris_sidecar::secret::load_or_create(&home, env)
+        .with_context(|| format!("the local secret in {}", home.root().display()))?;
+    let client = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, floor = %client.base(), home = %home.root().display(), "polaris sidecar serving");
+        let world = polaris_sidecar::SidecarWorld {
+            home,
+            floor: client,
+            secret,
+        };
+        polaris_sidecar::run(listener, world, shutdown_signal()).await
+    })
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {

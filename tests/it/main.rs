@@ -13,4 +13,5 @@ mod api;
 mod auth;
 mod bad_input;
 mod process;
+mod sidecar;
 mod streams;
