@@ -6,6 +6,9 @@
 //! retry and the same event id every time. See `docs/sidecar.md` for the contract.
 
 pub mod home;
+pub mod hook;
+pub mod install;
 pub mod secret;
 pub mod spool;
+pub mod transcript;
 pub mod wire;
