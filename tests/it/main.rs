@@ -12,5 +12,7 @@ mod answers;
 mod api;
 mod auth;
 mod bad_input;
+mod hook;
+mod install;
 mod process;
 mod streams;
