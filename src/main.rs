@@ -35,6 +35,36 @@ enum Command {
     Agents(AgentsCommand),
     /// Run the local sidecar (hooks, MCP and agents post through it), or ask it how it is.
     Sidecar(SidecarArgs),
+    /// The command Claude Code runs for every hook: hook JSON on stdin, to the sidecar.
+    /// Always exits 0.
+    Hook(HookArgs),
+    /// Connect Claude Code to Polaris: hooks, status line and MCP server.
+    Install(InstallArgs),
+    /// Remove exactly what `polaris install` added.
+    Uninstall(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+struct HookArgs {
+    /// The sidecar's home (secret and spool) [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Print the status line for the session on stdin instead of forwarding a hook.
+    #[arg(long)]
+    statusline: bool,
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// Claude Code's settings file [default: ~/.claude/settings.json]
+    #[arg(long, value_name = "PATH")]
+    settings: Option<PathBuf>,
+    /// Claude Code's user config holding the MCP servers [default: ~/.claude.json]
+    #[arg(long, value_name = "PATH")]
+    claude_json: Option<PathBuf>,
+    /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +176,24 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let env = Env::from_process();
     let result = match cli.command {
+        // First, and on its own: Claude Code waits for it on every prompt, so it builds no
+        // async runtime and no logging, and always exits 0.
+        Command::Hook(args) => {
+            let opts = polaris_sidecar::hook::HookOptions {
+                home: args.home,
+                statusline: args.statusline,
+            };
+            polaris_sidecar::hook::run(
+                &opts,
+                &env,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Install(args) => install(args, &env, false),
+        Command::Uninstall(args) => install(args, &env, true),
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
@@ -310,6 +358,27 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
         };
         polaris_sidecar::run(listener, world, shutdown_signal()).await
     })
+}
+
+fn install(args: InstallArgs, env: &Env, undo: bool) -> anyhow::Result<()> {
+    use polaris_sidecar::install::{self, InstallOptions};
+    let exe = std::env::current_exe().context("finding the polaris binary")?;
+    let opts = InstallOptions::resolve(
+        exe,
+        args.settings,
+        args.claude_json,
+        args.home.as_deref(),
+        env,
+    )?;
+    let lines = if undo {
+        install::uninstall(&opts)?
+    } else {
+        install::install(&opts, env)?
+    };
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {

@@ -12,6 +12,8 @@ mod answers;
 mod api;
 mod auth;
 mod bad_input;
+mod hook;
+mod install;
 mod process;
 mod sidecar;
 mod streams;
