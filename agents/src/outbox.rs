@@ -70,12 +70,20 @@ impl Outbox for InProcess {
 }
 
 /// The body an event travels in over HTTP (the sidecar's and the floor's
-/// `POST …/events`). Only the floor writes `system` events, so an agent outside the floor's
-/// process posts its notices as its own `agent` messages (the payload's `type` still says
-/// what they are).
+/// `POST …/events`). Only the floor writes `system` events and kinds such as
+/// `rate_limited`, so an agent outside the floor's process posts its notices as its own
+/// `agent` messages of type `notice`, with the floor's kind as their `reason`.
 pub fn to_body(incoming: Incoming) -> NewEventBody {
+    let mut payload: serde_json::Value = serde_json::from_str(incoming.payload.get())
+        .unwrap_or_else(|_| unreachable!("a RawValue holds valid JSON"));
     let source = match incoming.source {
-        Source::System | Source::Agent => Source::Agent,
+        Source::System => {
+            if let Some(obj) = payload.as_object_mut() {
+                obj.insert("reason".into(), incoming.kind.clone().into());
+                obj.insert("type".into(), "notice".into());
+            }
+            Source::Agent
+        }
         other => other,
     };
     NewEventBody {
@@ -83,7 +91,27 @@ pub fn to_body(incoming: Incoming) -> NewEventBody {
         timestamp: incoming.timestamp,
         source: Some(source),
         sender: incoming.sender,
-        payload: serde_json::from_str(incoming.payload.get())
-            .unwrap_or_else(|_| unreachable!("a RawValue holds valid JSON")),
+        payload,
+    }
+}
+
+/// An agent outside the floor's process posts through an embedded sidecar: `post` returns
+/// once the event is fsynced in the sidecar's write-ahead log, and the sidecar delivers it
+/// to the floor over HTTP with retries and the same id, through outages and restarts.
+impl Outbox for polaris_sidecar::Uplink {
+    fn post<'a>(
+        &'a self,
+        _org: &'a str,
+        project: &'a ProjectKey,
+        session: &'a str,
+        incoming: Incoming,
+    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+        // The org is the uplink's token's: a sidecar speaks for one org.
+        Box::pin(async move {
+            self.submit(&project.name, session, to_body(incoming))
+                .await
+                .map(|_| ())
+                .map_err(|e| OutboxError(e.to_string()))
+        })
     }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod actors;
+mod agent_outbox;
 mod agents;
 mod answers;
 mod api;
