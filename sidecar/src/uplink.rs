@@ -446,6 +446,8 @@ async fn drain(inner: Arc<Inner>) {
         }
         if handled == batch.len() {
             backoff = BACKOFF_MIN;
+            // A session missing again later (a wiped floor) may be created again.
+            opened_for = None;
             if inner.stop.is_cancelled() {
                 return;
             }
