@@ -112,8 +112,7 @@ fn main() {
         .expect("addr")
         .port();
     let t = time_runs(n, payload.as_bytes(), hook(closed, dir.path().join("down")));
-    let spooled = std::fs::read_dir(dir.path().join("down").join("spool"))
-        .map_or(0, |d| d.count());
+    let spooled = std::fs::read_dir(dir.path().join("down").join("spool")).map_or(0, |d| d.count());
     assert_eq!(spooled, n, "every run spooled its event");
     results.push(report("down", &t));
 
@@ -121,5 +120,8 @@ fn main() {
     let t = time_runs(n, payload.as_bytes(), hook(port, home));
     results.push(report("up", &t));
 
-    println!("RESULT {}", serde_json::json!({"bin": BIN, "results": results}));
+    println!(
+        "RESULT {}",
+        serde_json::json!({"bin": BIN, "results": results})
+    );
 }
