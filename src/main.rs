@@ -173,24 +173,68 @@ fn parse_participant(s: &str) -> Result<ParticipantId, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // `polaris hook` runs for every prompt and tool call of every Claude Code window, so its
+    // usual forms skip building the whole CLI; anything unusual (`--help`, a typo) goes to
+    // clap below.
+    if let Some(opts) = hook_fast_path(std::env::args_os().skip(1)) {
+        return hook(&opts);
+    }
     let cli = Cli::parse();
+    match run_command(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("polaris: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `polaris hook [--statusline] [--home DIR]` read without clap; `None` for anything else.
+fn hook_fast_path(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<polaris_sidecar::hook::HookOptions> {
+    if args.next()? != "hook" {
+        return None;
+    }
+    let mut opts = polaris_sidecar::hook::HookOptions::default();
+    while let Some(a) = args.next() {
+        if a == "--statusline" && !opts.statusline {
+            opts.statusline = true;
+        } else if a == "--home" && opts.home.is_none() {
+            opts.home = Some(PathBuf::from(args.next()?));
+        } else if let Some(dir) = a.to_str()?.strip_prefix("--home=")
+            && opts.home.is_none()
+        {
+            opts.home = Some(PathBuf::from(dir));
+        } else {
+            return None;
+        }
+    }
+    Some(opts)
+}
+
+/// Runs the hook: no async runtime, no logging, and always exit status 0, because Claude
+/// Code waits for it on every prompt.
+fn hook(opts: &polaris_sidecar::hook::HookOptions) -> std::process::ExitCode {
+    polaris_sidecar::hook::run(
+        opts,
+        &Env::from_process(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
     let env = Env::from_process();
-    let result = match cli.command {
-        // First, and on its own: Claude Code waits for it on every prompt, so it builds no
-        // async runtime and no logging, and always exits 0.
+    match command {
         Command::Hook(args) => {
-            let opts = polaris_sidecar::hook::HookOptions {
+            hook(&polaris_sidecar::hook::HookOptions {
                 home: args.home,
                 statusline: args.statusline,
-            };
-            polaris_sidecar::hook::run(
-                &opts,
-                &env,
-                &mut std::io::stdin().lock(),
-                &mut std::io::stdout().lock(),
-                &mut std::io::stderr().lock(),
-            );
-            return std::process::ExitCode::SUCCESS;
+            });
+            Ok(())
         }
         Command::Install(args) => install(args, &env, false),
         Command::Uninstall(args) => install(args, &env, true),
@@ -198,13 +242,6 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
         Command::Sidecar(args) => sidecar(args, &env),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("polaris: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
 
@@ -528,6 +565,37 @@ mod tests {
         };
         assert_eq!(a.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(a.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn the_hook_fast_path_reads_what_clap_reads_and_leaves_the_rest_to_it() {
+        let fast = |args: &[&str]| hook_fast_path(args.iter().map(std::ffi::OsString::from));
+        for args in [
+            &["hook"][..],
+            &["hook", "--statusline"],
+            &["hook", "--home", "/h"],
+            &["hook", "--home=/h", "--statusline"],
+            &["hook", "--statusline", "--home", "/h d"],
+        ] {
+            let f = fast(args).expect("fast path");
+            let cli = Cli::try_parse_from(std::iter::once("polaris").chain(args.iter().copied()))
+                .unwrap();
+            let Command::Hook(c) = cli.command else {
+                panic!("not hook")
+            };
+            assert_eq!((f.home, f.statusline), (c.home, c.statusline), "{args:?}");
+        }
+        for args in [
+            &["serve"][..],
+            &[],
+            &["hook", "--help"],
+            &["hook", "--home"],
+            &["hook", "--statusline", "--statusline"],
+            &["hook", "--home", "a", "--home", "b"],
+            &["hook", "extra"],
+        ] {
+            assert!(fast(args).is_none(), "{args:?}");
+        }
     }
 
     #[test]

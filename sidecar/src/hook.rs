@@ -56,7 +56,7 @@ pub fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) {
-    let mut input = Vec::new();
+    let mut input = Vec::with_capacity(16 * 1024);
     if let Err(e) = stdin.read_to_end(&mut input) {
         note(stderr, format_args!("reading stdin: {e}"));
         return;
@@ -309,8 +309,10 @@ fn statusline_text(ctx: &Context, input: &[u8]) -> String {
 }
 
 fn note(stderr: &mut dyn Write, msg: std::fmt::Arguments<'_>) {
+    // One write, not one per formatted piece (stderr is unbuffered).
+    let line = format!("polaris hook: {msg}\n");
     // stderr is Claude Code's debug log; if even that fails there is nowhere else to say it.
-    let _ = writeln!(stderr, "polaris hook: {msg}");
+    let _ = stderr.write_all(line.as_bytes());
 }
 
 /// A sidecar answer.
