@@ -33,6 +33,16 @@ enum Command {
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// The MCP server Claude Code starts (stdio): the polaris_* tools, talking to the
+    /// local sidecar.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The sidecar's home, for its secret file [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +133,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
+        Command::Mcp(args) => mcp(args, &env),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -244,6 +255,24 @@ fn init_tracing(config: &ServerConfig) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
+    // Stdout carries the protocol: logs go to stderr, quiet unless POLARIS_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let settings = polaris_sidecar::mcp::McpSettings::from_env(args.home.as_deref(), env)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
+    Ok(())
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
@@ -393,6 +422,16 @@ mod tests {
         };
         assert_eq!(a.listen.as_deref(), Some("127.0.0.1:0"));
         assert_eq!(a.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn mcp_flags_parse() {
+        let cli = Cli::try_parse_from(["polaris", "mcp", "--home", "/tmp/h"]).unwrap();
+        let Command::Mcp(a) = cli.command else {
+            panic!("not mcp")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert!(Cli::try_parse_from(["polaris", "mcp", "extra"]).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! retry and the same event id every time. See `docs/sidecar.md` for the contract.
 
 pub mod home;
+pub mod mcp;
 pub mod secret;
 pub mod spool;
 pub mod wire;

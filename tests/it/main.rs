@@ -12,5 +12,6 @@ mod answers;
 mod api;
 mod auth;
 mod bad_input;
+mod mcp;
 mod process;
 mod streams;
