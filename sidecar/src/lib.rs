@@ -1,12 +1,18 @@
 //! The daemon sidecar: the one way a participant's events reach a floor.
 //!
 //! A developer's Claude Code hooks and MCP server, and an agent in its container, hand their
-//! events to a sidecar on loopback. The sidecar stamps the sender, writes the event to a
-//! write-ahead log before acknowledging it, and drains the log to the floor in order with
-//! retry and the same event id every time. See `docs/sidecar.md` for the contract.
+//! events to a sidecar on loopback. This crate owns that loopback hook API, the write-ahead
+//! log, the uplink that drains it to the floor, the inject streams and the JSONL log. It
+//! never acknowledges an event before it is fsynced in the log, never listens beyond
+//! loopback, and shares only `runtime::protocol` (and its checks) with the floor. See
+//! `docs/sidecar.md` for the contract.
 
 pub mod home;
 pub mod mcp;
 pub mod secret;
 pub mod spool;
+pub mod uplink;
+pub mod wal;
 pub mod wire;
+
+pub use uplink::{FloorClient, SubmitError, Uplink, UplinkStatus};
