@@ -36,6 +36,22 @@ enum Command {
     /// The MCP server Claude Code starts (stdio): the polaris_* tools, talking to the
     /// local sidecar.
     Mcp(McpArgs),
+    /// Resend to the floor every event the sidecar's log and write-ahead log hold that the
+    /// floor does not have (same ids and times, so running it twice is harmless).
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: POLARIS_SERVICE_URL, else the active profile of config.json]
+    #[arg(long, value_name = "URL")]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: POLARIS_AUTH_TOKEN, else the active profile's]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +150,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
         Command::Mcp(args) => mcp(args, &env),
+        Command::Recover(args) => recover(args, &env),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -273,6 +290,65 @@ fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
     Ok(())
+}
+
+fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {
+    let home = polaris_sidecar::home::Home::resolve(args.home.as_deref(), env)?;
+    let (url, token) = floor_settings(args.floor, args.token, &home, env)?;
+    let floor = polaris_sidecar::FloorClient::new(&url, token)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(polaris_sidecar::recover::run(&home, &floor))?;
+    println!("polaris recover: {report}");
+    if report.failed > 0 {
+        bail!(
+            "{} events could not be checked or resent; run it again once the floor answers",
+            report.failed
+        );
+    }
+    Ok(())
+}
+
+/// The floor URL and token: flag, else `POLARIS_SERVICE_URL`/`POLARIS_AUTH_TOKEN`, else the
+/// active profile of the home's `config.json`, else a floor on this machine.
+fn floor_settings(
+    url: Option<String>,
+    token: Option<String>,
+    home: &polaris_sidecar::home::Home,
+    env: &Env,
+) -> anyhow::Result<(String, Option<String>)> {
+    #[derive(serde::Deserialize, Default)]
+    struct ConfigJson {
+        active: Option<String>,
+        #[serde(default)]
+        profiles: std::collections::HashMap<String, Profile>,
+    }
+    #[derive(serde::Deserialize, Default, Clone)]
+    struct Profile {
+        api: Option<String>,
+        token: Option<String>,
+    }
+    let path = home.config_json();
+    let cfg: ConfigJson = match std::fs::read_to_string(&path) {
+        Ok(t) => serde_json::from_str(&t).with_context(|| format!("{}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigJson::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let profile = cfg
+        .active
+        .and_then(|a| cfg.profiles.get(&a).cloned())
+        .unwrap_or_default();
+    let url = url
+        .or_else(|| env.get("POLARIS_SERVICE_URL").map(str::to_owned))
+        .or(profile.api)
+        .unwrap_or_else(|| "http://127.0.0.1:4321".to_owned());
+    let token = token
+        .or_else(|| env.get("POLARIS_AUTH_TOKEN").map(str::to_owned))
+        .or(profile.token)
+        .filter(|t| !t.trim().is_empty());
+    Ok((url, token))
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {

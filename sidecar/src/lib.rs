@@ -9,6 +9,7 @@
 
 pub mod home;
 pub mod mcp;
+pub mod recover;
 pub mod secret;
 pub mod spool;
 pub mod uplink;

@@ -14,4 +14,5 @@ mod auth;
 mod bad_input;
 mod mcp;
 mod process;
+mod recover;
 mod streams;
