@@ -511,6 +511,47 @@ mod tests {
     }
 
     #[test]
+    fn recover_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "recover",
+            "--home",
+            "/tmp/h",
+            "--floor",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Recover(a) = cli.command else {
+            panic!("not recover")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert_eq!(a.floor.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(a.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn recover_floor_comes_from_flag_then_env_then_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = polaris_sidecar::home::Home::at(dir.path());
+        std::fs::write(
+            home.config_json(),
+            r#"{"active":"local","profiles":{"local":{"api":"http://p:1","token":"pt"}}}"#,
+        )
+        .unwrap();
+        let none = Env::default();
+        let (url, token) = floor_settings(None, None, &home, &none).unwrap();
+        assert_eq!((url.as_str(), token.as_deref()), ("http://p:1", Some("pt")));
+        let env = Env::from_pairs([("POLARIS_SERVICE_URL", "http://e:2")]);
+        let (url, _) = floor_settings(None, None, &home, &env).unwrap();
+        assert_eq!(url, "http://e:2");
+        let (url, token) =
+            floor_settings(Some("http://f:3".into()), Some("ft".into()), &home, &env).unwrap();
+        assert_eq!((url.as_str(), token.as_deref()), ("http://f:3", Some("ft")));
+    }
+
+    #[test]
     fn token_flags_parse_and_validate() {
         let cli = Cli::try_parse_from([
             "polaris",
