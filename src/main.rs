@@ -39,6 +39,8 @@ enum Command {
     /// Resend to the floor every event the sidecar's log and write-ahead log hold that the
     /// floor does not have (same ids and times, so running it twice is harmless).
     Recover(RecoverArgs),
+    /// Run the local sidecar (hooks, MCP and agents post through it), or ask it how it is.
+    Sidecar(SidecarArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +61,30 @@ struct McpArgs {
     /// The sidecar's home, for its secret file [default: POLARIS_HOME, else ~/.polaris]
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SidecarArgs {
+    #[command(subcommand)]
+    command: Option<SidecarCommand>,
+    /// Loopback address to listen on [default: 127.0.0.1:$POLARIS_DAEMON_PORT or :4322]
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<String>,
+    /// The sidecar's home [default: $POLARIS_HOME or ~/.polaris]
+    #[arg(long, value_name = "DIR", global = true)]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: $POLARIS_SERVICE_URL, else config.json's active profile]
+    #[arg(long, value_name = "URL", global = true)]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: $POLARIS_AUTH_TOKEN, else config.json]
+    #[arg(long, value_name = "TOKEN", hide = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SidecarCommand {
+    /// Pending events, dead letters, the floor and whether it is reachable.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +177,7 @@ fn main() -> std::process::ExitCode {
         Command::Agents(cmd) => agents_command(cmd),
         Command::Mcp(args) => mcp(args, &env),
         Command::Recover(args) => recover(args, &env),
+        Command::Sidecar(args) => sidecar(args, &env),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -294,8 +321,13 @@ fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
 
 fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {
     let home = polaris_sidecar::home::Home::resolve(args.home.as_deref(), env)?;
-    let (url, token) = floor_settings(args.floor, args.token, &home, env)?;
-    let floor = polaris_sidecar::FloorClient::new(&url, token)?;
+    let floor = polaris_sidecar::config::floor_settings(
+        args.floor.as_deref(),
+        args.token.as_deref(),
+        &home,
+        env,
+    )?;
+    let floor = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -311,44 +343,43 @@ fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The floor URL and token: flag, else `POLARIS_SERVICE_URL`/`POLARIS_AUTH_TOKEN`, else the
-/// active profile of the home's `config.json`, else a floor on this machine.
-fn floor_settings(
-    url: Option<String>,
-    token: Option<String>,
-    home: &polaris_sidecar::home::Home,
-    env: &Env,
-) -> anyhow::Result<(String, Option<String>)> {
-    #[derive(serde::Deserialize, Default)]
-    struct ConfigJson {
-        active: Option<String>,
-        #[serde(default)]
-        profiles: std::collections::HashMap<String, Profile>,
+fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
+    use polaris_sidecar::{config, home::Home};
+    let home = Home::resolve(args.home.as_deref(), env)?;
+    let addr = config::listen_addr(args.listen.as_deref(), env)?;
+    let floor = config::floor_settings(args.floor.as_deref(), args.token.as_deref(), &home, env)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if let Some(SidecarCommand::Status) = args.command {
+        return rt.block_on(polaris_sidecar::status::print(&home, addr, &floor, env));
     }
-    #[derive(serde::Deserialize, Default, Clone)]
-    struct Profile {
-        api: Option<String>,
-        token: Option<String>,
-    }
-    let path = home.config_json();
-    let cfg: ConfigJson = match std::fs::read_to_string(&path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| format!("{}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigJson::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let profile = cfg
-        .active
-        .and_then(|a| cfg.profiles.get(&a).cloned())
-        .unwrap_or_default();
-    let url = url
-        .or_else(|| env.get("POLARIS_SERVICE_URL").map(str::to_owned))
-        .or(profile.api)
-        .unwrap_or_else(|| "http://127.0.0.1:4321".to_owned());
-    let token = token
-        .or_else(|| env.get("POLARIS_AUTH_TOKEN").map(str::to_owned))
-        .or(profile.token)
-        .filter(|t| !t.trim().is_empty());
-    Ok((url, token))
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let secret = polaris_sidecar::secret::load_or_create(&home, env)
+        .with_context(|| format!("the local secret in {}", home.root().display()))?;
+    let client = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, floor = %client.base(), home = %home.root().display(), "polaris sidecar serving");
+        let world = polaris_sidecar::SidecarWorld {
+            home,
+            floor: client,
+            secret,
+        };
+        polaris_sidecar::run(listener, world, shutdown_signal()).await
+    })
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
@@ -529,26 +560,6 @@ mod tests {
         assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
         assert_eq!(a.floor.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(a.token.as_deref(), Some("t"));
-    }
-
-    #[test]
-    fn recover_floor_comes_from_flag_then_env_then_profile() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = polaris_sidecar::home::Home::at(dir.path());
-        std::fs::write(
-            home.config_json(),
-            r#"{"active":"local","profiles":{"local":{"api":"http://p:1","token":"pt"}}}"#,
-        )
-        .unwrap();
-        let none = Env::default();
-        let (url, token) = floor_settings(None, None, &home, &none).unwrap();
-        assert_eq!((url.as_str(), token.as_deref()), ("http://p:1", Some("pt")));
-        let env = Env::from_pairs([("POLARIS_SERVICE_URL", "http://e:2")]);
-        let (url, _) = floor_settings(None, None, &home, &env).unwrap();
-        assert_eq!(url, "http://e:2");
-        let (url, token) =
-            floor_settings(Some("http://f:3".into()), Some("ft".into()), &home, &env).unwrap();
-        assert_eq!((url.as_str(), token.as_deref()), ("http://f:3", Some("ft")));
     }
 
     #[test]

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufRead};
 
-use chrono::{DateTime, Utc};
 use polaris_registry::ParticipantId;
 use polaris_runtime::protocol::{NewEventBody, Source};
 use serde::Deserialize;
@@ -20,6 +19,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::home::Home;
+use crate::log::LogLine;
 use crate::uplink::{FloorClient, segment};
 use crate::wal::{self, SessionOpen};
 
@@ -59,23 +59,6 @@ impl std::fmt::Display for Report {
         }
         Ok(())
     }
-}
-
-/// One line of the JSONL log, as the sidecar writes it (docs/sidecar.md).
-#[derive(Debug, Deserialize)]
-struct LogLine {
-    t: DateTime<Utc>,
-    endpoint: String,
-    #[serde(default)]
-    payload: Value,
-    #[serde(default)]
-    id: Option<Uuid>,
-    #[serde(default)]
-    project: Option<String>,
-    #[serde(default)]
-    session: Option<String>,
-    #[serde(default)]
-    sender: Option<String>,
 }
 
 /// An event to check, with where it goes.

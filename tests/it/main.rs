@@ -15,4 +15,5 @@ mod bad_input;
 mod mcp;
 mod process;
 mod recover;
+mod sidecar;
 mod streams;
