@@ -520,3 +520,135 @@ async fn a_daemon_that_is_down_is_a_text_answer() {
         );
     }
 }
+
+/// A `polaris sidecar` started for a test, in front of `floor`.
+struct RealSidecar {
+    _child: tokio::process::Child,
+    base: String,
+}
+
+async fn real_sidecar(home: &std::path::Path, floor: &str) -> RealSidecar {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["sidecar", "--listen", "127.0.0.1:0", "--home"])
+        .arg(home)
+        .args(["--floor", floor])
+        .env_remove("POLARIS_DAEMON_SECRET")
+        .env_remove("POLARIS_SERVICE_URL")
+        .env_remove("POLARIS_AUTH_TOKEN")
+        .env_remove("POLARIS_DAEMON_PORT")
+        .env_remove("POLARIS_HOME")
+        .env("POLARIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn polaris sidecar");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("a line within 30 s")
+    .unwrap()
+    .expect("the sidecar printed nothing");
+    let base = line.strip_prefix("listening on ").expect(&line).to_owned();
+    RealSidecar {
+        _child: child,
+        base,
+    }
+}
+
+/// The whole path with nothing stubbed: the Python MCP client drives `polaris mcp`, which
+/// talks to a real `polaris sidecar` (reading its secret from the shared home), which
+/// delivers to an in-process floor; the reply shows up on the floor as the agent's.
+#[tokio::test]
+async fn connect_and_reply_reach_the_floor_through_the_real_sidecar() {
+    use crate::support::{Backend, Options, TestServer, eventually};
+    let Some(server) = TestServer::start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let c = server.client();
+    // A teammate's session the context tool can read.
+    c.project_session("payments", "priya-work").await;
+    let r = c
+        .prompt(
+            "payments",
+            "priya-work",
+            "user:priya",
+            "add idempotency keys",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+
+    let home = tempfile::tempdir().unwrap();
+    let sidecar = real_sidecar(home.path(), &server.base).await;
+    let home_s = home.path().to_str().unwrap();
+    let cc = format!("mcp-{}", uuid::Uuid::new_v4());
+    let env = [
+        ("POLARIS_DAEMON_URL", sidecar.base.as_str()),
+        ("POLARIS_HOME", home_s),
+        ("POLARIS_CC_SESSION_ID", cc.as_str()),
+    ];
+    let out = mcp_client(
+        &env,
+        json!([
+            ["polaris_connect", {"user": "user:manu", "channel": "#payments", "session": "retries"}],
+            ["polaris_status", {}],
+            ["polaris_reply", {"message": "Retries are in; <@U02> please review"}],
+            ["polaris_context", {"session": "priya-work"}],
+            ["polaris_connect", {"user": "user:manu"}],
+            ["polaris_backfill", {"duration": "1h"}]
+        ]),
+    )
+    .await;
+    assert_eq!(
+        text(&out, 0),
+        "Connected to #payments/retries as user:manu."
+    );
+    assert_eq!(text(&out, 1), "Connected: payments/retries as user:manu");
+    assert_eq!(text(&out, 2), "Reply sent to the floor.");
+    assert_eq!(text(&out, 3), "[user:priya] add idempotency keys");
+    assert!(text(&out, 4).contains("#payments"), "{}", text(&out, 4));
+    assert!(text(&out, 5).contains("daemon_log"), "{}", text(&out, 5));
+
+    // The reply reaches the floor once, as the agent's Stop event.
+    let events = eventually(20, || async {
+        let r = c
+            .get("/projects/payments/sessions/retries/events?after=0&limit=100")
+            .await;
+        let events = r.json["events"].as_array().cloned().unwrap_or_default();
+        events.iter().any(|e| e["kind"] == "Stop").then_some(events)
+    })
+    .await;
+    let stops: Vec<&Value> = events.iter().filter(|e| e["kind"] == "Stop").collect();
+    assert_eq!(stops.len(), 1, "{events:?}");
+    assert_eq!(stops[0]["sender"], "agent:claude");
+    assert_eq!(
+        stops[0]["payload"]["stop_response"],
+        "Retries are in; <@U02> please review"
+    );
+    let session = c.get("/projects/payments/sessions/retries").await;
+    assert_eq!(session.json["driver"], "user:manu", "{session:?}");
+
+    // A restarted MCP server (same key) is still connected, by asking the sidecar.
+    let again = mcp_client(
+        &env,
+        json!([
+            ["polaris_status", {}],
+            ["polaris_disconnect", {}],
+            ["polaris_status", {}]
+        ]),
+    )
+    .await;
+    assert_eq!(text(&again, 0), "Connected: payments/retries as user:manu");
+    assert_eq!(text(&again, 1), "Disconnected from Polaris.");
+    assert!(
+        text(&again, 2).starts_with("Not connected"),
+        "{}",
+        text(&again, 2)
+    );
+    server.finish().await;
+}
