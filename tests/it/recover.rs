@@ -249,3 +249,118 @@ async fn recover_with_the_floor_down_fails_loudly() {
         "{err}"
     );
 }
+
+/// The log and WAL a real `polaris sidecar` wrote while its floor was unreachable are
+/// what recover reads: everything the sidecar acknowledged reaches the floor once.
+#[tokio::test]
+async fn recover_delivers_what_a_real_sidecar_accepted_while_the_floor_was_down() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["sidecar", "--listen", "127.0.0.1:0", "--home"])
+        .arg(&home)
+        .args(["--floor", &dead])
+        .env_remove("POLARIS_DAEMON_SECRET")
+        .env_remove("POLARIS_SERVICE_URL")
+        .env_remove("POLARIS_AUTH_TOKEN")
+        .env_remove("POLARIS_HOME")
+        .env("POLARIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    let base = line.strip_prefix("listening on ").expect(&line).to_owned();
+    let secret = std::fs::read_to_string(home.join("daemon.secret")).unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .header("x-polaris-daemon-secret", secret.trim())
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/connect",
+        json!({"ccSessionId": "cc-r", "project": "outage", "user": "user:ann", "session": "main"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut ids = Vec::new();
+    for text in ["first", "second", "third"] {
+        let r = post(
+            "/events",
+            json!({"hook_event_name": "UserPromptSubmit", "session_id": "cc-r", "prompt": text}),
+        )
+        .await
+        .unwrap();
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().expect("an id").to_owned());
+    }
+    let r = post("/reply", json!({"ccSessionId": "cc-r", "message": "on it"}))
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    ids.push(v["id"].as_str().expect("an id").to_owned());
+    // Stop the sidecar (SIGTERM) before the floor comes back.
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the sidecar stops on SIGTERM")
+        .unwrap();
+
+    let Some(server) = TestServer::start(Backend::Sqlite, Options::default()).await else {
+        return;
+    };
+    let (ok, out, err) = recover(&home, &server.base).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("scanned 4, present 0, restored 4, unroutable 0"),
+        "{out}\n{err}"
+    );
+    let c = server.client();
+    let r = c
+        .get("/projects/outage/sessions/main/events?after=0&limit=100")
+        .await;
+    let got: Vec<String> = r.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        got, ids,
+        "each once, in the order the sidecar accepted them"
+    );
+    let session = c.get("/projects/outage/sessions/main").await;
+    assert_eq!(session.json["driver"], "user:ann", "{session:?}");
+
+    let (ok, out, err) = recover(&home, &server.base).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("scanned 4, present 4, restored 0, unroutable 0"),
+        "{out}\n{err}"
+    );
+    server.finish().await;
+}
