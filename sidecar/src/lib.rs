@@ -15,6 +15,8 @@ pub mod hook;
 pub mod http;
 pub mod install;
 pub mod log;
+pub mod mcp;
+pub mod recover;
 pub mod secret;
 pub mod spool;
 pub mod status;

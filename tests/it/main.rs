@@ -15,6 +15,8 @@ mod auth;
 mod bad_input;
 mod hook;
 mod install;
+mod mcp;
 mod process;
+mod recover;
 mod sidecar;
 mod streams;
