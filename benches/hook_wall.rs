@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench hook_wall -- --n 500
 //!   cargo bench --bench hook_wall -- --n 500 --port 4322 --home ~/.polaris   # a real sidecar
+//!   cargo bench --bench hook_wall -- --bin /path/to/polaris                   # another build
 //!
 //! Cases: `spawn /bin/true` (the machine's floor for starting any process), `down` (nothing
 //! listens: the hook spools), and `up` (a sidecar answers `{"ok": true, "pendingInjects":
@@ -28,6 +29,11 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs `cmd` `n` times with `stdin`; returns the sorted wall times in milliseconds.
+/// The binary under test: `--bin`, else the one cargo built for this bench.
+fn polaris_bin(args: &[String]) -> String {
+    arg(args, "--bin").unwrap_or_else(|| BIN.to_owned())
+}
+
 fn time_runs(n: usize, stdin: &[u8], mut make: impl FnMut() -> Command) -> Vec<f64> {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
@@ -92,9 +98,11 @@ fn main() {
         "hook_event_name": "UserPromptSubmit", "prompt": "add a login page with OAuth and tests"
     })
     .to_string();
+    let bin = polaris_bin(&args);
     let hook = |port: u16, home: PathBuf| {
+        let bin = bin.clone();
         move || {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(&bin);
             c.arg("hook")
                 .env("POLARIS_HOME", &home)
                 .env("POLARIS_PORT", port.to_string());
@@ -122,6 +130,6 @@ fn main() {
 
     println!(
         "RESULT {}",
-        serde_json::json!({"bin": BIN, "results": results})
+        serde_json::json!({"bin": bin, "results": results})
     );
 }

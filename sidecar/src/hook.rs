@@ -351,8 +351,22 @@ pub fn exchange(
     req.extend_from_slice(b"\r\n");
     req.extend_from_slice(body);
     stream.set_write_timeout(Some(remaining(deadline)?))?;
-    stream.write_all(&req)?;
+    if let Err(e) = stream.write_all(&req) {
+        // A server may answer before reading the whole body (413) and close: its answer,
+        // if one came, says more than the failed write.
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return Err(e);
+        }
+        return read_answer(&mut stream, deadline).map_err(|_| e);
+    }
+    read_answer(&mut stream, deadline)
+}
 
+/// Reads one answer from `stream` until it is whole or `deadline` passes.
+fn read_answer(stream: &mut TcpStream, deadline: Instant) -> io::Result<Answer> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {

@@ -16,6 +16,10 @@ use serde_json::{Map, Value};
 const SUMMARY_CHARS: usize = 80;
 /// The first block read from the end of the transcript.
 const FIRST_BLOCK: usize = 64 * 1024;
+/// The most `raw_turn` may weigh, serialised. The floor refuses bodies over its limit
+/// (1 MiB by default) for good, which would lose the response text with the raw entries;
+/// so the oldest entries of a heavy turn are left out and counted in `raw_turn_omitted`.
+pub const RAW_TURN_BUDGET: usize = 512 * 1024;
 
 /// The turn rebuilt from a transcript.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -49,9 +53,30 @@ pub fn complete_stop(payload: &mut Map<String, Value>) {
         payload.insert("stop_response".into(), Value::String(text.clone()));
         payload.insert("last_assistant_message".into(), Value::String(text));
     }
-    if !turn.raw_turn.is_empty() {
-        payload.insert("raw_turn".into(), Value::Array(turn.raw_turn));
+    let (raw_turn, omitted) = within_budget(turn.raw_turn, RAW_TURN_BUDGET);
+    if !raw_turn.is_empty() {
+        payload.insert("raw_turn".into(), Value::Array(raw_turn));
     }
+    if omitted > 0 {
+        payload.insert("raw_turn_omitted".into(), Value::from(omitted));
+    }
+}
+
+/// The newest entries whose serialised sizes add up to at most `budget`, in order, and how
+/// many older ones were left out.
+fn within_budget(mut entries: Vec<Value>, budget: usize) -> (Vec<Value>, usize) {
+    let mut used = 0usize;
+    let mut keep_from = entries.len();
+    for (i, e) in entries.iter().enumerate().rev() {
+        let size = serde_json::to_vec(e).map_or(usize::MAX, |v| v.len() + 1);
+        if used.saturating_add(size) > budget {
+            break;
+        }
+        used += size;
+        keep_from = i;
+    }
+    let kept = entries.split_off(keep_from);
+    (kept, entries.len())
 }
 
 /// Reads the last turn of the transcript at `path`.
@@ -434,6 +459,31 @@ mod tests {
         let before = p.clone();
         complete_stop(p.as_object_mut().expect("object"));
         assert_eq!(p, before);
+    }
+
+    #[test]
+    fn a_heavy_turn_keeps_its_newest_raw_entries_within_the_budget() {
+        let big = "z".repeat(RAW_TURN_BUDGET / 3);
+        let f = transcript(&[
+            user("q"),
+            tool_result("t1", &big),
+            tool_result("t2", &big),
+            tool_result("t3", &big),
+            assistant(json!([{"type": "text", "text": "done"}])),
+        ]);
+        let mut p = json!({"hook_event_name": "Stop", "session_id": "s",
+            "transcript_path": f.path()});
+        let map = p.as_object_mut().expect("object");
+        complete_stop(map);
+        let raw = map["raw_turn"].as_array().expect("raw_turn");
+        assert_eq!(raw.len(), 3, "t2, t3 and the answer fit; t1 does not");
+        assert_eq!(raw[0]["message"]["content"][0]["tool_use_id"], "t2");
+        assert_eq!(map["raw_turn_omitted"], 1);
+        assert!(serde_json::to_vec(&map["raw_turn"]).expect("ser").len() <= RAW_TURN_BUDGET);
+        assert_eq!(map["stop_response"], "done");
+
+        let (kept, omitted) = within_budget(vec![json!("a"), json!("b")], 1000);
+        assert_eq!((kept.len(), omitted), (2, 0));
     }
 
     #[test]

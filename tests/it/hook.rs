@@ -465,3 +465,27 @@ fn mode_is_private(path: &Path) {
         assert_eq!(mode & 0o777, 0o600, "{}", path.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_that_never_answers_counts_as_down() {
+    let w = World::new();
+    // Accepts connections and holds them open without a word: a hung sidecar.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let event = prompt("cc-12");
+    let out = w.hook(port, &[], event.to_string().as_bytes()).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let files = w.spool_files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        polaris_sidecar::spool::read(&files[0]).unwrap().payload,
+        event
+    );
+}

@@ -322,3 +322,38 @@ fn assert_mode(path: &Path, want: u32) {
         assert_eq!(mode & 0o777, want, "{}", path.display());
     }
 }
+
+#[test]
+fn claude_config_dir_is_followed_and_an_old_polaris_mcp_entry_is_replaced() {
+    let w = World::new();
+    let cfg = w.dir.path().join("claude-cfg");
+    // The original Polaris's entry, secret in its environment.
+    write_json(
+        &cfg.join(".claude.json"),
+        &json!({"mcpServers": {"polaris": {"command": "bun", "args": ["/u/.polaris/mcp.ts"],
+            "env": {"POLARIS_DAEMON_SECRET": "0ld-s3cret"}}}}),
+    );
+    std::fs::create_dir_all(w.home()).unwrap();
+    let out = Command::new(BIN)
+        .arg("install")
+        .env_clear()
+        .env("HOME", w.home())
+        .env("CLAUDE_CONFIG_DIR", &cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("replaced \"polaris\""), "{said}");
+    assert_eq!(
+        commands(&read_json(&cfg.join("settings.json")), "Stop"),
+        [format!("{BIN} hook")]
+    );
+    let c = read_json(&cfg.join(".claude.json"));
+    assert_eq!(c["mcpServers"]["polaris"]["command"], BIN);
+    assert!(
+        !std::fs::read_to_string(cfg.join(".claude.json"))
+            .unwrap()
+            .contains("0ld-s3cret")
+    );
+    assert!(!w.settings().exists() && !w.claude_json().exists());
+}
