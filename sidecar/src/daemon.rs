@@ -119,6 +119,32 @@ pub struct Routed {
     pub open: SessionOpen,
 }
 
+/// The parts of a hook payload routing looks at (so the payload itself stays with the
+/// request).
+#[derive(Debug, Clone, Default)]
+pub struct RouteQuery {
+    /// `session_id`.
+    pub session_id: String,
+    /// `hook_event_name`.
+    pub hook: Option<String>,
+    /// `tool_name`.
+    pub tool_name: Option<String>,
+    /// `tool_input.channel` (the connect tool's argument).
+    pub channel: Option<String>,
+}
+
+impl RouteQuery {
+    /// Reads the fields of a hook payload; `None` without a `session_id`.
+    pub fn of(payload: &Value) -> Option<RouteQuery> {
+        Some(RouteQuery {
+            session_id: payload["session_id"].as_str()?.to_owned(),
+            hook: payload["hook_event_name"].as_str().map(str::to_owned),
+            tool_name: payload["tool_name"].as_str().map(str::to_owned),
+            channel: payload["tool_input"]["channel"].as_str().map(str::to_owned),
+        })
+    }
+}
+
 /// A `/connect` the handler has settled with the floor.
 #[derive(Debug, Clone)]
 pub struct Connect {
@@ -160,7 +186,7 @@ pub enum DaemonMsg {
     /// Forget everything.
     DisconnectAll(RpcReplyPort<()>),
     /// Where does this hook event go?
-    Route(Value, RpcReplyPort<Option<Routed>>),
+    Route(RouteQuery, RpcReplyPort<Option<Routed>>),
     /// The mapping of a Claude Code session id (exact or alias).
     Lookup(String, RpcReplyPort<Option<(String, Mapping)>>),
     /// Every key and alias that leads to the mapping of this id.
@@ -263,9 +289,9 @@ fn save(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn is_connect_tool(payload: &Value) -> bool {
-    payload["tool_name"]
-        .as_str()
+fn is_connect_tool(q: &RouteQuery) -> bool {
+    q.tool_name
+        .as_deref()
         .is_some_and(|t| t.ends_with("polaris_connect"))
 }
 
@@ -342,16 +368,15 @@ impl DaemonState {
         });
     }
 
-    fn route(&mut self, payload: &Value) -> (Option<Routed>, bool) {
-        let Some(id) = payload["session_id"].as_str() else {
-            return (None, false);
-        };
+    fn route(&mut self, q: &RouteQuery) -> (Option<Routed>, bool) {
+        let id = q.session_id.as_str();
         let mut changed = false;
         let key = match self.key_of(id) {
             Some(k) => Some(k),
-            None if is_connect_tool(payload) => {
-                let channel = payload["tool_input"]["channel"]
-                    .as_str()
+            None if is_connect_tool(q) => {
+                let channel = q
+                    .channel
+                    .as_deref()
                     .map(|c| c.trim_start_matches('#').to_owned());
                 let waiting = self
                     .p
@@ -378,7 +403,7 @@ impl DaemonState {
             m.awaiting_claim = false;
             changed = true;
         }
-        let sender = if payload["hook_event_name"] == "UserPromptSubmit" {
+        let sender = if q.hook.as_deref() == Some("UserPromptSubmit") {
             m.user.clone()
         } else {
             m.agent.clone()
@@ -477,8 +502,8 @@ impl Actor for Daemon {
                 st.persist().await;
                 let _ = reply.send(());
             }
-            DaemonMsg::Route(payload, reply) => {
-                let (routed, changed) = st.route(&payload);
+            DaemonMsg::Route(q, reply) => {
+                let (routed, changed) = st.route(&q);
                 if changed {
                     st.persist().await;
                 }
@@ -589,6 +614,12 @@ impl Actor for Daemon {
             } => {
                 if !st.follows.contains_key(&(project.clone(), session.clone())) {
                     return Ok(());
+                }
+                // The stream only opens on a session the floor has: it exists now.
+                for m in st.p.mappings.values_mut() {
+                    if m.floor_pending && m.project == project && m.session == session {
+                        m.floor_pending = false;
+                    }
                 }
                 // A replayed frame (after a reconnect) is not queued twice.
                 if st.cursor(&project, &session).is_some_and(|c| seq <= c) {

@@ -4,6 +4,7 @@
 //! after the last seq the actor recorded, so nothing is missed; the actor ignores a seq it
 //! has already seen, so nothing is queued twice.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,6 +28,20 @@ pub struct FollowArgs {
     pub session: String,
     /// Cancelled when nobody follows the session any more.
     pub stop: CancellationToken,
+}
+
+/// The fields of an event frame the sidecar uses.
+#[derive(serde::Deserialize)]
+struct FrameHead<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
 }
 
 /// Starts following.
@@ -106,20 +121,23 @@ async fn follow_once(a: &FollowArgs, url: &str) -> anyhow::Result<bool> {
                 return Ok(false);
             }
         };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+        // Most frames are the session's own hook events: read only what routing needs and
+        // parse the payload of injects and advice alone.
+        let Ok(f) = serde_json::from_str::<FrameHead<'_>>(text.as_str()) else {
             continue;
         };
-        let Some(seq) = v["seq"].as_i64() else {
-            continue;
+        let payload = match f.source.as_ref() {
+            "inject" | "agent" => serde_json::from_str(f.payload.get()).unwrap_or_default(),
+            _ => serde_json::Value::Null,
         };
         let frame = DaemonMsg::Frame {
             project: a.project.clone(),
             session: a.session.clone(),
-            seq,
-            source: v["source"].as_str().unwrap_or_default().to_owned(),
-            sender: v["sender"].as_str().unwrap_or_default().to_owned(),
-            timestamp: v["timestamp"].as_str().unwrap_or_default().to_owned(),
-            payload: v["payload"].clone(),
+            seq: f.seq,
+            source: f.source.into_owned(),
+            sender: f.sender.into_owned(),
+            timestamp: f.timestamp.into_owned(),
+            payload,
         };
         if a.daemon.cast(frame).is_err() {
             return Ok(true);

@@ -19,7 +19,7 @@ use ractor::rpc::CallResult;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::daemon::{Connect, DaemonMsg, DaemonRef, Mapping};
+use crate::daemon::{Connect, DaemonMsg, DaemonRef, Mapping, RouteQuery};
 use crate::home::{Home, private_file_options};
 use crate::log::{Log, LogLine};
 use crate::uplink::{FloorError, SubmitError, Uplink, segment};
@@ -376,7 +376,10 @@ async fn accept_hook(
     t: Option<DateTime<Utc>>,
     endpoint: &str,
 ) -> Res {
-    let routed = ask(&st.daemon, |r| DaemonMsg::Route(payload.clone(), r)).await?;
+    let Some(q) = RouteQuery::of(&payload) else {
+        return Err(HttpError::bad("session_id: is required"));
+    };
+    let routed = ask(&st.daemon, |r| DaemonMsg::Route(q, r)).await?;
     let Some(routed) = routed else {
         return Ok(Json(json!({"status": "not_connected"})).into_response());
     };

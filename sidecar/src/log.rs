@@ -79,9 +79,8 @@ impl Log {
         Ok(Log { tx })
     }
 
-    /// Queues a line (payload redacted here).
-    pub fn write(&self, mut line: LogLine) {
-        line.payload = redact(&line.payload);
+    /// Queues a line; the writer thread redacts its payload (off the request's path).
+    pub fn write(&self, line: LogLine) {
         if self.tx.send(line).is_err() {
             tracing::warn!("the JSONL log writer has stopped; line not logged");
         }
@@ -95,7 +94,8 @@ fn writer(home: Home, mut rx: mpsc::UnboundedReceiver<LogLine>) {
         while let Ok(l) = rx.try_recv() {
             lines.push(l);
         }
-        for line in lines {
+        for mut line in lines {
+            line.payload = redact(&line.payload);
             let date = Utc::now().date_naive();
             if current.as_ref().is_none_or(|(d, _)| *d != date) {
                 let opened = private_file_options()

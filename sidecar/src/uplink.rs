@@ -446,6 +446,8 @@ async fn drain(inner: Arc<Inner>) {
         }
         if handled == batch.len() {
             backoff = BACKOFF_MIN;
+            // A session missing again later (a wiped floor) may be created again.
+            opened_for = None;
             if inner.stop.is_cancelled() {
                 return;
             }
@@ -474,11 +476,18 @@ async fn deliver(
         segment(&first.project),
         segment(&first.session)
     );
-    let events: Vec<&NewEventBody> = batch.iter().map(|r| &r.body).collect();
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        events: Vec<&'a NewEventBody>,
+    }
+    // Serialized straight from the records (no intermediate JSON tree).
+    let events = Batch {
+        events: batch.iter().map(|r| &r.body).collect(),
+    };
     let resp = inner
         .floor
         .request(reqwest::Method::POST, &path)
-        .json(&json!({ "events": events }))
+        .json(&events)
         .send()
         .await;
     let resp = match resp {

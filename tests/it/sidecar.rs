@@ -713,3 +713,139 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
     sc.stop().await;
     floor.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_context_channels_team_rename_and_backfill() {
+    let mut floor = PortFloor::reserve().await;
+    floor.start().await;
+    let f = floor.url();
+    let (_d, home) = home_dir();
+    let sc = Sidecar::start(&home, &f).await;
+    let (s, v) = sc.post("/register", json!({"ccSessionId": "mcp-r"})).await;
+    assert_eq!((s, v["status"].clone()), (200, json!("registered")));
+    let session = sc.join("r", "ren", "user:manu").await;
+
+    // /reply is the agent's answer, stored as a Stop hook.
+    let (s, v) = sc
+        .post(
+            "/reply",
+            json!({"ccSessionId": "r", "message": "hello team"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let events = wait_for(&f, "ren", &session, 2).await;
+    assert_eq!(events[1]["sender"], "agent:claude");
+    assert_eq!(events[1]["kind"], "Stop");
+    assert_eq!(events[1]["payload"]["stop_response"], "hello team");
+    let (s, v) = sc
+        .post("/reply", json!({"ccSessionId": "nobody", "message": "x"}))
+        .await;
+    assert_eq!((s, v["error"].clone()), (400, json!("Not connected")));
+
+    // Channels, team, a sibling session's context.
+    let (s, v) = sc.get("/channels").await;
+    assert_eq!(s, 200);
+    assert!(
+        v["channels"].as_array().unwrap().contains(&json!("#ren")),
+        "{v}"
+    );
+    let (s, v) = sc.get("/team").await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["members"].is_array(), "{v}");
+    let c = reqwest::Client::new();
+    c.post(format!("{f}/projects/ren/sessions"))
+        .json(&json!({"name": "other"}))
+        .send()
+        .await
+        .unwrap();
+    c.post(format!("{f}/projects/ren/sessions/other/events"))
+        .json(&json!({"sender": "user:krishna", "payload": prompt("k", "sibling work")}))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = sc.get("/context/r/other").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v[0]["payload"]["prompt"], "sibling work");
+    let (s, _) = sc.get("/context/nobody/other").await;
+    assert_eq!(s, 400);
+
+    // Channel update and rename: the connection, its pending events and its inject stream
+    // all move to the new name.
+    let (s, _) = sc
+        .post(
+            "/channel-update",
+            json!({"project": "ren", "slackChannel": "ren-chan"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = sc.get("/status/r").await;
+    assert_eq!(v["slackChannel"], "ren-chan");
+    let (s, v) = sc
+        .post("/rename", json!({"oldName": "ren", "newName": "ren2"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = sc.get("/status/r").await;
+    assert_eq!(v["project"], "ren2");
+    let (s, _) = sc.post("/events", stop_hook("r", "after the rename")).await;
+    assert_eq!(s, 200);
+    wait_for(&f, "ren2", &session, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inject(&f, "ren2", &session, "new name, same stream").await;
+    wait_queued(&sc, "r", 1).await;
+    let (_, v) = sc.post("/events", prompt("r", "go on")).await;
+    assert_eq!(v["pendingInjects"][0]["content"], "new name, same stream");
+
+    // Backfill: an event the log has and the floor lacks comes back, once; this window's
+    // delivered events are not doubled; another window's lines are never replayed.
+    let lost = Uuid::new_v4();
+    let foreign = Uuid::new_v4();
+    let t = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let lines = [
+        json!({"t": t, "endpoint": "/events", "payload": prompt("r", "lost prompt"), "id": lost}),
+        json!({"t": t, "endpoint": "/events", "payload": prompt("zz", "other window"), "id": foreign}),
+    ];
+    let log = home.join("logs").join(format!(
+        "daemon-{}.jsonl",
+        chrono::Utc::now().format("%Y-%m-%d")
+    ));
+    let mut text = std::fs::read_to_string(&log).unwrap_or_default();
+    for l in lines {
+        text.push_str(&format!("{l}\n"));
+    }
+    std::fs::write(&log, text).unwrap();
+    let before = wait_for(&f, "ren2", &session, 4).await.len();
+    let (s, v) = sc
+        .post("/backfill", json!({"ccSessionId": "r", "duration": "1h"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["recovered"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["source"], "daemon_log");
+    let events = wait_for(&f, "ren2", &session, before + 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events2 = messages(&f, "ren2", &session).await;
+    assert_eq!(events2.len(), events.len(), "nothing doubled");
+    assert_eq!(events2.len(), before + 1);
+    let lost_ev = events2
+        .iter()
+        .find(|e| e["id"] == lost.to_string().as_str())
+        .unwrap();
+    assert_eq!(lost_ev["sender"], "user:manu");
+    assert!(
+        events2
+            .iter()
+            .all(|e| e["id"] != foreign.to_string().as_str())
+    );
+    let (_, v) = sc
+        .post("/backfill", json!({"ccSessionId": "r", "duration": "soon"}))
+        .await;
+    assert_eq!(v["gaps"], json!(["invalid duration format"]));
+
+    let (s, v) = sc.post("/disconnect-all", json!({})).await;
+    assert_eq!((s, v["status"].clone()), (200, json!("all_disconnected")));
+    let (_, v) = sc.get("/status").await;
+    assert_eq!(v["sessions"], json!([]));
+    let (s, _) = sc.get("/nope").await;
+    assert_eq!(s, 404);
+    sc.stop().await;
+    floor.stop().await;
+}
