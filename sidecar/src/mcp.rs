@@ -66,7 +66,15 @@ impl McpSettings {
                 format!("POLARIS_DAEMON_URL: not an http URL: {url:?}"),
             ));
         }
-        let secret = secret::read(&Home::resolve(home, env)?, env)?;
+        // With no home to be found, a secret can still come from the environment.
+        let secret = match Home::resolve(home, env) {
+            Ok(h) => secret::read(&h, env)?,
+            Err(_) => env
+                .get("POLARIS_DAEMON_SECRET")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        };
         let cc_session_id = [
             "POLARIS_CC_SESSION_ID",
             "CLAUDE_SESSION_ID",
@@ -180,10 +188,12 @@ impl Daemon {
         Ok(Answer { status, body })
     }
 
+    #[tracing::instrument(name = "mcp.daemon", skip_all, fields(method = "GET", route = segments.first().copied()))]
     async fn get(&self, segments: &[&str]) -> Result<Answer, Unreachable> {
         self.send(self.http.get(self.url(segments))).await
     }
 
+    #[tracing::instrument(name = "mcp.daemon", skip_all, fields(method = "POST", route = segments.first().copied()))]
     async fn post(&self, segments: &[&str], body: &Value) -> Result<Answer, Unreachable> {
         self.send(self.http.post(self.url(segments)).json(body))
             .await
@@ -640,6 +650,11 @@ mod tests {
         assert_eq!(s.daemon_url.as_str(), "http://127.0.0.1:5000/");
         assert!(uuid::Uuid::parse_str(&s.cc_session_id).is_ok());
         assert_eq!(s.secret, None);
+
+        // No HOME and no POLARIS_HOME: the secret can still come from the environment.
+        let env = Env::from_pairs([("POLARIS_DAEMON_SECRET", "from-env")]);
+        let s = McpSettings::from_env(None, &env).expect("settings without a home");
+        assert_eq!(s.secret.as_deref(), Some("from-env"));
 
         let env = Env::from_pairs([("POLARIS_DAEMON_URL", "ftp://x")]);
         let e = McpSettings::from_env(Some(dir.path()), &env).expect_err("ftp");
