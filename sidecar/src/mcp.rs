@@ -266,6 +266,8 @@ const NOT_CONNECTED: &str = "Not connected to Polaris: use polaris_connect first
 impl PolarisTools {
     /// The tools, talking to the sidecar `settings` names.
     pub fn new(settings: McpSettings) -> io::Result<PolarisTools> {
+        // reqwest is built with TLS and needs the process's rustls provider.
+        crate::uplink::install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))

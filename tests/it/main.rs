@@ -20,3 +20,4 @@ mod process;
 mod recover;
 mod sidecar;
 mod streams;
+mod tls;

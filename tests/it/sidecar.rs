@@ -24,7 +24,7 @@ use crate::support::{Backend, Options, TestDb, TestServer, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_polaris");
 
 /// A running `polaris sidecar`.
-struct Sidecar {
+pub(crate) struct Sidecar {
     child: Child,
     base: String,
     secret: String,
@@ -53,10 +53,17 @@ fn sidecar_cmd(home: &Path, floor: &str, extra: &[&str]) -> Command {
 }
 
 impl Sidecar {
-    async fn start(home: &Path, floor: &str) -> Sidecar {
-        let mut child = sidecar_cmd(home, floor, &["--listen", "127.0.0.1:0"])
-            .spawn()
-            .expect("spawn polaris sidecar");
+    pub(crate) async fn start(home: &Path, floor: &str) -> Sidecar {
+        Sidecar::start_env(home, floor, &[]).await
+    }
+
+    /// Starts one with extra environment variables.
+    pub(crate) async fn start_env(home: &Path, floor: &str, env: &[(&str, &Path)]) -> Sidecar {
+        let mut cmd = sidecar_cmd(home, floor, &["--listen", "127.0.0.1:0"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn polaris sidecar");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -81,7 +88,7 @@ impl Sidecar {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_with(path, body, &[]).await
     }
 
@@ -99,7 +106,7 @@ impl Sidecar {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -113,7 +120,7 @@ impl Sidecar {
 
     /// Connects window `cc` (MCP id `mcp-<cc>`) to `project` as `user` and claims it with
     /// the connect tool's own PostToolUse hook, as Claude Code does. Returns the session.
-    async fn join(&self, cc: &str, project: &str, user: &str) -> String {
+    pub(crate) async fn join(&self, cc: &str, project: &str, user: &str) -> String {
         let (s, v) = self
             .post(
                 "/connect",
@@ -130,7 +137,7 @@ impl Sidecar {
         session
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().expect("pid").to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -146,7 +153,7 @@ impl Sidecar {
     }
 }
 
-fn prompt(cc: &str, text: &str) -> Value {
+pub(crate) fn prompt(cc: &str, text: &str) -> Value {
     json!({"hook_event_name": "UserPromptSubmit", "session_id": cc, "prompt": text})
 }
 
@@ -159,7 +166,7 @@ fn tool_use(cc: &str, tool: &str) -> Value {
            "tool_input": {"channel": "#x"}})
 }
 
-async fn messages(base: &str, project: &str, session: &str) -> Vec<Value> {
+pub(crate) async fn messages(base: &str, project: &str, session: &str) -> Vec<Value> {
     let r = reqwest::get(format!(
         "{base}/projects/{project}/sessions/{session}/messages"
     ))
@@ -634,7 +641,7 @@ async fn a_rejected_event_is_dead_lettered_and_shown_by_status() {
     srv.finish().await;
 }
 
-async fn inject(floor: &str, project: &str, session: &str, content: &str) {
+pub(crate) async fn inject(floor: &str, project: &str, session: &str, content: &str) {
     let r = reqwest::Client::new()
         .post(format!(
             "{floor}/projects/{project}/sessions/{session}/inject"
@@ -646,7 +653,7 @@ async fn inject(floor: &str, project: &str, session: &str, content: &str) {
     assert!(r.status().is_success(), "{}", r.status());
 }
 
-async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
+pub(crate) async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
     eventually(20, || async {
         let (_, v) = sc.get(&format!("/status/{cc}")).await;
         (v["injectsWaiting"].as_u64() == Some(n)).then_some(())
