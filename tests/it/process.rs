@@ -205,7 +205,7 @@ async fn sigterm_loses_nothing_acknowledged(backend: Backend) {
             let count = count.clone();
             tokio::spawn(async move {
                 let mut acked = Vec::new();
-                let http = reqwest::Client::new();
+                let http = crate::support::http();
                 for i in 0.. {
                     let id = uuid::Uuid::new_v4().to_string();
                     let body = json!({"id": id, "sender": "user:manu",

@@ -287,7 +287,7 @@ async fn recover_delivers_what_a_real_sidecar_accepted_while_the_floor_was_down(
     .unwrap();
     let base = line.strip_prefix("listening on ").expect(&line).to_owned();
     let secret = std::fs::read_to_string(home.join("daemon.secret")).unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let post = |path: &str, body: Value| {
         http.post(format!("{base}{path}"))
             .header("x-polaris-daemon-secret", secret.trim())

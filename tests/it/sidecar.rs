@@ -84,7 +84,7 @@ impl Sidecar {
             child,
             base,
             secret,
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
         }
     }
 
@@ -280,7 +280,7 @@ async fn stamps_senders_requires_the_secret_and_keeps_other_windows_out() {
         .unwrap();
     let (_d, home) = home_dir();
     let sc = Sidecar::start(&home, &srv.base).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
 
     // The secret: /healthz is open, everything else needs it.
     let r = http
@@ -502,7 +502,7 @@ async fn kill_9_loses_nothing_acknowledged() {
     for c in 0..8 {
         let (base, secret, acked) = (base.clone(), secret.clone(), acked.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::support::http();
             for i in 0..1000 {
                 let id = Uuid::new_v4().to_string();
                 let r = http
@@ -642,7 +642,7 @@ async fn a_rejected_event_is_dead_lettered_and_shown_by_status() {
 }
 
 pub(crate) async fn inject(floor: &str, project: &str, session: &str, content: &str) {
-    let r = reqwest::Client::new()
+    let r = crate::support::http()
         .post(format!(
             "{floor}/projects/{project}/sessions/{session}/inject"
         ))
@@ -759,7 +759,7 @@ async fn reply_context_channels_team_rename_and_backfill() {
     let (s, v) = sc.get("/team").await;
     assert_eq!(s, 200, "{v}");
     assert!(v["members"].is_array(), "{v}");
-    let c = reqwest::Client::new();
+    let c = crate::support::http();
     c.post(format!("{f}/projects/ren/sessions"))
         .json(&json!({"name": "other"}))
         .send()
