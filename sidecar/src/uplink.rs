@@ -417,6 +417,18 @@ async fn drain(inner: Arc<Inner>) {
     let mut single = false;
     let mut opened_for: Option<(String, String)> = None;
     loop {
+        if inner.wal.shared.needs_refill() {
+            let shared = inner.wal.shared.clone();
+            match tokio::task::spawn_blocking(move || shared.refill()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read waiting events back from the WAL");
+                    let reachable = inner.stats().floor_reachable;
+                    inner.failed(reachable, format!("reading the WAL: {e}"));
+                }
+                Err(e) => tracing::error!(error = %e, "the WAL read task failed"),
+            }
+        }
         let batch = inner.wal.shared.next_batch(if single { 1 } else { BATCH });
         if batch.is_empty() {
             tokio::select! {
