@@ -7,6 +7,8 @@
 //! loopback, and shares only `runtime::protocol` (and its checks) with the floor. See
 //! `docs/sidecar.md` for the contract.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod config;
 pub mod daemon;
 pub mod follow;

@@ -89,34 +89,13 @@ impl Log {
 
 fn writer(home: Home, mut rx: mpsc::UnboundedReceiver<LogLine>) {
     let mut current: Option<(NaiveDate, io::BufWriter<std::fs::File>)> = None;
-    while let Some(first) = rx.blocking_recv() {
-        let mut lines = vec![first];
-        while let Ok(l) = rx.try_recv() {
-            lines.push(l);
-        }
-        for mut line in lines {
-            line.payload = redact(&line.payload);
-            let date = Utc::now().date_naive();
-            if current.as_ref().is_none_or(|(d, _)| *d != date) {
-                let opened = private_file_options()
-                    .append(true)
-                    .create(true)
-                    .open(file_for(&home, date));
-                match opened {
-                    Ok(f) => current = Some((date, io::BufWriter::new(f))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open the JSONL log");
-                        current = None;
-                        continue;
-                    }
-                }
-            }
-            if let Some((_, w)) = current.as_mut()
-                && let Err(e) = serde_json::to_writer(&mut *w, &line)
-                    .map_err(io::Error::other)
-                    .and_then(|()| w.write_all(b"\n"))
-            {
-                tracing::warn!(error = %e, "cannot write the JSONL log");
+    while let Some(mut line) = rx.blocking_recv() {
+        // Write whatever is queued, then flush once: one write call per burst.
+        loop {
+            write_line(&home, &mut current, line);
+            match rx.try_recv() {
+                Ok(next) => line = next,
+                Err(_) => break,
             }
         }
         if let Some((_, w)) = current.as_mut()
@@ -124,6 +103,41 @@ fn writer(home: Home, mut rx: mpsc::UnboundedReceiver<LogLine>) {
         {
             tracing::warn!(error = %e, "cannot write the JSONL log");
         }
+    }
+}
+
+fn write_line(
+    home: &Home,
+    current: &mut Option<(NaiveDate, io::BufWriter<std::fs::File>)>,
+    mut line: LogLine,
+) {
+    line.payload = redact(&line.payload);
+    let date = Utc::now().date_naive();
+    if current.as_ref().is_none_or(|(d, _)| *d != date) {
+        if let Some((_, w)) = current.as_mut()
+            && let Err(e) = w.flush()
+        {
+            tracing::warn!(error = %e, "cannot write the JSONL log");
+        }
+        match private_file_options()
+            .append(true)
+            .create(true)
+            .open(file_for(home, date))
+        {
+            Ok(f) => *current = Some((date, io::BufWriter::with_capacity(1 << 16, f))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the JSONL log");
+                *current = None;
+                return;
+            }
+        }
+    }
+    if let Some((_, w)) = current.as_mut()
+        && let Err(e) = serde_json::to_writer(&mut *w, &line)
+            .map_err(io::Error::other)
+            .and_then(|()| w.write_all(b"\n"))
+    {
+        tracing::warn!(error = %e, "cannot write the JSONL log");
     }
 }
 

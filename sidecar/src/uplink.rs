@@ -423,6 +423,18 @@ async fn drain(inner: Arc<Inner>) {
     let mut single = false;
     let mut opened_for: Option<(String, String)> = None;
     loop {
+        if inner.wal.shared.needs_refill() {
+            let shared = inner.wal.shared.clone();
+            match tokio::task::spawn_blocking(move || shared.refill()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot read waiting events back from the WAL");
+                    let reachable = inner.stats().floor_reachable;
+                    inner.failed(reachable, format!("reading the WAL: {e}"));
+                }
+                Err(e) => tracing::error!(error = %e, "the WAL read task failed"),
+            }
+        }
         let batch = inner.wal.shared.next_batch(if single { 1 } else { BATCH });
         if batch.is_empty() {
             tokio::select! {
@@ -619,4 +631,137 @@ fn handle_results(inner: &Inner, batch: &[Arc<WalRecord>], text: &str) -> Outcom
         s.last_error = None;
     }
     Outcome::Handled(handled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Json;
+    use axum::extract::State;
+    use axum::routing::post;
+    use polaris_registry::ParticipantId;
+    use std::collections::HashSet;
+
+    /// A floor that fails its first request, rejects events marked `reject`, answers 500
+    /// the first time it sees an event marked `flaky` (and for everything after it in that
+    /// batch), and stores each id once.
+    #[derive(Default)]
+    struct Fake {
+        requests: usize,
+        stored: Vec<Value>,
+        ids: HashSet<String>,
+        flaked: HashSet<String>,
+    }
+
+    type Shared = Arc<Mutex<Fake>>;
+
+    async fn batch(
+        State(f): State<Shared>,
+        Json(body): Json<Value>,
+    ) -> (axum::http::StatusCode, Json<Value>) {
+        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        f.requests += 1;
+        if f.requests == 1 {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "starting"})),
+            );
+        }
+        let mut results = Vec::new();
+        let mut failing = false;
+        for e in body["events"].as_array().cloned().unwrap_or_default() {
+            let id = e["id"].as_str().unwrap_or_default().to_owned();
+            if failing {
+                results.push(json!({"status": 500, "error": "store unavailable"}));
+            } else if e["payload"]["reject"] == true {
+                results.push(json!({"status": 400, "error": "payload.x: bad"}));
+            } else if e["payload"]["flaky"] == true && f.flaked.insert(id.clone()) {
+                failing = true;
+                results.push(json!({"status": 500, "error": "store unavailable"}));
+            } else if f.ids.insert(id) {
+                f.stored.push(e.clone());
+                results.push(json!({"status": 201, "event": e}));
+            } else {
+                results.push(json!({"status": 200, "event": e}));
+            }
+        }
+        (
+            axum::http::StatusCode::OK,
+            Json(json!({"results": results})),
+        )
+    }
+
+    fn event(n: u64, mark: Option<&str>) -> NewEventBody {
+        let mut payload = json!({"hook_event_name": "Stop", "session_id": "cc", "n": n});
+        if let Some(m) = mark {
+            payload[m] = json!(true);
+        }
+        NewEventBody {
+            id: None,
+            timestamp: None,
+            source: None,
+            sender: ParticipantId::parse("agent:claude").expect("participant"),
+            payload,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_failures_dead_letters_rejections_and_keeps_order() {
+        let fake: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/projects/{p}/sessions/{s}/events/batch", post(batch))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let floor = FloorClient::new(&base, None).expect("client");
+        let uplink = Uplink::open(dir.path(), floor).await.expect("open");
+
+        // Refused before it reaches the log.
+        let bad = NewEventBody {
+            payload: json!({"hook_event_name": "Stop"}),
+            ..event(9, None)
+        };
+        assert!(matches!(
+            uplink.submit("p", "s", bad).await,
+            Err(SubmitError::Invalid(m)) if m.contains("session_id")
+        ));
+        let marks = [None, Some("reject"), Some("flaky"), None, None];
+        let mut ids = Vec::new();
+        for (n, m) in marks.iter().enumerate() {
+            ids.push(
+                uplink
+                    .submit("p", "s", event(n as u64, *m))
+                    .await
+                    .expect("submit"),
+            );
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while uplink.status().pending > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                uplink.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let st = uplink.status();
+        assert_eq!((st.delivered, st.dead_letters), (4, 1), "{st:?}");
+        let stored: Vec<u64> = fake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stored
+            .iter()
+            .map(|e| e["payload"]["n"].as_u64().unwrap_or(99))
+            .collect();
+        assert_eq!(stored, vec![0, 2, 3, 4], "in order, each once");
+        let dead = read_dead_letters(uplink.dead_letter_path()).expect("dead letters");
+        assert_eq!(dead.len(), 1);
+        assert_eq!((dead[0].id, dead[0].status), (Some(ids[1]), 400));
+        assert_eq!(dead[0].error, "payload.x: bad");
+        uplink.shutdown().await;
+    }
 }

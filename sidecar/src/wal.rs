@@ -29,6 +29,10 @@ use crate::home::{Home, create_private_dir, private_file_options};
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 
+/// At most this many undelivered records are kept in memory; the rest wait on disk and
+/// are read back as the front is delivered, so a long outage costs disk, not memory.
+pub const MEMORY_RECORDS: usize = 20_000;
+
 /// One acknowledged event on its way to the floor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WalRecord {
@@ -84,11 +88,22 @@ pub(crate) struct Shared {
 }
 
 struct Inner {
-    /// Appended, not yet acknowledged, in order.
+    /// The oldest records not yet acknowledged, in order (at most `cap`).
     pending: VecDeque<Arc<WalRecord>>,
+    /// Records not yet acknowledged, in memory or not.
+    total: usize,
+    /// The first record that is on disk only; every later one is on disk only too.
+    spilled: Option<u64>,
+    /// The writer's next seq (records below it are synced).
+    next_seq: u64,
+    /// Most records in memory.
+    cap: usize,
     acked: u64,
     /// Segments in order: (first seq, path). The last one is the writer's.
     segments: Vec<(u64, PathBuf)>,
+    /// Projects renamed while records for them were waiting (old, new), applied to
+    /// records read back from disk.
+    renames: Vec<(String, String)>,
 }
 
 /// The log: a handle to append and to acknowledge.
@@ -109,11 +124,16 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// What is on disk: the acked mark, the segments and every record above the mark.
+/// What is on disk: the acked mark, the segments and the records above the mark.
 struct Recovered {
     acked: u64,
     segments: Vec<(u64, PathBuf)>,
+    /// The first `cap` records above the mark.
     pending: Vec<WalRecord>,
+    /// All records above the mark.
+    total: usize,
+    /// The first record above the mark not in `pending`.
+    spilled: Option<u64>,
     max_seq: u64,
 }
 
@@ -125,8 +145,7 @@ fn read_acked(dir: &Path) -> io::Result<u64> {
     }
 }
 
-fn recover(dir: &Path) -> io::Result<Recovered> {
-    let acked = read_acked(dir)?;
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(rd) => {
@@ -141,35 +160,72 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
         Err(e) => return Err(e),
     }
     segments.sort();
-    let mut pending = Vec::new();
-    let mut max_seq = acked;
-    for (_, path) in &segments {
-        let reader = BufReader::new(File::open(path)?);
-        for line in reader.split(b'\n') {
+    Ok(segments)
+}
+
+/// Calls `f` with every whole record of the segments that may hold seqs `>= from`, in
+/// order, until it returns false. A line that does not parse is skipped: only a write cut
+/// short by a crash (or still in progress) leaves one, and its caller was never answered.
+fn scan_records(
+    segments: &[(u64, PathBuf)],
+    from: u64,
+    mut f: impl FnMut(WalRecord) -> bool,
+) -> io::Result<()> {
+    for (i, (_, path)) in segments.iter().enumerate() {
+        // Segment i holds seqs below the next segment's first.
+        if segments.get(i + 1).is_some_and(|n| n.0 <= from) {
+            continue;
+        }
+        let file = match File::open(path) {
+            Ok(f) => f,
+            // Compacted meanwhile: everything in it was delivered.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for line in BufReader::new(file).split(b'\n') {
             let line = line?;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match serde_json::from_slice::<WalRecord>(&line) {
-                Ok(r) => {
-                    max_seq = max_seq.max(r.seq);
-                    if r.seq > acked {
-                        pending.push(r);
+                Ok(r) if r.seq >= from => {
+                    if !f(r) {
+                        return Ok(());
                     }
                 }
-                // Only a write cut short by a crash leaves such a line, and its caller
-                // was never answered: dropping it loses nothing acknowledged.
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(segment = %path.display(), error = %e, "skipping a torn WAL line")
+                    tracing::debug!(segment = %path.display(), error = %e, "skipping a torn WAL line")
                 }
             }
         }
     }
-    pending.sort_by_key(|r| r.seq);
+    Ok(())
+}
+
+fn recover(dir: &Path, cap: usize) -> io::Result<Recovered> {
+    let acked = read_acked(dir)?;
+    let segments = list_segments(dir)?;
+    let mut pending = Vec::new();
+    let mut total = 0;
+    let mut spilled = None;
+    let mut max_seq = acked;
+    scan_records(&segments, acked + 1, |r| {
+        max_seq = max_seq.max(r.seq);
+        total += 1;
+        if pending.len() < cap {
+            pending.push(r);
+        } else if spilled.is_none() {
+            spilled = Some(r.seq);
+        }
+        true
+    })?;
     Ok(Recovered {
         acked,
         segments,
         pending,
+        total,
+        spilled,
         max_seq,
     })
 }
@@ -177,7 +233,7 @@ fn recover(dir: &Path) -> io::Result<Recovered> {
 /// The records not yet acknowledged by the floor, oldest first (for `polaris recover`;
 /// safe to call while a sidecar runs, which may deliver some of them meanwhile).
 pub fn read_pending(home: &Home) -> io::Result<Vec<WalRecord>> {
-    Ok(recover(&home.wal_dir())?.pending)
+    Ok(recover(&home.wal_dir(), usize::MAX)?.pending)
 }
 
 fn create_segment(dir: &Path, first: u64) -> io::Result<(File, PathBuf)> {
@@ -194,8 +250,14 @@ fn create_segment(dir: &Path, first: u64) -> io::Result<(File, PathBuf)> {
 impl Wal {
     /// Opens (or recovers) the log in `dir` and starts its writer thread.
     pub(crate) fn open(dir: &Path) -> io::Result<Wal> {
+        Self::open_with_cap(dir, MEMORY_RECORDS)
+    }
+
+    /// Like [`Wal::open`], keeping at most `cap` undelivered records in memory.
+    pub(crate) fn open_with_cap(dir: &Path, cap: usize) -> io::Result<Wal> {
         create_private_dir(dir)?;
-        let rec = recover(dir)?;
+        let cap = cap.max(1);
+        let rec = recover(dir, cap)?;
         let next = rec.max_seq + 1;
         let mut segments = rec.segments;
         let (file, path) = create_segment(dir, next)?;
@@ -204,8 +266,13 @@ impl Wal {
             dir: dir.to_owned(),
             inner: Mutex::new(Inner {
                 pending: rec.pending.into_iter().map(Arc::new).collect(),
+                total: rec.total,
+                spilled: rec.spilled,
+                next_seq: next,
+                cap,
                 acked: rec.acked,
                 segments,
+                renames: Vec::new(),
             }),
             appended: Notify::new(),
         });
@@ -253,9 +320,59 @@ impl Shared {
         out
     }
 
-    /// Records not yet acknowledged.
+    /// Records not yet acknowledged (in memory and on disk only).
     pub(crate) fn pending_len(&self) -> usize {
-        self.lock().pending.len()
+        self.lock().total
+    }
+
+    /// Whether records wait on disk and memory has room for them.
+    pub(crate) fn needs_refill(&self) -> bool {
+        let inner = self.lock();
+        inner.spilled.is_some() && inner.pending.len() <= inner.cap / 2
+    }
+
+    /// Reads records that wait on disk only back into memory, up to the cap. Blocking.
+    pub(crate) fn refill(&self) -> io::Result<()> {
+        let (from, segments, room, synced) = {
+            let inner = self.lock();
+            let Some(from) = inner.spilled else {
+                return Ok(());
+            };
+            (
+                from,
+                inner.segments.clone(),
+                inner.cap.saturating_sub(inner.pending.len()),
+                inner.next_seq,
+            )
+        };
+        let mut loaded = Vec::new();
+        scan_records(&segments, from, |r| {
+            loaded.push(r);
+            loaded.len() < room
+        })?;
+        let capped = loaded.len() >= room;
+        let mut inner = self.lock();
+        if inner.spilled != Some(from) {
+            return Ok(());
+        }
+        let mut next = from;
+        for mut r in loaded {
+            if r.seq < next {
+                continue;
+            }
+            next = r.seq + 1;
+            for (old, new) in &inner.renames {
+                if r.project == *old {
+                    r.project = new.clone();
+                }
+            }
+            inner.pending.push_back(Arc::new(r));
+        }
+        // Everything synced before the read began was visible to it; only a record
+        // synced meanwhile may still be on disk only.
+        let resume = if capped { next } else { next.max(synced) };
+        inner.spilled = (resume < inner.next_seq).then_some(resume);
+        Ok(())
     }
 
     /// Marks everything up to `seq` acknowledged: forgets it, records the mark and
@@ -269,6 +386,7 @@ impl Shared {
             inner.acked = seq;
             while inner.pending.front().is_some_and(|r| r.seq <= seq) {
                 inner.pending.pop_front();
+                inner.total = inner.total.saturating_sub(1);
             }
         }
         // Written without fsync: a stale mark after a crash only means a few events are
@@ -289,6 +407,9 @@ impl Shared {
     /// Rewrites records not yet delivered (a project renamed while they waited).
     pub(crate) fn retarget(&self, old_project: &str, new_project: &str) {
         let mut inner = self.lock();
+        inner
+            .renames
+            .push((old_project.to_owned(), new_project.to_owned()));
         for r in inner.pending.iter_mut() {
             if r.project == old_project {
                 let mut moved = (**r).clone();
@@ -384,7 +505,20 @@ fn writer(
             Ok(()) => {
                 size += buf.len() as u64;
                 next = seq;
-                shared.lock().pending.extend(records);
+                {
+                    let mut inner = shared.lock();
+                    inner.next_seq = seq;
+                    inner.total += records.len();
+                    for r in records {
+                        // Once one record waits on disk only, all later ones do too, so
+                        // memory always holds the oldest, in order.
+                        if inner.spilled.is_none() && inner.pending.len() < inner.cap {
+                            inner.pending.push_back(r);
+                        } else if inner.spilled.is_none() {
+                            inner.spilled = Some(r.seq);
+                        }
+                    }
+                }
                 shared.appended.notify_one();
                 for (reply, seqs, bad) in answers {
                     let answer = match bad {
@@ -405,7 +539,9 @@ fn writer(
                     file = f;
                     size = 0;
                     next = seq;
-                    shared.lock().segments.push((seq, path));
+                    let mut inner = shared.lock();
+                    inner.segments.push((seq, path));
+                    inner.next_seq = seq;
                 }
                 for (reply, _, _) in answers {
                     // Nobody waiting is not an error here.
@@ -485,7 +621,7 @@ mod tests {
         // New appends continue after the last whole record, in a new segment.
         assert_eq!(wal.append(vec![item(3)]).await.expect("append"), vec![4]);
         drop(wal);
-        let again = recover(dir.path()).expect("recover").pending;
+        let again = recover(dir.path(), usize::MAX).expect("recover").pending;
         assert_eq!(
             again.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
@@ -531,11 +667,49 @@ mod tests {
             vec!["seg-00000000000000000006.jsonl".to_owned()]
         );
         drop(wal);
-        let rec = recover(dir.path()).expect("recover");
+        let rec = recover(dir.path(), usize::MAX).expect("recover");
         assert_eq!(
             rec.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![7, 8]
         );
+    }
+
+    #[tokio::test]
+    async fn a_backlog_beyond_memory_waits_on_disk_and_comes_back_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open_with_cap(dir.path(), 4).expect("open");
+        for chunk in 0..3 {
+            wal.append((chunk * 4..chunk * 4 + 4).map(item).collect())
+                .await
+                .expect("append");
+        }
+        assert_eq!(wal.shared.pending_len(), 12);
+        assert_eq!(
+            wal.shared.next_batch(100).len(),
+            4,
+            "only the cap in memory"
+        );
+        // Deliver two, then restart: the rest is still on disk.
+        let mut delivered = Vec::new();
+        let batch = wal.shared.next_batch(2);
+        delivered.extend(batch.iter().map(|r| r.seq));
+        wal.shared.ack(batch[1].seq).expect("ack");
+        drop(wal);
+        let wal = Wal::open_with_cap(dir.path(), 4).expect("reopen");
+        assert_eq!(wal.shared.pending_len(), 10);
+        wal.append(vec![item(12)]).await.expect("append");
+        // Drain the way the uplink does, reading back from disk as the front empties.
+        loop {
+            if wal.shared.needs_refill() {
+                wal.shared.refill().expect("refill");
+            }
+            let batch = wal.shared.next_batch(3);
+            let Some(last) = batch.last() else { break };
+            delivered.extend(batch.iter().map(|r| r.seq));
+            wal.shared.ack(last.seq).expect("ack");
+        }
+        assert_eq!(delivered, (1..=13).collect::<Vec<_>>());
+        assert_eq!(wal.shared.pending_len(), 0);
     }
 
     #[tokio::test]

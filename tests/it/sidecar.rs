@@ -397,6 +397,24 @@ async fn stamps_senders_requires_the_secret_and_keeps_other_windows_out() {
     assert_eq!(line["project"], "pj");
     assert_eq!(line["endpoint"], "/events");
 
+    // Everything the sidecar wrote is private to the user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&home), 0o700);
+        for f in ["daemon.secret", "state.json", "session-history.jsonl"] {
+            assert_eq!(mode(&home.join(f)), 0o600, "{f}");
+        }
+        for dir in ["wal", "logs"] {
+            assert_eq!(mode(&home.join(dir)), 0o700, "{dir}");
+            for e in std::fs::read_dir(home.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+            }
+        }
+    }
+
     // Disconnect stops the aliases too.
     let (s, _) = sc
         .post("/disconnect", json!({"ccSessionId": "mcp-cc-1"}))
