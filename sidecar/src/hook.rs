@@ -140,12 +140,13 @@ fn forward(ctx: &Context, input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn
                 }
             }
         }
-        // A wrong or missing secret means the sidecar never took the event, for a reason
-        // that is local configuration, not the event: keep it for the sidecar's next start.
-        Ok(a) if a.status == 401 => {
+        // 401 (a wrong or missing secret) and 503 (not taking events now) mean the sidecar
+        // did not take the event, for a reason that is not the event: keep it for the
+        // sidecar's next start.
+        Ok(a) if matches!(a.status, 401 | 503) => {
             note(
                 stderr,
-                format_args!("sidecar refused the local secret (401); spooling the event"),
+                format_args!("sidecar did not take the event ({}); spooling it", a.status),
             );
             spool_event(ctx, payload, id, t, stderr);
         }

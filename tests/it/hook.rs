@@ -287,21 +287,19 @@ async fn an_error_answer_is_logged_not_spooled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_secret_keeps_the_event_in_the_spool() {
-    let w = World::new();
-    let (port, _) = fake_sidecar(vec![(
-        StatusCode::UNAUTHORIZED,
-        json!({"error": "Unauthorized"}),
-    )])
-    .await;
-    let event = prompt("cc-5");
-    let out = w.hook(port, &[], event.to_string().as_bytes()).await;
-    assert!(out.status.success());
-    assert!(out.stdout.is_empty());
-    let files = w.spool_files();
-    assert_eq!(files.len(), 1);
-    let entry = polaris_sidecar::spool::read(&files[0]).unwrap();
-    assert_eq!(entry.payload, event);
+async fn a_refused_secret_or_an_unavailable_sidecar_keeps_the_event_in_the_spool() {
+    for status in [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE] {
+        let w = World::new();
+        let (port, _) = fake_sidecar(vec![(status, json!({"error": "not now"}))]).await;
+        let event = prompt("cc-5");
+        let out = w.hook(port, &[], event.to_string().as_bytes()).await;
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty());
+        let files = w.spool_files();
+        assert_eq!(files.len(), 1, "{status}");
+        let entry = polaris_sidecar::spool::read(&files[0]).unwrap();
+        assert_eq!(entry.payload, event);
+    }
 }
 
 /// A transcript of one turn: the prompt, a tool call and its result, then the answer.
