@@ -296,8 +296,11 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
         secret_path.display()
     ));
 
-    settings.save()?;
-    claude.save()?;
+    for f in [&settings, &claude] {
+        if let Some(bak) = f.save()? {
+            report.push(format!("your original is kept as {}", bak.display()));
+        }
+    }
     if opts.pass_home {
         report.push(format!("home: {}", opts.home.root().display()));
     }
@@ -470,10 +473,10 @@ impl JsonFile {
 
     /// Writes the file if it changed: a backup of the user's original once, then the new
     /// text to a temporary file that is synced and renamed over it. A file install created
-    /// that ends up empty is removed.
-    fn save(&self) -> Result<(), InstallError> {
+    /// that ends up empty is removed. Returns the backup's path if this call made it.
+    fn save(&self) -> Result<Option<PathBuf>, InstallError> {
         if self.root == self.loaded {
-            return Ok(());
+            return Ok(None);
         }
         let io_err = |source| InstallError::Io {
             path: self.path.clone(),
@@ -483,13 +486,14 @@ impl JsonFile {
             // Nothing of the user's was ever in it (no original was backed up).
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
-                _ => Ok(()),
+                _ => Ok(None),
             };
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(io_err)?;
         }
         let mode = file_mode(&self.path);
+        let mut backup = None;
         if let Some(original) = &self.text {
             let bak = self.backup_path();
             if !bak.exists() {
@@ -499,12 +503,14 @@ impl JsonFile {
                         source,
                     }
                 })?;
+                backup = Some(bak);
             }
         }
         let mut text =
             serde_json::to_string_pretty(&self.root).map_err(|e| io_err(io::Error::other(e)))?;
         text.push('\n');
-        write_atomic(&self.path, text.as_bytes(), mode).map_err(io_err)
+        write_atomic(&self.path, text.as_bytes(), mode).map_err(io_err)?;
+        Ok(backup)
     }
 }
 

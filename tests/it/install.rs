@@ -111,6 +111,10 @@ fn install_merges_with_the_users_settings_and_uninstall_restores_them() {
 
     let said = w.ok("install", &[]);
     assert!(said.contains("/polaris join #project"), "{said}");
+    assert!(
+        said.contains(&format!("kept as {}.bak", w.settings().display())),
+        "{said}"
+    );
     assert!(said.contains("polaris sidecar"), "{said}");
 
     let hook = format!("{BIN} hook");
