@@ -33,6 +33,14 @@ enum Command {
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// The MCP server Claude Code starts (stdio): the polaris_* tools, talking to the
+    /// local sidecar.
+    Mcp(McpArgs),
+    /// Resend to the floor every event the sidecar's log and write-ahead log hold that the
+    /// floor does not have (same ids and times, so running it twice is harmless).
+    Recover(RecoverArgs),
+    /// Run the local sidecar (hooks, MCP and agents post through it), or ask it how it is.
+    Sidecar(SidecarArgs),
     /// The command Claude Code runs for every hook: hook JSON on stdin, to the sidecar.
     /// Always exits 0.
     Hook(HookArgs),
@@ -63,6 +71,50 @@ struct InstallArgs {
     /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: POLARIS_SERVICE_URL, else the active profile of config.json]
+    #[arg(long, value_name = "URL")]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: POLARIS_AUTH_TOKEN, else the active profile's]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The sidecar's home, for its secret file [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct SidecarArgs {
+    #[command(subcommand)]
+    command: Option<SidecarCommand>,
+    /// Loopback address to listen on [default: 127.0.0.1:$POLARIS_DAEMON_PORT or :4322]
+    #[arg(long, value_name = "ADDR", global = true)]
+    listen: Option<String>,
+    /// The sidecar's home [default: $POLARIS_HOME or ~/.polaris]
+    #[arg(long, value_name = "DIR", global = true)]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: $POLARIS_SERVICE_URL, else config.json's active profile]
+    #[arg(long, value_name = "URL", global = true)]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: $POLARIS_AUTH_TOKEN, else config.json]
+    #[arg(long, value_name = "TOKEN", hide = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SidecarCommand {
+    /// Pending events, dead letters, the floor and whether it is reachable.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +267,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
+        Command::Sidecar(args) => sidecar(args, &env),
+        Command::Mcp(args) => mcp(args, &env),
+        Command::Recover(args) => recover(args, &env),
     }
 }
 
@@ -329,6 +384,87 @@ fn init_tracing(config: &ServerConfig) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
+    // Stdout carries the protocol: logs go to stderr, quiet unless POLARIS_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let settings = polaris_sidecar::mcp::McpSettings::from_env(args.home.as_deref(), env)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
+    Ok(())
+}
+
+fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {
+    let home = polaris_sidecar::home::Home::resolve(args.home.as_deref(), env)?;
+    let floor = polaris_sidecar::config::floor_settings(
+        args.floor.as_deref(),
+        args.token.as_deref(),
+        &home,
+        env,
+    )?;
+    let floor = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(polaris_sidecar::recover::run(&home, &floor))?;
+    println!("polaris recover: {report}");
+    if report.failed > 0 {
+        bail!(
+            "{} events could not be checked or resent; run it again once the floor answers",
+            report.failed
+        );
+    }
+    Ok(())
+}
+
+fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
+    use polaris_sidecar::{config, home::Home};
+    let home = Home::resolve(args.home.as_deref(), env)?;
+    let addr = config::listen_addr(args.listen.as_deref(), env)?;
+    let floor = config::floor_settings(args.floor.as_deref(), args.token.as_deref(), &home, env)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if let Some(SidecarCommand::Status) = args.command {
+        return rt.block_on(polaris_sidecar::status::print(&home, addr, &floor, env));
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let secret = polaris_sidecar::secret::load_or_create(&home, env)
+        .with_context(|| format!("the local secret in {}", home.root().display()))?;
+    let client = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, floor = %client.base(), home = %home.root().display(), "polaris sidecar serving");
+        let world = polaris_sidecar::SidecarWorld {
+            home,
+            floor: client,
+            secret,
+        };
+        polaris_sidecar::run(listener, world, shutdown_signal()).await
+    })
 }
 
 fn install(args: InstallArgs, env: &Env, undo: bool) -> anyhow::Result<()> {
@@ -530,6 +666,37 @@ mod tests {
         ] {
             assert!(fast(args).is_none(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn mcp_flags_parse() {
+        let cli = Cli::try_parse_from(["polaris", "mcp", "--home", "/tmp/h"]).unwrap();
+        let Command::Mcp(a) = cli.command else {
+            panic!("not mcp")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert!(Cli::try_parse_from(["polaris", "mcp", "extra"]).is_err());
+    }
+
+    #[test]
+    fn recover_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "recover",
+            "--home",
+            "/tmp/h",
+            "--floor",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Recover(a) = cli.command else {
+            panic!("not recover")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert_eq!(a.floor.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(a.token.as_deref(), Some("t"));
     }
 
     #[test]

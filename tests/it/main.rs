@@ -7,6 +7,7 @@
 mod support;
 
 mod actors;
+mod agent_outbox;
 mod agents;
 mod answers;
 mod api;
@@ -14,5 +15,8 @@ mod auth;
 mod bad_input;
 mod hook;
 mod install;
+mod mcp;
 mod process;
+mod recover;
+mod sidecar;
 mod streams;
