@@ -122,6 +122,7 @@ fn forward(ctx: &Context, input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn
         && matches!(a.status, 400 | 413 | 422)
         && payload.shift_remove("raw_turn").is_some()
     {
+        payload.shift_remove("raw_turn_omitted");
         note(
             stderr,
             format_args!(
@@ -134,18 +135,19 @@ fn forward(ctx: &Context, input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn
     match answer {
         Ok(a) if (200..300).contains(&a.status) => {
             if is_prompt && let Some(out) = inject_output(&a.body) {
-                // Claude Code reads this line; a failed write has no one left to tell.
+                // Claude Code reads this line; if it stopped reading, stderr is all that is left.
                 if let Err(e) = writeln!(stdout, "{out}").and_then(|()| stdout.flush()) {
                     note(stderr, format_args!("writing the injects: {e}"));
                 }
             }
         }
-        // A wrong or missing secret means the sidecar never took the event, for a reason
-        // that is local configuration, not the event: keep it for the sidecar's next start.
-        Ok(a) if a.status == 401 => {
+        // 401 (a wrong or missing secret) and 503 (not taking events now) mean the sidecar
+        // did not take the event, for a reason that is not the event: keep it for the
+        // sidecar's next start.
+        Ok(a) if matches!(a.status, 401 | 503) => {
             note(
                 stderr,
-                format_args!("sidecar refused the local secret (401); spooling the event"),
+                format_args!("sidecar did not take the event ({}); spooling it", a.status),
             );
             spool_event(ctx, payload, id, t, stderr);
         }

@@ -110,12 +110,18 @@ impl InstallOptions {
         cmd
     }
 
-    /// Whether `command` is one of ours: this binary's path plus ` hook`, whatever follows.
+    /// Whether `command` is one of ours: an absolute path to a `polaris` binary plus
+    /// ` hook`, whatever follows. Another build's path counts too, so that installing from
+    /// a moved or rebuilt binary updates its entries instead of adding a second set (every
+    /// event would go twice), and uninstall removes them.
     fn is_ours(&self, command: &str) -> bool {
-        let prefix = format!("{} hook", shell_quote(&self.exe.to_string_lossy()));
-        command
-            .strip_prefix(&prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        let Some((exe, rest)) = first_word(command) else {
+            return false;
+        };
+        is_polaris_path(&exe)
+            && rest
+                .strip_prefix(" hook")
+                .is_some_and(|r| r.is_empty() || r.starts_with(' '))
     }
 
     fn mcp_entry(&self) -> Value {
@@ -181,15 +187,27 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
     let mut report = Vec::new();
 
     let hooks = object_at(&mut settings.root, "hooks", &opts.settings)?;
-    let mut added = Vec::new();
-    let mut present = Vec::new();
+    let command = opts.hook_command();
+    let (mut added, mut present, mut updated) = (Vec::new(), Vec::new(), Vec::new());
     for (event, matcher) in HOOK_EVENTS {
         let groups = array_at(hooks, event, &opts.settings, "hooks.")?;
         if groups
             .iter()
-            .any(|g| group_commands(g).any(|c| opts.is_ours(c)))
+            .any(|g| group_commands(g).any(|c| c == command))
         {
             present.push(event);
+            continue;
+        }
+        // Another build's (or home's) entry: point it here, where it stands.
+        if let Some(old) = groups
+            .iter_mut()
+            .filter_map(|g| g.get_mut("hooks")?.as_array_mut())
+            .flatten()
+            .filter_map(|h| h.get_mut("command"))
+            .find(|c| c.as_str().is_some_and(|c| opts.is_ours(c)))
+        {
+            *old = Value::String(command.clone());
+            updated.push(event);
             continue;
         }
         let mut group = Map::new();
@@ -198,7 +216,7 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
         }
         group.insert(
             "hooks".into(),
-            serde_json::json!([{"type": "command", "command": opts.hook_command()}]),
+            serde_json::json!([{"type": "command", "command": command}]),
         );
         groups.push(Value::Object(group));
         added.push(event);
@@ -207,14 +225,20 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
     if !added.is_empty() {
         let _ = write!(line, "added {}", added.join(", "));
     }
-    if !present.is_empty() {
-        let sep = if added.is_empty() { "" } else { "; " };
-        let _ = write!(line, "{sep}already there: {}", present.join(", "));
+    for (what, events) in [("updated", &updated), ("already there", &present)] {
+        if !events.is_empty() {
+            let sep = if line.ends_with(": ") { "" } else { "; " };
+            let _ = write!(line, "{sep}{what}: {}", events.join(", "));
+        }
     }
     report.push(line);
 
     let statusline = opts.statusline_command();
-    match settings.root.get("statusLine") {
+    let current = settings
+        .root
+        .get("statusLine")
+        .map(|s| s.get("command").and_then(Value::as_str).map(str::to_owned));
+    match current {
         None => {
             settings.root.insert(
                 "statusLine".into(),
@@ -222,12 +246,12 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
             );
             report.push("status line: added".into());
         }
-        Some(s)
-            if s.get("command")
-                .and_then(Value::as_str)
-                .is_some_and(|c| opts.is_ours(c)) =>
-        {
-            report.push("status line: already there".into());
+        Some(Some(c)) if c == statusline => report.push("status line: already there".into()),
+        Some(Some(c)) if opts.is_ours(&c) => {
+            if let Some(Value::Object(s)) = settings.root.get_mut("statusLine") {
+                s.insert("command".into(), Value::String(statusline));
+            }
+            report.push("status line: updated".into());
         }
         Some(_) => report.push(format!(
             "status line: yours kept (to show Polaris there, run: {statusline})"
@@ -272,8 +296,11 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
         secret_path.display()
     ));
 
-    settings.save()?;
-    claude.save()?;
+    for f in [&settings, &claude] {
+        if let Some(bak) = f.save()? {
+            report.push(format!("your original is kept as {}", bak.display()));
+        }
+    }
     if opts.pass_home {
         report.push(format!("home: {}", opts.home.root().display()));
     }
@@ -351,7 +378,7 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
             .get(MCP_NAME)
             .and_then(|s| s.get("command"))
             .and_then(Value::as_str)
-            .is_some_and(|c| Path::new(c) == opts.exe);
+            .is_some_and(is_polaris_path);
         if ours {
             servers.shift_remove(MCP_NAME);
             mcp_removed = true;
@@ -446,10 +473,10 @@ impl JsonFile {
 
     /// Writes the file if it changed: a backup of the user's original once, then the new
     /// text to a temporary file that is synced and renamed over it. A file install created
-    /// that ends up empty is removed.
-    fn save(&self) -> Result<(), InstallError> {
+    /// that ends up empty is removed. Returns the backup's path if this call made it.
+    fn save(&self) -> Result<Option<PathBuf>, InstallError> {
         if self.root == self.loaded {
-            return Ok(());
+            return Ok(None);
         }
         let io_err = |source| InstallError::Io {
             path: self.path.clone(),
@@ -459,13 +486,14 @@ impl JsonFile {
             // Nothing of the user's was ever in it (no original was backed up).
             return match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(e)),
-                _ => Ok(()),
+                _ => Ok(None),
             };
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(io_err)?;
         }
         let mode = file_mode(&self.path);
+        let mut backup = None;
         if let Some(original) = &self.text {
             let bak = self.backup_path();
             if !bak.exists() {
@@ -475,12 +503,14 @@ impl JsonFile {
                         source,
                     }
                 })?;
+                backup = Some(bak);
             }
         }
         let mut text =
             serde_json::to_string_pretty(&self.root).map_err(|e| io_err(io::Error::other(e)))?;
         text.push('\n');
-        write_atomic(&self.path, text.as_bytes(), mode).map_err(io_err)
+        write_atomic(&self.path, text.as_bytes(), mode).map_err(io_err)?;
+        Ok(backup)
     }
 }
 
@@ -617,6 +647,34 @@ fn earlier_polaris_hooks(root: &Map<String, Value>) -> Option<String> {
         })
 }
 
+/// The first word of a command as the shell reads it (plain, or single-quoted as
+/// [`shell_quote`] writes it), and the rest.
+fn first_word(command: &str) -> Option<(String, &str)> {
+    let Some(mut rest) = command.strip_prefix('\'') else {
+        let end = command.find(' ').unwrap_or(command.len());
+        return Some((command[..end].to_owned(), &command[end..]));
+    };
+    let mut word = String::new();
+    loop {
+        let end = rest.find('\'')?;
+        word.push_str(&rest[..end]);
+        rest = &rest[end + 1..];
+        match rest.strip_prefix("\\''") {
+            Some(r) => {
+                word.push('\'');
+                rest = r;
+            }
+            None => return Some((word, rest)),
+        }
+    }
+}
+
+/// An absolute path to a binary named `polaris`.
+fn is_polaris_path(p: &str) -> bool {
+    let p = Path::new(p);
+    p.is_absolute() && p.file_name().is_some_and(|n| n == "polaris")
+}
+
 /// Quotes `s` for the shell Claude Code runs hook commands with, when it needs it.
 fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
@@ -661,7 +719,12 @@ mod tests {
         assert!(o.is_ours("/usr/local/bin/polaris hook"));
         assert!(o.is_ours("/usr/local/bin/polaris hook --statusline"));
         assert!(!o.is_ours("/usr/local/bin/polaris hooker"));
-        assert!(!o.is_ours("/other/polaris hook"));
+        assert!(
+            o.is_ours("/other/polaris hook --home /x"),
+            "another build's"
+        );
+        assert!(!o.is_ours("polaris hook"), "not an absolute path");
+        assert!(!o.is_ours("/usr/local/bin/notpolaris hook"));
         assert!(!o.is_ours("echo /usr/local/bin/polaris hook"));
 
         let o = opts("/Users/A B/it's/polaris", true);

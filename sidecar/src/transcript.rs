@@ -83,7 +83,7 @@ fn within_budget(mut entries: Vec<Value>, budget: usize) -> (Vec<Value>, usize) 
 pub fn read_turn(path: &Path) -> io::Result<Turn> {
     let mut file = File::open(path)?;
     let mut entries = Vec::new();
-    let mut lines = ReverseLines::new(&mut file)?;
+    let mut lines = ReverseLines::new(&mut file, FIRST_BLOCK)?;
     while let Some(line) = lines.next_line()? {
         // Unparsable lines (a torn last line, a future format) are skipped, not fatal.
         let Ok(entry) = serde_json::from_slice::<Value>(&line) else {
@@ -221,16 +221,19 @@ struct ReverseLines<'a> {
     carry: Vec<u8>,
     /// Complete lines found in the last block, last line first.
     ready: Vec<Vec<u8>>,
+    /// The smallest block to read.
+    block: usize,
 }
 
 impl<'a> ReverseLines<'a> {
-    fn new(file: &'a mut File) -> io::Result<Self> {
+    fn new(file: &'a mut File, block: usize) -> io::Result<Self> {
         let pos = file.seek(SeekFrom::End(0))?;
         Ok(ReverseLines {
             file,
             pos,
             carry: Vec::new(),
             ready: Vec::new(),
+            block: block.max(1),
         })
     }
 
@@ -251,7 +254,7 @@ impl<'a> ReverseLines<'a> {
     }
 
     fn read_block(&mut self) -> io::Result<()> {
-        let want = FIRST_BLOCK.max(self.carry.len()) as u64;
+        let want = self.block.max(self.carry.len()) as u64;
         let n = want.min(self.pos);
         self.pos -= n;
         self.file.seek(SeekFrom::Start(self.pos))?;
@@ -415,6 +418,38 @@ mod tests {
         let turn = read_turn(f.path()).expect("read");
         assert_eq!(turn.raw_turn.len(), 3);
         assert_eq!(turn.response, Some(format!("{big}\n\nend")));
+    }
+
+    #[test]
+    fn reverse_lines_match_the_file_for_every_block_size() {
+        // Lines of many lengths (empty ones included), with and without a final newline.
+        let lines: Vec<String> = (0..60).map(|i| "ab".repeat((i * 7) % 23)).collect();
+        for final_newline in [true, false] {
+            let mut text = lines.join("\n");
+            if final_newline {
+                text.push('\n');
+            }
+            let mut f = tempfile::NamedTempFile::new().expect("temp");
+            f.write_all(text.as_bytes()).expect("write");
+            let expected: Vec<&str> = lines
+                .iter()
+                .rev()
+                .map(String::as_str)
+                .filter(|l| !l.is_empty())
+                .collect();
+            for block in [1, 2, 3, 7, 16, 100, 4096] {
+                let mut file = File::open(f.path()).expect("open");
+                let mut r = ReverseLines::new(&mut file, block).expect("reader");
+                let mut got = Vec::new();
+                while let Some(l) = r.next_line().expect("line") {
+                    got.push(String::from_utf8(l).expect("utf8"));
+                }
+                assert_eq!(
+                    got, expected,
+                    "block {block}, final newline {final_newline}"
+                );
+            }
+        }
     }
 
     #[test]

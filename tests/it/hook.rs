@@ -287,21 +287,19 @@ async fn an_error_answer_is_logged_not_spooled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_refused_secret_keeps_the_event_in_the_spool() {
-    let w = World::new();
-    let (port, _) = fake_sidecar(vec![(
-        StatusCode::UNAUTHORIZED,
-        json!({"error": "Unauthorized"}),
-    )])
-    .await;
-    let event = prompt("cc-5");
-    let out = w.hook(port, &[], event.to_string().as_bytes()).await;
-    assert!(out.status.success());
-    assert!(out.stdout.is_empty());
-    let files = w.spool_files();
-    assert_eq!(files.len(), 1);
-    let entry = polaris_sidecar::spool::read(&files[0]).unwrap();
-    assert_eq!(entry.payload, event);
+async fn a_refused_secret_or_an_unavailable_sidecar_keeps_the_event_in_the_spool() {
+    for status in [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE] {
+        let w = World::new();
+        let (port, _) = fake_sidecar(vec![(status, json!({"error": "not now"}))]).await;
+        let event = prompt("cc-5");
+        let out = w.hook(port, &[], event.to_string().as_bytes()).await;
+        assert!(out.status.success());
+        assert!(out.stdout.is_empty());
+        let files = w.spool_files();
+        assert_eq!(files.len(), 1, "{status}");
+        let entry = polaris_sidecar::spool::read(&files[0]).unwrap();
+        assert_eq!(entry.payload, event);
+    }
 }
 
 /// A transcript of one turn: the prompt, a tool call and its result, then the answer.
@@ -488,4 +486,182 @@ async fn a_sidecar_that_never_answers_counts_as_down() {
         polaris_sidecar::spool::read(&files[0]).unwrap().payload,
         event
     );
+}
+
+/// Starts the real `polaris sidecar` on a free loopback port in front of `floor`; returns it
+/// with its port.
+async fn real_sidecar(home: &Path, floor: &str) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(BIN)
+        .args([
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--floor",
+            floor,
+            "--home",
+        ])
+        .arg(home)
+        .env_remove("POLARIS_DAEMON_SECRET")
+        .env_remove("POLARIS_SERVICE_URL")
+        .env_remove("POLARIS_AUTH_TOKEN")
+        .env_remove("POLARIS_HOME")
+        .env("POLARIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a line within 30 s")
+        .unwrap()
+        .expect("the sidecar printed nothing");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (child, port)
+}
+
+async fn stop_sidecar(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(ok.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the sidecar stops within 20 s")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+async fn floor_events(floor: &str, project: &str, session: &str, n: usize) -> Vec<Value> {
+    crate::support::eventually(30, || async {
+        let r = reqwest::get(format!(
+            "{floor}/projects/{project}/sessions/{session}/messages"
+        ))
+        .await
+        .ok()?;
+        let events: Vec<Value> = r.json().await.ok()?;
+        (events.len() >= n).then_some(events)
+    })
+    .await
+}
+
+/// The whole path with the real sidecar and an in-process floor: the hook's events land on
+/// the floor, a teammate's inject comes back at the next prompt, the status line shows the
+/// session, and an event spooled while the sidecar was down reaches the floor once, under
+/// the id the hook gave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_real_sidecar_to_the_floor_and_back() {
+    use crate::support::{Backend, Options, TestServer};
+    let srv = TestServer::start(Backend::Sqlite, Options::default())
+        .await
+        .unwrap();
+    let w = World::new();
+    let (sidecar, port) = real_sidecar(&w.polaris_home(), &srv.base).await;
+    let http = reqwest::Client::new();
+    let local = |path: &str| format!("http://127.0.0.1:{port}{path}");
+
+    // The MCP server connects; the connect tool's own PostToolUse hook claims the window.
+    let v: Value = http
+        .post(local("/connect"))
+        .header("x-polaris-daemon-secret", &w.secret)
+        .json(&json!({"ccSessionId": "mcp-e2e", "project": "hookproj", "user": "user:manu"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = v["session"].as_str().expect("a session").to_owned();
+    let claim = json!({"session_id": "cc-e2e", "hook_event_name": "PostToolUse",
+        "tool_name": "mcp__polaris__polaris_connect", "tool_input": {"channel": "#hookproj"}});
+    let out = w.hook(port, &[], claim.to_string().as_bytes()).await;
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+
+    let out = w
+        .hook(port, &[], prompt("cc-e2e").to_string().as_bytes())
+        .await;
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let events = floor_events(&srv.base, "hookproj", &session, 2).await;
+    let prompt_event = events
+        .iter()
+        .find(|e| e["payload"]["hook_event_name"] == "UserPromptSubmit")
+        .expect("the prompt on the floor");
+    assert_eq!(prompt_event["sender"], "user:manu");
+    assert_eq!(prompt_event["payload"]["prompt"], "add a login page");
+
+    let out = w
+        .hook(port, &["--statusline"], br#"{"session_id": "cc-e2e"}"#)
+        .await;
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with(&format!("polaris: hookproj/{session} (user:manu)")),
+        "{line}"
+    );
+
+    // A teammate's inject, once the sidecar's stream has it, comes back at the next prompt.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .post(format!(
+            "{}/projects/hookproj/sessions/{session}/inject",
+            srv.base
+        ))
+        .json(&json!({"content": "use RS256", "sender": "user:krishna"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    crate::support::eventually(20, || async {
+        let v: Value = http
+            .get(local("/status/cc-e2e"))
+            .header("x-polaris-daemon-secret", &w.secret)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["injectsWaiting"].as_u64() == Some(1)).then_some(())
+    })
+    .await;
+    let out = w
+        .hook(port, &[], prompt("cc-e2e").to_string().as_bytes())
+        .await;
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("injects printed");
+    assert_eq!(
+        printed["hookSpecificOutput"]["additionalContext"],
+        format!("{PROVENANCE}\n- user:krishna: use RS256")
+    );
+
+    // Down: the hook spools; the sidecar takes the file in on start, under the hook's id.
+    stop_sidecar(sidecar).await;
+    let before = floor_events(&srv.base, "hookproj", &session, 3).await.len();
+    let mut down = prompt("cc-e2e");
+    down["prompt"] = json!("written while the sidecar was down");
+    let out = w.hook(port, &[], down.to_string().as_bytes()).await;
+    assert!(out.status.success() && out.stdout.is_empty());
+    let files = w.spool_files();
+    assert_eq!(files.len(), 1);
+    let id = polaris_sidecar::spool::read(&files[0])
+        .unwrap()
+        .id
+        .to_string();
+    let (sidecar, _) = real_sidecar(&w.polaris_home(), &srv.base).await;
+    let events = floor_events(&srv.base, "hookproj", &session, before + 1).await;
+    let landed: Vec<&Value> = events.iter().filter(|e| e["id"] == id.as_str()).collect();
+    assert_eq!(landed.len(), 1, "{events:?}");
+    assert_eq!(landed[0]["payload"], down);
+    assert!(w.spool_files().is_empty(), "the sidecar took the spool in");
+    stop_sidecar(sidecar).await;
+    srv.finish().await;
 }

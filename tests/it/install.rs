@@ -111,6 +111,10 @@ fn install_merges_with_the_users_settings_and_uninstall_restores_them() {
 
     let said = w.ok("install", &[]);
     assert!(said.contains("/polaris join #project"), "{said}");
+    assert!(
+        said.contains(&format!("kept as {}.bak", w.settings().display())),
+        "{said}"
+    );
     assert!(said.contains("polaris sidecar"), "{said}");
 
     let hook = format!("{BIN} hook");
@@ -356,4 +360,39 @@ fn claude_config_dir_is_followed_and_an_old_polaris_mcp_entry_is_replaced() {
             .contains("0ld-s3cret")
     );
     assert!(!w.settings().exists() && !w.claude_json().exists());
+}
+
+#[test]
+fn another_builds_entries_are_updated_in_place_not_doubled() {
+    let w = World::new();
+    let settings = json!({
+        "hooks": {
+            "Stop": [
+                {"hooks": [{"type": "command", "command": "/old/bin/polaris hook --home /old/home"}]},
+                {"hooks": [{"type": "command", "command": "say done"}]}
+            ]
+        },
+        "statusLine": {"type": "command", "command": "/old/bin/polaris hook --statusline"}
+    });
+    write_json(&w.settings(), &settings);
+    let said = w.ok("install", &[]);
+    assert!(said.contains("updated: Stop"), "{said}");
+    assert!(said.contains("status line: updated"), "{said}");
+    let s = read_json(&w.settings());
+    let hook = format!("{BIN} hook");
+    assert_eq!(commands(&s, "Stop"), [hook.as_str(), "say done"]);
+    assert_eq!(
+        s["statusLine"]["command"],
+        format!("{BIN} hook --statusline")
+    );
+    for event in ["UserPromptSubmit", "PreToolUse", "PostToolUse"] {
+        assert_eq!(commands(&s, event), [hook.as_str()], "{event}");
+    }
+
+    w.ok("uninstall", &[]);
+    let s = read_json(&w.settings());
+    assert_eq!(
+        s,
+        json!({"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "say done"}]}]}})
+    );
 }
