@@ -568,7 +568,7 @@ async fn through_the_real_sidecar_to_the_floor_and_back() {
         .unwrap();
     let w = World::new();
     let (sidecar, port) = real_sidecar(&w.polaris_home(), &srv.base).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let local = |path: &str| format!("http://127.0.0.1:{port}{path}");
 
     // The MCP server connects; the connect tool's own PostToolUse hook claims the window.
