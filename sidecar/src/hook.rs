@@ -141,18 +141,18 @@ fn forward(ctx: &Context, input: &[u8], stdout: &mut dyn Write, stderr: &mut dyn
                 }
             }
         }
-        // 401 (a wrong or missing secret) and 503 (not taking events now) mean the sidecar
-        // did not take the event, for a reason that is not the event: keep it for the
-        // sidecar's next start.
-        Ok(a) if matches!(a.status, 401 | 503) => {
+        // 401 (a wrong or missing secret) and any 5xx (shutting down, its log not
+        // writable) mean the sidecar did not take the event, for a reason that is not the
+        // event: keep it for the sidecar's next start. The id makes a second copy harmless.
+        Ok(a) if a.status == 401 || a.status >= 500 => {
             note(
                 stderr,
                 format_args!("sidecar did not take the event ({}); spooling it", a.status),
             );
             spool_event(ctx, payload, id, t, stderr);
         }
-        // The sidecar answered: it has the event or rejected it for good. Spooling it again
-        // would only be rejected again.
+        // The sidecar refused the event itself (a 4xx): spooling it would only be refused
+        // again.
         Ok(a) => note(
             stderr,
             format_args!(

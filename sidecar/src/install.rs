@@ -29,6 +29,12 @@ const HOOK_EVENTS: [(&str, Option<&str>); 4] = [
 /// The MCP server's name in `~/.claude.json`.
 const MCP_NAME: &str = "polaris";
 
+/// The `/polaris` skill Claude Code shows as a slash command (the original's sub-commands,
+/// mapped to the MCP tools).
+pub const SKILL: &str = include_str!("polaris-skill.md");
+/// The line that marks a skill file as install's.
+const SKILL_MARK: &str = "written by `polaris install`";
+
 /// Where install writes, and what it writes there.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -90,6 +96,16 @@ impl InstallOptions {
     /// The command Claude Code runs for every hook.
     pub fn hook_command(&self) -> String {
         self.command_with(&[])
+    }
+
+    /// `skills/polaris/SKILL.md` beside the settings file (Claude Code's user skills).
+    pub fn skill_file(&self) -> PathBuf {
+        self.settings
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("skills")
+            .join("polaris")
+            .join("SKILL.md")
     }
 
     /// The status line command.
@@ -301,6 +317,7 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
             report.push(format!("your original is kept as {}", bak.display()));
         }
     }
+    report.push(install_skill(&opts.skill_file())?);
     if opts.pass_home {
         report.push(format!("home: {}", opts.home.root().display()));
     }
@@ -399,11 +416,65 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
 
     settings.save()?;
     claude.save()?;
+    report.push(uninstall_skill(&opts.skill_file())?);
     report.push(format!(
         "kept: the local secret and everything in {} (the sidecar's)",
         opts.home.root().display()
     ));
     Ok(report)
+}
+
+/// Writes the `/polaris` skill unless the user has a skill of that name of their own.
+fn install_skill(path: &Path) -> Result<String, InstallError> {
+    let io = |source| InstallError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let verb = match std::fs::read_to_string(path) {
+        Ok(text) if text == SKILL => return Ok("/polaris skill: already there".into()),
+        Ok(text) if !text.contains(SKILL_MARK) => {
+            return Ok(format!(
+                "/polaris skill: yours kept ({}); the polaris_* tools work with it",
+                path.display()
+            ));
+        }
+        Ok(_) => "updated",
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "added",
+        Err(e) => return Err(io(e)),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    write_atomic(path, SKILL.as_bytes(), 0o644).map_err(io)?;
+    Ok(format!("/polaris skill: {verb} ({})", path.display()))
+}
+
+/// Removes the skill install wrote, if the user has not changed it since.
+fn uninstall_skill(path: &Path) -> Result<String, InstallError> {
+    let io = |source| InstallError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) if text == SKILL => {
+            std::fs::remove_file(path).map_err(io)?;
+            // The directories install made for it go too, if nothing else is in them
+            // (remove_dir refuses a directory that is not empty).
+            for dir in path.ancestors().skip(1).take(2) {
+                if std::fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
+            Ok("/polaris skill: removed".into())
+        }
+        Ok(text) if text.contains(SKILL_MARK) => Ok(format!(
+            "/polaris skill: kept ({} was edited since install)",
+            path.display()
+        )),
+        Ok(_) => Ok("/polaris skill: none of ours".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok("/polaris skill: none of ours".into()),
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// A JSON object file read whole, rewritten only if it changed.

@@ -266,11 +266,11 @@ async fn no_injects_print_nothing_and_other_hooks_print_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_error_answer_is_logged_not_spooled() {
+async fn a_refused_event_is_logged_not_spooled() {
     let w = World::new();
     let (port, seen) = fake_sidecar(vec![(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        json!({"error": "boom"}),
+        StatusCode::BAD_REQUEST,
+        json!({"error": "payload.prompt: is required"}),
     )])
     .await;
     let out = w
@@ -278,17 +278,20 @@ async fn an_error_answer_is_logged_not_spooled() {
         .await;
     assert!(out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty());
-    // The sidecar answered, so it has the event or refused it: a spooled copy would only
-    // be refused again.
+    // The sidecar refused the event itself: a spooled copy would only be refused again.
     assert!(w.spool_files().is_empty());
     assert_eq!(seen.lock().unwrap().len(), 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("500"), "{err}");
+    assert!(err.contains("400"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_secret_or_an_unavailable_sidecar_keeps_the_event_in_the_spool() {
-    for status in [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE] {
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
         let w = World::new();
         let (port, _) = fake_sidecar(vec![(status, json!({"error": "not now"}))]).await;
         let event = prompt("cc-5");

@@ -396,3 +396,56 @@ fn another_builds_entries_are_updated_in_place_not_doubled() {
         json!({"hooks": {"Stop": [{"hooks": [{"type": "command", "command": "say done"}]}]}})
     );
 }
+
+/// `/polaris join #project`, the next step install prints, needs the skill: install writes
+/// it beside the settings, keeps a user's own, and uninstall takes back only an unedited one.
+#[test]
+fn the_polaris_skill_is_installed_and_removed_unless_it_is_the_users() {
+    let w = World::new();
+    let skill = w.home().join(".claude/skills/polaris/SKILL.md");
+    let out = w.ok("install", &[]);
+    assert!(out.contains("/polaris skill: added"), "{out}");
+    let text = std::fs::read_to_string(&skill).unwrap();
+    assert!(text.starts_with("---\nname: polaris\n"), "{text}");
+    for tool in [
+        "polaris_connect",
+        "polaris_status",
+        "polaris_rename",
+        "polaris_reply",
+        "polaris_context",
+        "polaris_team",
+        "polaris_backfill",
+        "polaris_disconnect",
+    ] {
+        assert!(text.contains(tool), "{tool} missing from the skill");
+    }
+    assert!(
+        w.ok("install", &[])
+            .contains("/polaris skill: already there")
+    );
+    let out = w.ok("uninstall", &[]);
+    assert!(out.contains("/polaris skill: removed"), "{out}");
+    assert!(!skill.exists());
+    assert!(!skill.parent().unwrap().exists());
+
+    // The user's own skill of that name is never replaced or removed.
+    std::fs::create_dir_all(skill.parent().unwrap()).unwrap();
+    std::fs::write(&skill, "---\nname: polaris\ndescription: mine\n---\n").unwrap();
+    assert!(w.ok("install", &[]).contains("yours kept"));
+    w.ok("uninstall", &[]);
+    assert_eq!(
+        std::fs::read_to_string(&skill).unwrap(),
+        "---\nname: polaris\ndescription: mine\n---\n"
+    );
+
+    // Ours, edited after install, stays.
+    std::fs::remove_file(&skill).unwrap();
+    w.ok("install", &[]);
+    let edited = format!(
+        "{}\nAlways join as user:manu.\n",
+        std::fs::read_to_string(&skill).unwrap()
+    );
+    std::fs::write(&skill, &edited).unwrap();
+    assert!(w.ok("uninstall", &[]).contains("edited since install"));
+    assert_eq!(std::fs::read_to_string(&skill).unwrap(), edited);
+}
