@@ -786,6 +786,24 @@ async fn reply_context_channels_team_rename_and_backfill() {
     assert_eq!(v[0]["payload"]["prompt"], "sibling work");
     let (s, _) = sc.get("/context/nobody/other").await;
     assert_eq!(s, 400);
+    // An explicit name that exists is joined, not refused.
+    let (s, v) = sc
+        .post(
+            "/connect",
+            json!({"ccSessionId": "mcp-j", "project": "ren", "user": "user:krishna", "session": "other"}),
+        )
+        .await;
+    assert_eq!((s, v["session"].clone()), (200, json!("other")), "{v}");
+    let (s, v) = sc
+        .post(
+            "/connect",
+            json!({"ccSessionId": "mcp-j", "project": "ren", "user": "krishna"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("user:"), "{v}");
+    sc.post("/disconnect", json!({"ccSessionId": "mcp-j"}))
+        .await;
 
     // Channel update and rename: the connection, its pending events and its inject stream
     // all move to the new name.
