@@ -37,7 +37,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let questions: usize = arg(&args, "--questions", "2000").parse()?;
     let rate: f64 = arg(&args, "--rate", "100").parse()?;
     let run = format!("lat{}", std::process::id());
-    let http = reqwest::Client::new();
+    let http = {
+        polaris_sidecar::uplink::install_tls_provider();
+        reqwest::Client::new()
+    };
 
     // Floors tagged for all four agents, a session each, a socket on each session.
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));

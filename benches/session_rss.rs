@@ -37,7 +37,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let events = args.iter().any(|a| a == "--events");
     let project = arg(&args, "--project").unwrap_or_else(|| format!("rss-{}", std::process::id()));
-    let http = reqwest::Client::new();
+    let http = {
+        polaris_sidecar::uplink::install_tls_provider();
+        reqwest::Client::new()
+    };
     let rss_start = rss_kib(&pid);
     let r = http
         .post(format!("{base}/projects"))

@@ -151,9 +151,12 @@ async fn load(
     clients: usize,
     total: usize,
 ) -> Result<(Duration, Vec<f64>, usize), BoxErr> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
+    let http = {
+        polaris_sidecar::uplink::install_tls_provider();
+        reqwest::Client::builder()
+    }
+    .pool_max_idle_per_host(clients)
+    .build()?;
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -209,7 +212,10 @@ async fn main() -> Result<(), BoxErr> {
     let clients: usize = arg(&args, "--clients", "64").parse()?;
     let events: usize = arg(&args, "--events", "100000").parse()?;
     let dir = tempfile::tempdir()?;
-    let http = reqwest::Client::new();
+    let http = {
+        polaris_sidecar::uplink::install_tls_provider();
+        reqwest::Client::new()
+    };
     match mode.as_str() {
         "ack" => {
             let (base, secret, cc) = match args.iter().position(|a| a == "--sidecar") {

@@ -33,8 +33,64 @@ enum Command {
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// The MCP server Claude Code starts (stdio): the polaris_* tools, talking to the
+    /// local sidecar.
+    Mcp(McpArgs),
+    /// Resend to the floor every event the sidecar's log and write-ahead log hold that the
+    /// floor does not have (same ids and times, so running it twice is harmless).
+    Recover(RecoverArgs),
     /// Run the local sidecar (hooks, MCP and agents post through it), or ask it how it is.
     Sidecar(SidecarArgs),
+    /// The command Claude Code runs for every hook: hook JSON on stdin, to the sidecar.
+    /// Always exits 0.
+    Hook(HookArgs),
+    /// Connect Claude Code to Polaris: hooks, status line and MCP server.
+    Install(InstallArgs),
+    /// Remove exactly what `polaris install` added.
+    Uninstall(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+struct HookArgs {
+    /// The sidecar's home (secret and spool) [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Print the status line for the session on stdin instead of forwarding a hook.
+    #[arg(long)]
+    statusline: bool,
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// Claude Code's settings file [default: ~/.claude/settings.json]
+    #[arg(long, value_name = "PATH")]
+    settings: Option<PathBuf>,
+    /// Claude Code's user config holding the MCP servers [default: ~/.claude.json]
+    #[arg(long, value_name = "PATH")]
+    claude_json: Option<PathBuf>,
+    /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RecoverArgs {
+    /// The sidecar's home [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The floor's URL [default: POLARIS_SERVICE_URL, else the active profile of config.json]
+    #[arg(long, value_name = "URL")]
+    floor: Option<String>,
+    /// Bearer token for the floor [default: POLARIS_AUTH_TOKEN, else the active profile's]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// The sidecar's home, for its secret file [default: POLARIS_HOME, else ~/.polaris]
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -143,20 +199,77 @@ fn parse_participant(s: &str) -> Result<ParticipantId, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    // `polaris hook` runs for every prompt and tool call of every Claude Code window, so its
+    // usual forms skip building the whole CLI; anything unusual (`--help`, a typo) goes to
+    // clap below.
+    if let Some(opts) = hook_fast_path(std::env::args_os().skip(1)) {
+        return hook(&opts);
+    }
     let cli = Cli::parse();
-    let env = Env::from_process();
-    let result = match cli.command {
-        Command::Serve(args) => serve(args, &env),
-        Command::Token(args) => token(args, &env),
-        Command::Agents(cmd) => agents_command(cmd),
-        Command::Sidecar(args) => sidecar(args, &env),
-    };
-    match result {
+    match run_command(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("polaris: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `polaris hook [--statusline] [--home DIR]` read without clap; `None` for anything else.
+fn hook_fast_path(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<polaris_sidecar::hook::HookOptions> {
+    if args.next()? != "hook" {
+        return None;
+    }
+    let mut opts = polaris_sidecar::hook::HookOptions::default();
+    while let Some(a) = args.next() {
+        if a == "--statusline" && !opts.statusline {
+            opts.statusline = true;
+        } else if a == "--home" && opts.home.is_none() {
+            opts.home = Some(PathBuf::from(args.next()?));
+        } else if let Some(dir) = a.to_str()?.strip_prefix("--home=")
+            && opts.home.is_none()
+        {
+            opts.home = Some(PathBuf::from(dir));
+        } else {
+            return None;
+        }
+    }
+    Some(opts)
+}
+
+/// Runs the hook: no async runtime, no logging, and always exit status 0, because Claude
+/// Code waits for it on every prompt.
+fn hook(opts: &polaris_sidecar::hook::HookOptions) -> std::process::ExitCode {
+    polaris_sidecar::hook::run(
+        opts,
+        &Env::from_process(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    std::process::ExitCode::SUCCESS
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    let env = Env::from_process();
+    match command {
+        Command::Hook(args) => {
+            hook(&polaris_sidecar::hook::HookOptions {
+                home: args.home,
+                statusline: args.statusline,
+            });
+            Ok(())
+        }
+        Command::Install(args) => install(args, &env, false),
+        Command::Uninstall(args) => install(args, &env, true),
+        Command::Serve(args) => serve(args, &env),
+        Command::Token(args) => token(args, &env),
+        Command::Agents(cmd) => agents_command(cmd),
+        Command::Sidecar(args) => sidecar(args, &env),
+        Command::Mcp(args) => mcp(args, &env),
+        Command::Recover(args) => recover(args, &env),
     }
 }
 
@@ -273,6 +386,48 @@ fn init_tracing(config: &ServerConfig) {
     }
 }
 
+fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
+    // Stdout carries the protocol: logs go to stderr, quiet unless POLARIS_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("warn"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let settings = polaris_sidecar::mcp::McpSettings::from_env(args.home.as_deref(), env)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
+    Ok(())
+}
+
+fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {
+    let home = polaris_sidecar::home::Home::resolve(args.home.as_deref(), env)?;
+    let floor = polaris_sidecar::config::floor_settings(
+        args.floor.as_deref(),
+        args.token.as_deref(),
+        &home,
+        env,
+    )?;
+    let floor = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(polaris_sidecar::recover::run(&home, &floor))?;
+    println!("polaris recover: {report}");
+    if report.failed > 0 {
+        bail!(
+            "{} events could not be checked or resent; run it again once the floor answers",
+            report.failed
+        );
+    }
+    Ok(())
+}
+
 fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
     use polaris_sidecar::{config, home::Home};
     let home = Home::resolve(args.home.as_deref(), env)?;
@@ -310,6 +465,27 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
         };
         polaris_sidecar::run(listener, world, shutdown_signal()).await
     })
+}
+
+fn install(args: InstallArgs, env: &Env, undo: bool) -> anyhow::Result<()> {
+    use polaris_sidecar::install::{self, InstallOptions};
+    let exe = std::env::current_exe().context("finding the polaris binary")?;
+    let opts = InstallOptions::resolve(
+        exe,
+        args.settings,
+        args.claude_json,
+        args.home.as_deref(),
+        env,
+    )?;
+    let lines = if undo {
+        install::uninstall(&opts)?
+    } else {
+        install::install(&opts, env)?
+    };
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
 }
 
 fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
@@ -487,6 +663,68 @@ mod tests {
         };
         assert!(matches!(a.command, Some(SidecarCommand::Status)));
         assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+    }
+
+    #[test]
+    fn the_hook_fast_path_reads_what_clap_reads_and_leaves_the_rest_to_it() {
+        let fast = |args: &[&str]| hook_fast_path(args.iter().map(std::ffi::OsString::from));
+        for args in [
+            &["hook"][..],
+            &["hook", "--statusline"],
+            &["hook", "--home", "/h"],
+            &["hook", "--home=/h", "--statusline"],
+            &["hook", "--statusline", "--home", "/h d"],
+        ] {
+            let f = fast(args).expect("fast path");
+            let cli = Cli::try_parse_from(std::iter::once("polaris").chain(args.iter().copied()))
+                .unwrap();
+            let Command::Hook(c) = cli.command else {
+                panic!("not hook")
+            };
+            assert_eq!((f.home, f.statusline), (c.home, c.statusline), "{args:?}");
+        }
+        for args in [
+            &["serve"][..],
+            &[],
+            &["hook", "--help"],
+            &["hook", "--home"],
+            &["hook", "--statusline", "--statusline"],
+            &["hook", "--home", "a", "--home", "b"],
+            &["hook", "extra"],
+        ] {
+            assert!(fast(args).is_none(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn mcp_flags_parse() {
+        let cli = Cli::try_parse_from(["polaris", "mcp", "--home", "/tmp/h"]).unwrap();
+        let Command::Mcp(a) = cli.command else {
+            panic!("not mcp")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert!(Cli::try_parse_from(["polaris", "mcp", "extra"]).is_err());
+    }
+
+    #[test]
+    fn recover_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "recover",
+            "--home",
+            "/tmp/h",
+            "--floor",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let Command::Recover(a) = cli.command else {
+            panic!("not recover")
+        };
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        assert_eq!(a.floor.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(a.token.as_deref(), Some("t"));
     }
 
     #[test]

@@ -22,10 +22,8 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use polaris_registry::{AgentSpec, ParticipantId};
 use polaris_runtime::Runtime;
-use polaris_runtime::auth::{Caller, Role};
 use polaris_runtime::hub::Committed;
 use polaris_runtime::protocol::Source;
-use polaris_runtime::session::SessionMsg;
 use polaris_runtime::store::ProjectKey;
 use polaris_runtime::validate::Incoming;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -33,6 +31,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::brain::OfflineBrain;
+use crate::outbox::Outbox;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
 use crate::text::{event_text, hops};
@@ -60,6 +59,8 @@ pub type AgentRef = ActorRef<AgentMsg>;
 pub struct AgentArgs {
     /// The floor service.
     pub runtime: Runtime,
+    /// Where its posts go.
+    pub outbox: Arc<dyn Outbox>,
     /// Its org.
     pub org: Arc<str>,
     /// Its definition.
@@ -248,6 +249,7 @@ async fn spawn_child(
     let id = spec.id.clone();
     let args = AgentArgs {
         runtime: state.args.runtime.clone(),
+        outbox: state.args.outbox.clone(),
         org: state.args.org.clone(),
         spec,
         base_dir: state.args.base_dir.clone(),
@@ -401,13 +403,10 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         Source::Agent,
         &a.content,
     );
-    let caller = Caller::participant(&state.args.org, state.args.spec.id.clone(), Role::Member);
     let result = state
         .args
-        .runtime
-        .ask_session(&a.project, &session, |reply| {
-            SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
-        })
+        .outbox
+        .post(&state.args.org, &a.project, &session, incoming)
         .await;
     match result {
         Ok(_) => metrics::counter!("polaris_agent_answers_total").increment(1),
@@ -453,16 +452,11 @@ fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
         spec.rate.per_agent_per_minute
     );
     let incoming = reply_to(spec, c, "rate_limited", Source::System, &content);
-    let caller = Caller::participant(&state.args.org, spec.id.clone(), Role::Member);
-    let runtime = state.args.runtime.clone();
+    let outbox = state.args.outbox.clone();
+    let org = state.args.org.clone();
     let project = key.clone();
     tokio::spawn(async move {
-        if let Err(e) = runtime
-            .ask_session(&project, &session, |reply| {
-                SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
-            })
-            .await
-        {
+        if let Err(e) = outbox.post(&org, &project, &session, incoming).await {
             tracing::warn!(error = %e, "rate-limit notice not posted");
         }
     });
@@ -499,6 +493,7 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
             Some(r) => {
                 let args = AgentArgs {
                     runtime: state.args.runtime.clone(),
+                    outbox: state.args.outbox.clone(),
                     org: state.args.org.clone(),
                     spec,
                     base_dir: state.args.base_dir.clone(),

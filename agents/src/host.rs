@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::agent::{Agent, AgentArgs, AgentMsg, AgentRef};
 use crate::concierge::{Concierge, ConciergeArgs, ConciergeMsg, ConciergeRef};
+use crate::outbox::{InProcess, Outbox};
 use crate::route::Router;
 
 /// Messages of the host.
@@ -37,6 +38,7 @@ struct Instance {
 /// State of the host.
 pub struct HostState {
     runtime: Runtime,
+    outbox: Arc<dyn Outbox>,
     agents: HashMap<Instance, AgentRef>,
     concierges: HashMap<String, ConciergeRef>,
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -52,9 +54,18 @@ pub struct HostHandle {
 
 impl AgentHost {
     /// Starts the host over `runtime`: every agent the directory defines starts reading
-    /// the floors it is on.
+    /// the floors it is on, and posts straight into the runtime's sessions.
     pub async fn start(runtime: Runtime) -> Result<HostHandle, ractor::SpawnErr> {
-        let (host, _) = Actor::spawn(None, AgentHost, runtime).await?;
+        let outbox = InProcess::shared(runtime.clone());
+        AgentHost::start_with(runtime, outbox).await
+    }
+
+    /// Starts the host with agents posting through `outbox` (an embedded sidecar, say).
+    pub async fn start_with(
+        runtime: Runtime,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<HostHandle, ractor::SpawnErr> {
+        let (host, _) = Actor::spawn(None, AgentHost, (runtime, outbox)).await?;
         Ok(HostHandle { host })
     }
 }
@@ -84,12 +95,12 @@ impl HostHandle {
 impl Actor for AgentHost {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = Runtime;
+    type Arguments = (Runtime, Arc<dyn Outbox>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<HostMsg>,
-        runtime: Runtime,
+        (runtime, outbox): (Runtime, Arc<dyn Outbox>),
     ) -> Result<HostState, ActorProcessingErr> {
         let mut changes = runtime.directory().subscribe();
         let me = myself.clone();
@@ -102,6 +113,7 @@ impl Actor for AgentHost {
         });
         let mut state = HostState {
             runtime,
+            outbox,
             agents: HashMap::new(),
             concierges: HashMap::new(),
             watcher: Some(watcher),
@@ -182,6 +194,7 @@ struct Plan {
 
 async fn plan(
     runtime: &Runtime,
+    outbox: &Arc<dyn Outbox>,
     org: &str,
     base_dir: &std::path::Path,
 ) -> Result<Option<Plan>, StoreError> {
@@ -235,6 +248,7 @@ async fn plan(
         let args =
             |floors: Vec<ProjectKey>, children: Vec<(AgentSpec, Vec<ProjectKey>)>| AgentArgs {
                 runtime: runtime.clone(),
+                outbox: outbox.clone(),
                 org: org_arc.clone(),
                 spec: top.clone(),
                 base_dir: base_dir.to_path_buf(),
@@ -289,7 +303,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
     let mut wanted: HashSet<Instance> = HashSet::new();
     let mut orgs_wanted: HashSet<String> = HashSet::new();
     for org in state.runtime.store().list_orgs().await? {
-        let Some(plan) = plan(&state.runtime, &org, &base_dir).await? else {
+        let Some(plan) = plan(&state.runtime, &state.outbox, &org, &base_dir).await? else {
             continue;
         };
         orgs_wanted.insert(org.clone());

@@ -14,6 +14,7 @@ pub mod concierge;
 pub mod host;
 pub mod knowledge;
 pub mod mentions;
+pub mod outbox;
 mod reader;
 pub mod reload;
 pub mod route;

@@ -19,6 +19,8 @@ pub async fn print(
     floor: &FloorSettings,
     env: &Env,
 ) -> anyhow::Result<()> {
+    // reqwest is built with TLS and needs the process's rustls provider.
+    crate::uplink::install_tls_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;

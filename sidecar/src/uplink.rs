@@ -46,6 +46,13 @@ impl std::fmt::Debug for FloorClient {
     }
 }
 
+/// Picks ring as rustls's cryptography for the whole process (reqwest and the WebSocket
+/// client share it); the first call wins, later ones are no-ops.
+pub fn install_tls_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Percent-encodes one path segment (project and session names may hold anything).
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -60,16 +67,15 @@ pub fn segment(s: &str) -> String {
 }
 
 impl FloorClient {
-    /// A client for the floor at `base_url` (`http://host:port`), sending `token` as a
-    /// bearer token when given.
+    /// A client for the floor at `base_url` (`http://` or `https://`), sending `token` as
+    /// a bearer token when given. HTTPS trusts the system's certificate store (and
+    /// `SSL_CERT_FILE`), as curl on the same machine would.
     pub fn new(base_url: &str, token: Option<String>) -> anyhow::Result<FloorClient> {
         let base = base_url.trim().trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            anyhow::bail!(
-                "floor URL {base:?}: only http:// URLs are supported (this build has no TLS); \
-                 put the floor behind a local proxy or run it on loopback"
-            );
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            anyhow::bail!("floor URL {base:?}: must start with http:// or https://");
         }
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
@@ -100,7 +106,7 @@ impl FloorClient {
         }
     }
 
-    /// The `ws://` URL of `path`.
+    /// The `ws://` (`wss://` for an https floor) URL of `path`.
     pub fn ws_url(&self, path: &str) -> String {
         format!("{}{path}", self.base.replacen("http", "ws", 1))
     }

@@ -7,11 +7,17 @@
 mod support;
 
 mod actors;
+mod agent_outbox;
 mod agents;
 mod answers;
 mod api;
 mod auth;
 mod bad_input;
+mod hook;
+mod install;
+mod mcp;
 mod process;
+mod recover;
 mod sidecar;
 mod streams;
+mod tls;

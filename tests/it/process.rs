@@ -198,18 +198,23 @@ async fn sigterm_loses_nothing_acknowledged(backend: Backend) {
     let c = Client::new(&base, None);
     c.project_session("pj", "s").await;
 
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers: Vec<_> = (0..8)
         .map(|_| {
             let c = c.clone();
+            let count = count.clone();
             tokio::spawn(async move {
                 let mut acked = Vec::new();
-                let http = reqwest::Client::new();
+                let http = crate::support::http();
                 for i in 0.. {
                     let id = uuid::Uuid::new_v4().to_string();
                     let body = json!({"id": id, "sender": "user:manu",
                         "payload": {"hook_event_name": "UserPromptSubmit", "session_id": "cc", "prompt": format!("{i}")}});
                     match http.post(format!("{}/projects/pj/sessions/s/events", c.base)).json(&body).send().await {
-                        Ok(r) if r.status().is_success() => acked.push(id),
+                        Ok(r) if r.status().is_success() => {
+                            acked.push(id);
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         // 503 while shutting down, or the connection refused: stop.
                         _ => break,
                     }
@@ -218,7 +223,13 @@ async fn sigterm_loses_nothing_acknowledged(backend: Backend) {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Signal mid-stream, once writing is well under way (however loaded the machine is).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 200
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sigterm(&child).await;
     let mut acked = Vec::new();
     for w in writers {

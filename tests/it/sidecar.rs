@@ -24,7 +24,7 @@ use crate::support::{Backend, Options, TestDb, TestServer, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_polaris");
 
 /// A running `polaris sidecar`.
-struct Sidecar {
+pub(crate) struct Sidecar {
     child: Child,
     base: String,
     secret: String,
@@ -53,10 +53,17 @@ fn sidecar_cmd(home: &Path, floor: &str, extra: &[&str]) -> Command {
 }
 
 impl Sidecar {
-    async fn start(home: &Path, floor: &str) -> Sidecar {
-        let mut child = sidecar_cmd(home, floor, &["--listen", "127.0.0.1:0"])
-            .spawn()
-            .expect("spawn polaris sidecar");
+    pub(crate) async fn start(home: &Path, floor: &str) -> Sidecar {
+        Sidecar::start_env(home, floor, &[]).await
+    }
+
+    /// Starts one with extra environment variables.
+    pub(crate) async fn start_env(home: &Path, floor: &str, env: &[(&str, &Path)]) -> Sidecar {
+        let mut cmd = sidecar_cmd(home, floor, &["--listen", "127.0.0.1:0"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn polaris sidecar");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
@@ -77,11 +84,11 @@ impl Sidecar {
             child,
             base,
             secret,
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_with(path, body, &[]).await
     }
 
@@ -99,7 +106,7 @@ impl Sidecar {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -113,7 +120,7 @@ impl Sidecar {
 
     /// Connects window `cc` (MCP id `mcp-<cc>`) to `project` as `user` and claims it with
     /// the connect tool's own PostToolUse hook, as Claude Code does. Returns the session.
-    async fn join(&self, cc: &str, project: &str, user: &str) -> String {
+    pub(crate) async fn join(&self, cc: &str, project: &str, user: &str) -> String {
         let (s, v) = self
             .post(
                 "/connect",
@@ -130,7 +137,7 @@ impl Sidecar {
         session
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().expect("pid").to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -146,7 +153,7 @@ impl Sidecar {
     }
 }
 
-fn prompt(cc: &str, text: &str) -> Value {
+pub(crate) fn prompt(cc: &str, text: &str) -> Value {
     json!({"hook_event_name": "UserPromptSubmit", "session_id": cc, "prompt": text})
 }
 
@@ -159,7 +166,7 @@ fn tool_use(cc: &str, tool: &str) -> Value {
            "tool_input": {"channel": "#x"}})
 }
 
-async fn messages(base: &str, project: &str, session: &str) -> Vec<Value> {
+pub(crate) async fn messages(base: &str, project: &str, session: &str) -> Vec<Value> {
     let r = reqwest::get(format!(
         "{base}/projects/{project}/sessions/{session}/messages"
     ))
@@ -273,7 +280,7 @@ async fn stamps_senders_requires_the_secret_and_keeps_other_windows_out() {
         .unwrap();
     let (_d, home) = home_dir();
     let sc = Sidecar::start(&home, &srv.base).await;
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
 
     // The secret: /healthz is open, everything else needs it.
     let r = http
@@ -513,7 +520,7 @@ async fn kill_9_loses_nothing_acknowledged() {
     for c in 0..8 {
         let (base, secret, acked) = (base.clone(), secret.clone(), acked.clone());
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::support::http();
             for i in 0..1000 {
                 let id = Uuid::new_v4().to_string();
                 let r = http
@@ -652,8 +659,8 @@ async fn a_rejected_event_is_dead_lettered_and_shown_by_status() {
     srv.finish().await;
 }
 
-async fn inject(floor: &str, project: &str, session: &str, content: &str) {
-    let r = reqwest::Client::new()
+pub(crate) async fn inject(floor: &str, project: &str, session: &str, content: &str) {
+    let r = crate::support::http()
         .post(format!(
             "{floor}/projects/{project}/sessions/{session}/inject"
         ))
@@ -664,7 +671,7 @@ async fn inject(floor: &str, project: &str, session: &str, content: &str) {
     assert!(r.status().is_success(), "{}", r.status());
 }
 
-async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
+pub(crate) async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
     eventually(20, || async {
         let (_, v) = sc.get(&format!("/status/{cc}")).await;
         (v["injectsWaiting"].as_u64() == Some(n)).then_some(())
@@ -770,7 +777,7 @@ async fn reply_context_channels_team_rename_and_backfill() {
     let (s, v) = sc.get("/team").await;
     assert_eq!(s, 200, "{v}");
     assert!(v["members"].is_array(), "{v}");
-    let c = reqwest::Client::new();
+    let c = crate::support::http();
     c.post(format!("{f}/projects/ren/sessions"))
         .json(&json!({"name": "other"}))
         .send()
@@ -849,7 +856,9 @@ async fn reply_context_channels_team_rename_and_backfill() {
         text.push_str(&format!("{l}\n"));
     }
     std::fs::write(&log, text).unwrap();
-    let before = wait_for(&f, "ren2", &session, 4).await.len();
+    // The connect claim, the reply, the Stop, the inject itself and the prompt.
+    let before = wait_for(&f, "ren2", &session, 5).await.len();
+    assert_eq!(before, 5);
     let (s, v) = sc
         .post("/backfill", json!({"ccSessionId": "r", "duration": "1h"}))
         .await;
@@ -859,7 +868,11 @@ async fn reply_context_channels_team_rename_and_backfill() {
     let events = wait_for(&f, "ren2", &session, before + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events2 = messages(&f, "ren2", &session).await;
-    assert_eq!(events2.len(), events.len(), "nothing doubled");
+    let shown: Vec<String> = events2
+        .iter()
+        .map(|e| format!("{} {} {}", e["id"], e["kind"], e["payload"]["session_id"]))
+        .collect();
+    assert_eq!(events2.len(), events.len(), "nothing doubled: {shown:#?}");
     assert_eq!(events2.len(), before + 1);
     let lost_ev = events2
         .iter()

@@ -144,7 +144,7 @@ both_stores!(sse_ids_last_event_id_after_and_session_scope, |srv| {
     );
     let bad = c.sse("/projects/pj/events", None).await;
     assert!(bad.is_ok());
-    let r = reqwest::Client::new()
+    let r = crate::support::http()
         .get(format!("{}/projects/pj/events", c.base))
         .header("last-event-id", "abc")
         .send()

@@ -47,7 +47,7 @@ impl Client {
         Client {
             base: base.to_owned(),
             token,
-            http: reqwest::Client::builder()
+            http: http_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
@@ -308,4 +308,11 @@ impl Sse {
             }
         }
     }
+}
+
+/// A reqwest client builder. reqwest is built with rustls and no built-in cryptography
+/// (the sidecar picks ring for the process), so the provider goes in first.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    polaris_sidecar::uplink::install_tls_provider();
+    reqwest::Client::builder()
 }

@@ -360,3 +360,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A plain reqwest client (see [`client::http_builder`]).
+pub fn http() -> reqwest::Client {
+    client::http_builder().build().expect("http client")
+}
