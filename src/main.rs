@@ -638,6 +638,34 @@ mod tests {
     }
 
     #[test]
+    fn sidecar_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+            "/tmp/h",
+            "--floor",
+            "http://127.0.0.1:4321",
+        ])
+        .unwrap();
+        let Command::Sidecar(a) = cli.command else {
+            panic!("not sidecar")
+        };
+        assert!(a.command.is_none());
+        assert_eq!(a.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(a.floor.as_deref(), Some("http://127.0.0.1:4321"));
+        let cli =
+            Cli::try_parse_from(["polaris", "sidecar", "status", "--home", "/tmp/h"]).unwrap();
+        let Command::Sidecar(a) = cli.command else {
+            panic!("not sidecar")
+        };
+        assert!(matches!(a.command, Some(SidecarCommand::Status)));
+        assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+    }
+
+    #[test]
     fn the_hook_fast_path_reads_what_clap_reads_and_leaves_the_rest_to_it() {
         let fast = |args: &[&str]| hook_fast_path(args.iter().map(std::ffi::OsString::from));
         for args in [

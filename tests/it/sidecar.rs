@@ -793,6 +793,24 @@ async fn reply_context_channels_team_rename_and_backfill() {
     assert_eq!(v[0]["payload"]["prompt"], "sibling work");
     let (s, _) = sc.get("/context/nobody/other").await;
     assert_eq!(s, 400);
+    // An explicit name that exists is joined, not refused.
+    let (s, v) = sc
+        .post(
+            "/connect",
+            json!({"ccSessionId": "mcp-j", "project": "ren", "user": "user:krishna", "session": "other"}),
+        )
+        .await;
+    assert_eq!((s, v["session"].clone()), (200, json!("other")), "{v}");
+    let (s, v) = sc
+        .post(
+            "/connect",
+            json!({"ccSessionId": "mcp-j", "project": "ren", "user": "krishna"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("user:"), "{v}");
+    sc.post("/disconnect", json!({"ccSessionId": "mcp-j"}))
+        .await;
 
     // Channel update and rename: the connection, its pending events and its inject stream
     // all move to the new name.
@@ -838,7 +856,9 @@ async fn reply_context_channels_team_rename_and_backfill() {
         text.push_str(&format!("{l}\n"));
     }
     std::fs::write(&log, text).unwrap();
-    let before = wait_for(&f, "ren2", &session, 4).await.len();
+    // The connect claim, the reply, the Stop, the inject itself and the prompt.
+    let before = wait_for(&f, "ren2", &session, 5).await.len();
+    assert_eq!(before, 5);
     let (s, v) = sc
         .post("/backfill", json!({"ccSessionId": "r", "duration": "1h"}))
         .await;
@@ -848,7 +868,11 @@ async fn reply_context_channels_team_rename_and_backfill() {
     let events = wait_for(&f, "ren2", &session, before + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events2 = messages(&f, "ren2", &session).await;
-    assert_eq!(events2.len(), events.len(), "nothing doubled");
+    let shown: Vec<String> = events2
+        .iter()
+        .map(|e| format!("{} {} {}", e["id"], e["kind"], e["payload"]["session_id"]))
+        .collect();
+    assert_eq!(events2.len(), events.len(), "nothing doubled: {shown:#?}");
     assert_eq!(events2.len(), before + 1);
     let lost_ev = events2
         .iter()
