@@ -377,13 +377,29 @@ async fn stamps_senders_requires_the_secret_and_keeps_other_windows_out() {
     assert_eq!(st["session"], session.as_str());
     let (_, st) = sc.get("/status/cc-stranger").await;
     assert_eq!(st["connected"], false);
+    // A credential pasted into a prompt: the floor gets the prompt as it was (Sage's to
+    // flag), the sidecar's plain-text log on the laptop does not keep the credential.
+    let token = "ghp_4fJ2kQ9xLmN7pR3sT8vW1yZ5bC6dE0gH2iK4";
+    let (s, v) = sc
+        .post(
+            "/events",
+            prompt("cc-1", &format!("deploy with {token} please")),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let secret_id = v["id"].as_str().unwrap().to_owned();
     let log = eventually(10, || async {
         let dir = home.join("logs");
         let f = std::fs::read_dir(&dir).ok()?.next()?.ok()?.path();
         let text = std::fs::read_to_string(f).ok()?;
-        text.contains(&prompt_id).then_some(text)
+        (text.contains(&prompt_id) && text.contains(&secret_id)).then_some(text)
     })
     .await;
+    assert!(!log.contains(token), "the log keeps no credential");
+    assert!(
+        log.contains("deploy with"),
+        "the rest of the prompt is logged"
+    );
     assert!(
         !log.contains("secret plans"),
         "unjoined windows are not logged"
