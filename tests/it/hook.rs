@@ -494,40 +494,13 @@ async fn a_sidecar_that_never_answers_counts_as_down() {
 /// Starts the real `polaris sidecar` on a free loopback port in front of `floor`; returns it
 /// with its port.
 async fn real_sidecar(home: &Path, floor: &str) -> (tokio::process::Child, u16) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = Command::new(BIN)
-        .args([
-            "sidecar",
-            "--listen",
-            "127.0.0.1:0",
-            "--floor",
-            floor,
-            "--home",
-        ])
-        .arg(home)
-        .env_remove("POLARIS_DAEMON_SECRET")
-        .env_remove("POLARIS_SERVICE_URL")
-        .env_remove("POLARIS_AUTH_TOKEN")
-        .env_remove("POLARIS_HOME")
-        .env("POLARIS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("a line within 30 s")
-        .unwrap()
-        .expect("the sidecar printed nothing");
-    let port = line
+    let cmd = crate::support::sidecar_command(home, floor, &["--listen", "127.0.0.1:0"]);
+    let (child, base) = crate::support::spawn_listening(cmd).await;
+    let port = base
         .rsplit(':')
         .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {base:?}"));
     (child, port)
 }
 

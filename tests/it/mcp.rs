@@ -528,33 +528,8 @@ struct RealSidecar {
 }
 
 async fn real_sidecar(home: &std::path::Path, floor: &str) -> RealSidecar {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["sidecar", "--listen", "127.0.0.1:0", "--home"])
-        .arg(home)
-        .args(["--floor", floor])
-        .env_remove("POLARIS_DAEMON_SECRET")
-        .env_remove("POLARIS_SERVICE_URL")
-        .env_remove("POLARIS_AUTH_TOKEN")
-        .env_remove("POLARIS_DAEMON_PORT")
-        .env_remove("POLARIS_HOME")
-        .env("POLARIS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn polaris sidecar");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::io::BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .expect("a line within 30 s")
-    .unwrap()
-    .expect("the sidecar printed nothing");
-    let base = line.strip_prefix("listening on ").expect(&line).to_owned();
+    let cmd = crate::support::sidecar_command(home, floor, &["--listen", "127.0.0.1:0"]);
+    let (child, base) = crate::support::spawn_listening(cmd).await;
     RealSidecar {
         _child: child,
         base,

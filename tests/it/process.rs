@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::{Backend, Client, SECRET, TestDb};
@@ -30,21 +29,8 @@ fn polaris(args: &[&str]) -> Command {
 }
 
 /// Starts `polaris serve` and returns it with its base URL (read from its first line).
-async fn serve(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd.spawn().expect("spawn polaris");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("a line within 30 s")
-        .expect("read")
-        .expect("polaris printed nothing");
-    let base = line
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-    (child, base)
+async fn serve(cmd: Command) -> (Child, String) {
+    crate::support::spawn_listening(cmd).await
 }
 
 fn db_args(db: &TestDb) -> Vec<String> {

@@ -254,38 +254,14 @@ async fn recover_with_the_floor_down_fails_loudly() {
 /// what recover reads: everything the sidecar acknowledged reaches the floor once.
 #[tokio::test]
 async fn recover_delivers_what_a_real_sidecar_accepted_while_the_floor_was_down() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["sidecar", "--listen", "127.0.0.1:0", "--home"])
-        .arg(&home)
-        .args(["--floor", &dead])
-        .env_remove("POLARIS_DAEMON_SECRET")
-        .env_remove("POLARIS_SERVICE_URL")
-        .env_remove("POLARIS_AUTH_TOKEN")
-        .env_remove("POLARIS_HOME")
-        .env("POLARIS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::io::BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    let base = line.strip_prefix("listening on ").expect(&line).to_owned();
+    let cmd = crate::support::sidecar_command(&home, &dead, &["--listen", "127.0.0.1:0"]);
+    let (mut child, base) = crate::support::spawn_listening(cmd).await;
     let secret = std::fs::read_to_string(home.join("daemon.secret")).unwrap();
     let http = crate::support::http();
     let post = |path: &str, body: Value| {

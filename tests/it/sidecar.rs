@@ -14,14 +14,11 @@ use polaris_runtime::{Runtime, Settings};
 use polaris_sidecar::home::Home;
 use polaris_sidecar::spool::{self, SpoolEntry};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::support::{Backend, Options, TestDb, TestServer, eventually};
-
-const BIN: &str = env!("CARGO_BIN_EXE_polaris");
 
 /// A running `polaris sidecar`.
 pub(crate) struct Sidecar {
@@ -32,24 +29,7 @@ pub(crate) struct Sidecar {
 }
 
 fn sidecar_cmd(home: &Path, floor: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("sidecar")
-        .args(extra)
-        .arg("--home")
-        .arg(home)
-        .arg("--floor")
-        .arg(floor)
-        .env_remove("POLARIS_DAEMON_SECRET")
-        .env_remove("POLARIS_SERVICE_URL")
-        .env_remove("POLARIS_AUTH_TOKEN")
-        .env_remove("POLARIS_DAEMON_PORT")
-        .env_remove("POLARIS_HOME")
-        .env("POLARIS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    cmd
+    crate::support::sidecar_command(home, floor, extra)
 }
 
 impl Sidecar {
@@ -63,19 +43,7 @@ impl Sidecar {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn polaris sidecar");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("a line within 30 s")
-            .expect("read")
-            .expect("the sidecar printed nothing");
-        let base = line
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .to_owned();
-        assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+        let (child, base) = crate::support::spawn_listening(cmd).await;
         let secret = std::fs::read_to_string(home.join("daemon.secret"))
             .expect("secret file")
             .trim()

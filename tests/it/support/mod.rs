@@ -365,3 +365,54 @@ where
 pub fn http() -> reqwest::Client {
     client::http_builder().build().expect("http client")
 }
+
+/// The `polaris` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_polaris");
+
+/// `polaris sidecar EXTRA --home HOME --floor FLOOR`, with none of the developer's own
+/// sidecar settings leaking in, its stdout piped (for the listening line) and killed with
+/// the test.
+pub fn sidecar_command(
+    home: &std::path::Path,
+    floor: &str,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("sidecar")
+        .args(extra)
+        .arg("--home")
+        .arg(home)
+        .arg("--floor")
+        .arg(floor)
+        .env_remove("POLARIS_DAEMON_SECRET")
+        .env_remove("POLARIS_SERVICE_URL")
+        .env_remove("POLARIS_AUTH_TOKEN")
+        .env_remove("POLARIS_DAEMON_PORT")
+        .env_remove("POLARIS_HOME")
+        .env("POLARIS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Spawns `cmd` (`polaris serve` or `polaris sidecar` on port 0) and returns it with the
+/// base URL from its first line, `listening on http://127.0.0.1:PORT`.
+pub async fn spawn_listening(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = cmd.spawn().expect("spawn polaris");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a line within 30 s")
+        .expect("read")
+        .expect("polaris printed nothing");
+    let base = line
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
+    (child, base)
+}
