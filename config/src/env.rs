@@ -39,6 +39,12 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// Whether `name` is set at all, empty included (for variables where "set but
+    /// empty" means something, such as "send no token").
+    pub fn is_set(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
     /// The home directory (`HOME`), if known.
     pub fn home(&self) -> Option<std::path::PathBuf> {
         self.get("HOME").map(std::path::PathBuf::from)

@@ -89,7 +89,9 @@ fn active_profile(path: &Path) -> anyhow::Result<Profile> {
 }
 
 /// The floor: `--floor`/`--token`, else `POLARIS_SERVICE_URL`/`POLARIS_AUTH_TOKEN`, else
-/// the active profile of `config.json`, else [`DEFAULT_FLOOR`] with no token.
+/// the active profile of `config.json`, else [`DEFAULT_FLOOR`] with no token. As in the
+/// original, `POLARIS_AUTH_TOKEN` set but empty means "send no token" (the profile's is
+/// not used).
 pub fn floor_settings(
     url_flag: Option<&str>,
     token_flag: Option<&str>,
@@ -105,7 +107,13 @@ pub fn floor_settings(
     let token = token_flag
         .map(str::to_owned)
         .or_else(|| env.get("POLARIS_AUTH_TOKEN").map(str::to_owned))
-        .or(profile.token)
+        .or_else(|| {
+            if env.is_set("POLARIS_AUTH_TOKEN") {
+                None
+            } else {
+                profile.token
+            }
+        })
         .filter(|t| !t.trim().is_empty());
     Ok(FloorSettings { url, token })
 }
@@ -147,5 +155,9 @@ mod tests {
             (f.url.as_str(), f.token.as_deref()),
             ("http://f:2", Some("t2"))
         );
+        // Set but empty: no token at all, not the profile's.
+        let env = Env::from_pairs([("POLARIS_AUTH_TOKEN", "")]);
+        let f = floor_settings(None, None, &home, &env).expect("empty token");
+        assert_eq!(f.token, None);
     }
 }
