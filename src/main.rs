@@ -44,7 +44,7 @@ enum Command {
     /// The command Claude Code runs for every hook: hook JSON on stdin, to the sidecar.
     /// Always exits 0.
     Hook(HookArgs),
-    /// Connect Claude Code to Polaris: hooks, status line and MCP server.
+    /// Connect Claude Code to Polaris: hooks, status line, MCP server and /polaris skill.
     Install(InstallArgs),
     /// Remove exactly what `polaris install` added.
     Uninstall(InstallArgs),
