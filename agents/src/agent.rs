@@ -75,6 +75,22 @@ pub struct AgentArgs {
     pub children: Vec<(AgentSpec, Vec<ProjectKey>)>,
 }
 
+impl AgentArgs {
+    /// A subagent's arguments: this agent's world, its own definition and floors.
+    fn for_child(&self, spec: AgentSpec, floors: Vec<ProjectKey>) -> AgentArgs {
+        AgentArgs {
+            runtime: self.runtime.clone(),
+            outbox: self.outbox.clone(),
+            org: self.org.clone(),
+            spec,
+            base_dir: self.base_dir.clone(),
+            router: self.router.clone(),
+            floors,
+            children: Vec::new(),
+        }
+    }
+}
+
 /// Messages of the agent actor.
 pub enum AgentMsg {
     /// An event from one of its floors.
@@ -247,16 +263,7 @@ async fn spawn_child(
     floors: Vec<ProjectKey>,
 ) {
     let id = spec.id.clone();
-    let args = AgentArgs {
-        runtime: state.args.runtime.clone(),
-        outbox: state.args.outbox.clone(),
-        org: state.args.org.clone(),
-        spec,
-        base_dir: state.args.base_dir.clone(),
-        router: state.args.router.clone(),
-        floors,
-        children: Vec::new(),
-    };
+    let args = state.args.for_child(spec, floors);
     match Agent::spawn_linked(args, myself.get_cell()).await {
         Ok(r) => {
             state.children.insert(id, r);
@@ -491,16 +498,7 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
     for (spec, floors) in children {
         match state.children.get(&spec.id) {
             Some(r) => {
-                let args = AgentArgs {
-                    runtime: state.args.runtime.clone(),
-                    outbox: state.args.outbox.clone(),
-                    org: state.args.org.clone(),
-                    spec,
-                    base_dir: state.args.base_dir.clone(),
-                    router: state.args.router.clone(),
-                    floors,
-                    children: Vec::new(),
-                };
+                let args = state.args.for_child(spec, floors);
                 // A stopping child is replaced on the next update.
                 let _ = r.cast(AgentMsg::Update(Box::new(args)));
             }

@@ -18,3 +18,26 @@ pub fn client_port(env: &polaris_config::Env) -> u16 {
         .find_map(|v| v.trim().parse::<u16>().ok().filter(|p| *p != 0))
         .unwrap_or(DEFAULT_PORT)
 }
+
+/// Everything but RFC 3986's unreserved characters is escaped in a path segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes one path segment (project, session and window names may hold
+/// anything, `/` and `%` included).
+pub fn segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_keep_unreserved_characters_only() {
+        assert_eq!(super::segment("a-b.c_d~e9"), "a-b.c_d~e9");
+        assert_eq!(super::segment("my proj/x%"), "my%20proj%2Fx%25");
+        assert_eq!(super::segment("café"), "caf%C3%A9");
+    }
+}
