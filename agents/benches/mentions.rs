@@ -1,4 +1,4 @@
-//! Mention parsing throughput: the 120 texts of `shared/datasets/routing-dev.jsonl`,
+//! Mention parsing throughput: the 120 texts of `tests/data/routing-dev.jsonl`,
 //! parsed over and over on one thread, reported as events/s.
 //!
 //! A plain timing loop (`harness = false`), run with
@@ -13,7 +13,7 @@ use polaris_registry::ParticipantId;
 
 fn dataset(name: &str) -> String {
     let path = format!(
-        "{}/../../shared/datasets/{name}",
+        "{}/../tests/data/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))

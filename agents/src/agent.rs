@@ -23,9 +23,9 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use polaris_registry::{AgentSpec, ParticipantId};
 use polaris_runtime::Runtime;
 use polaris_runtime::hub::Committed;
-use polaris_runtime::protocol::Source;
+use polaris_protocol::Source;
 use polaris_runtime::store::ProjectKey;
-use polaris_runtime::validate::Incoming;
+use polaris_protocol::validate::Incoming;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use uuid::Uuid;
@@ -337,7 +337,7 @@ fn on_event(
 }
 
 /// Follows this agent's (and its parent's) joins and leaves on a floor.
-fn track_presence(state: &mut AgentState, key: &ProjectKey, e: &polaris_runtime::protocol::Event) {
+fn track_presence(state: &mut AgentState, key: &ProjectKey, e: &polaris_protocol::Event) {
     let spec = &state.args.spec;
     let about = e
         .payload_value()

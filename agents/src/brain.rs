@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use polaris_config::{Env, SecretRef};
 use polaris_registry::AgentSpec;
-use polaris_runtime::secrets;
+use polaris_protocol::secrets;
 use tokio::sync::OnceCell;
 
 use crate::knowledge::KnowledgeBase;

@@ -10,10 +10,10 @@ use polaris_registry::ParticipantId;
 use polaris_runtime::Runtime;
 use polaris_runtime::auth::{Caller, Role};
 use polaris_runtime::hub::Committed;
-use polaris_runtime::protocol::Source;
+use polaris_protocol::Source;
 use polaris_runtime::session::{SYSTEM_SENDER, SessionMsg};
 use polaris_runtime::store::ProjectKey;
-use polaris_runtime::validate::Incoming;
+use polaris_protocol::validate::Incoming;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use uuid::Uuid;
@@ -177,7 +177,7 @@ fn is_present(state: &ConciergeState, floor: &Uuid, agent: &ParticipantId) -> bo
 fn track_presence(
     state: &mut ConciergeState,
     key: &ProjectKey,
-    e: &polaris_runtime::protocol::Event,
+    e: &polaris_protocol::Event,
 ) {
     let p = e.payload_value();
     let Some(agent) = p

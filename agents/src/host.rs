@@ -205,7 +205,7 @@ async fn plan(
     let specs: Vec<AgentSpec> = listed.into_iter().map(|l| l.spec).collect();
     let router = Arc::new(Router::new(&specs));
     let org_arc: Arc<str> = org.into();
-    let key = |p: &polaris_runtime::protocol::Project| ProjectKey {
+    let key = |p: &polaris_protocol::Project| ProjectKey {
         id: p.id,
         org: org_arc.clone(),
         name: p.name.as_str().into(),

@@ -1,6 +1,6 @@
 //! The `@mention` grammar: which registered agents an event text addresses.
 //!
-//! This module owns rules 1–6 of the mention grammar in `shared/datasets/README.md`: where a
+//! This module owns rules 1–6 of the mention grammar in `tests/data/README.md`: where a
 //! mention may start, how a name is cut and resolved (case-insensitively, with the optional
 //! `agent:` prefix and the dot-prefix fallback), and what never counts (code, e-mail
 //! addresses, Slack's `<@U…>` user mentions, bare names). It must never decide who *responds*
@@ -458,9 +458,9 @@ mod tests {
         assert!(mentions("@dean", &Handles::default()).is_empty());
     }
 
-    /// `shared/datasets/`, beside the repository (the main checkout, a worktree or CI's clone).
+    /// `tests/data/`: the routing cases and their registry, kept in the repository.
     fn dataset(name: &str) -> String {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/datasets/");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/");
         let path = format!("{path}{name}");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
     }

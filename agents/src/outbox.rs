@@ -12,10 +12,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use polaris_runtime::Runtime;
 use polaris_runtime::auth::{Caller, Role};
-use polaris_runtime::protocol::{NewEventBody, Source};
+use polaris_protocol::{NewEventBody, Source};
 use polaris_runtime::session::SessionMsg;
 use polaris_runtime::store::ProjectKey;
-use polaris_runtime::validate::Incoming;
+use polaris_protocol::validate::Incoming;
 
 /// Why a post did not go through.
 #[derive(Debug, thiserror::Error)]

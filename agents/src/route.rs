@@ -179,7 +179,7 @@ mod tests {
     use std::path::Path;
 
     fn router() -> Router {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/agents.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/agents.yaml");
         Router::new(&AgentFile::load(&path).unwrap().agents)
     }
 

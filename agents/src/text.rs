@@ -2,7 +2,7 @@
 //! and its output, the advice. One rendering, shared by mention routing, the brains and
 //! `polaris agents route`, so an agent answers exactly what the router saw.
 
-use polaris_runtime::protocol::{Event, Source};
+use polaris_protocol::{Event, Source};
 use serde_json::Value;
 
 /// Longest tool input or output rendered (a large file write is mostly noise).

@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn the_shared_dataset_registry_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/agents.yaml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/agents.yaml");
         let f = AgentFile::load(&path).unwrap();
         assert_eq!(f.agents.len(), 8);
         let dbt = f.agents.iter().find(|a| a.handle() == "dean.dbt").unwrap();

@@ -14,13 +14,15 @@ pub mod directory;
 pub mod floor;
 pub mod hub;
 pub mod indexer;
-pub mod protocol;
 pub mod runtime;
-pub mod secrets;
 pub mod session;
 pub mod store;
 pub mod subscription;
 pub mod supervisor;
-pub mod validate;
+
+// The wire types and checks live in polaris-protocol, shared with the sidecar; inside this
+// crate they keep their short paths.
+use polaris_protocol as protocol;
+use polaris_protocol::validate;
 
 pub use runtime::{Runtime, Settings};

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use polaris_registry::ParticipantId;
-use polaris_runtime::protocol::{NewEventBody, Source};
+use polaris_protocol::{NewEventBody, Source};
 use ractor::rpc::CallResult;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -222,11 +222,11 @@ async fn connect(State(st): State<AppState>, body: Bytes) -> Res {
         Some(a) => participant("agent", a)?,
         None => participant("agent", "agent:claude")?,
     };
-    polaris_runtime::validate::name("project", &project)
+    polaris_protocol::validate::name("project", &project)
         .map_err(|e| HttpError::bad(e.to_string()))?;
     let explicit = opt_field(&o, "session")?.map(str::to_owned);
     if let Some(s) = &explicit {
-        polaris_runtime::validate::name("session", s).map_err(|e| HttpError::bad(e.to_string()))?;
+        polaris_protocol::validate::name("session", s).map_err(|e| HttpError::bad(e.to_string()))?;
     }
     st.log.write(LogLine {
         t: Utc::now(),

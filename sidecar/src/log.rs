@@ -47,7 +47,7 @@ pub struct LogLine {
 /// Every string in `v`, secrets replaced by `[REDACTED:<kind>]`.
 pub fn redact(v: &Value) -> Value {
     match v {
-        Value::String(s) => Value::String(polaris_runtime::secrets::redact(s)),
+        Value::String(s) => Value::String(polaris_protocol::secrets::redact(s)),
         Value::Array(a) => Value::Array(a.iter().map(redact).collect()),
         Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), redact(v))).collect()),
         other => other.clone(),

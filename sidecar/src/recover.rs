@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufRead};
 
 use polaris_registry::ParticipantId;
-use polaris_runtime::protocol::{NewEventBody, Source};
+use polaris_protocol::{NewEventBody, Source};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -368,7 +368,7 @@ mod tests {
             c.body.payload,
             json!({"hook_event_name": "Stop", "session_id": "cc", "stop_response": "done"})
         );
-        assert!(polaris_runtime::validate::event(c.body).is_ok());
+        assert!(polaris_protocol::validate::event(c.body).is_ok());
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub async fn print(
     for d in dead.iter().rev().take(5) {
         println!(
             "  {} {} {}/{} {} {}",
-            polaris_runtime::protocol::format_ms(&d.t),
+            polaris_protocol::format_ms(&d.t),
             d.id.map(|i| i.to_string()).unwrap_or_default(),
             d.project,
             d.session,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use polaris_runtime::protocol::{NewEventBody, to_ms};
+use polaris_protocol::{NewEventBody, to_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -302,11 +302,11 @@ impl Uplink {
         let id = *body.id.get_or_insert_with(Uuid::new_v4);
         body.timestamp = Some(to_ms(body.timestamp.unwrap_or_else(Utc::now)));
         // Refuse now what the floor would refuse later: nothing invalid enters the log.
-        polaris_runtime::validate::name("project", project)
+        polaris_protocol::validate::name("project", project)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        polaris_runtime::validate::name("session", session)
+        polaris_protocol::validate::name("session", session)
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        polaris_runtime::validate::event(body.clone())
+        polaris_protocol::validate::event(body.clone())
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         self.inner
             .wal

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use polaris_registry::ParticipantId;
-use polaris_runtime::protocol::NewEventBody;
+use polaris_protocol::NewEventBody;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 

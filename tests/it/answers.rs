@@ -182,7 +182,7 @@ both_stores!(
             .await;
         let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/datasets/routing-dev.jsonl");
+            .join("tests/data/routing-dev.jsonl");
         let cases: Vec<Value> = std::fs::read_to_string(path)
             .unwrap()
             .lines()
@@ -194,7 +194,7 @@ both_stores!(
                     .contains(&json!("agent:sage"))
             })
             .filter(|c: &Value| {
-                !polaris_runtime::secrets::scan(c["text"].as_str().unwrap()).is_empty()
+                !polaris_protocol::secrets::scan(c["text"].as_str().unwrap()).is_empty()
             })
             .collect();
         assert!(
@@ -213,7 +213,7 @@ both_stores!(
                 "{}: {content}",
                 case["id"]
             );
-            for f in polaris_runtime::secrets::scan(text) {
+            for f in polaris_protocol::secrets::scan(text) {
                 let secret = &text[f.start..f.end];
                 if secret.len() >= 8 {
                     assert!(

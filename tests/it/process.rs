@@ -273,7 +273,7 @@ async fn sigterm_loses_nothing_acknowledged_postgres() {
 #[tokio::test]
 async fn agents_route_reads_json_lines_and_matches_every_labelled_case() {
     use tokio::io::AsyncWriteExt;
-    let dataset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    let dataset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let cases: Vec<serde_json::Value> = std::fs::read_to_string(dataset.join("routing-dev.jsonl"))
         .unwrap()
         .lines()

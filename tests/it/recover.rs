@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use polaris_registry::ParticipantId;
-use polaris_runtime::protocol::NewEventBody;
+use polaris_protocol::NewEventBody;
 use polaris_sidecar::home::Home;
 use polaris_sidecar::wal::SessionOpen;
 use polaris_sidecar::{FloorClient, Uplink};

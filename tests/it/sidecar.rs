@@ -583,7 +583,7 @@ async fn takes_in_the_spool_with_the_hooks_ids() {
     assert_eq!(events[1]["sender"], "user:manu");
     assert_eq!(
         events[1]["timestamp"],
-        polaris_runtime::protocol::format_ms(&t0).as_str()
+        polaris_protocol::format_ms(&t0).as_str()
     );
     assert!(spool::list(&h).unwrap().is_empty(), "spool emptied");
     sc.stop().await;

@@ -19,7 +19,7 @@ pub use client::Client;
 
 /// The registry the routing dataset is labelled against.
 pub fn dataset_agents() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/agents.yaml")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/agents.yaml")
 }
 
 /// A JWT secret for tests that need authentication.

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::protocol::{NewEventBody, Source};
+use crate::{NewEventBody, Source};
 
 /// Longest project or session name. Names are path segments and Slack channel seeds.
 pub const MAX_NAME_LEN: usize = 200;

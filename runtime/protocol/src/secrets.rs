@@ -534,10 +534,10 @@ mod tests {
     fn routing_dataset_credential_cases() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/datasets/routing-dev.jsonl"
+            "/../../tests/data/routing-dev.jsonl"
         );
         let data =
-            std::fs::read_to_string(path).expect("read ../shared/datasets/routing-dev.jsonl");
+            std::fs::read_to_string(path).expect("read tests/data/routing-dev.jsonl");
         let cases: std::collections::HashMap<String, String> = data
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
