@@ -4,7 +4,7 @@
 //! events to a sidecar on loopback. This crate owns that loopback hook API, the write-ahead
 //! log, the uplink that drains it to the floor, the inject streams and the JSONL log. It
 //! never acknowledges an event before it is fsynced in the log, never listens beyond
-//! loopback, and shares only `runtime::protocol` (and its checks) with the floor. See
+//! loopback, and shares only `polaris-protocol` (the wire types and their checks) with the floor. See
 //! `docs/sidecar.md` for the contract.
 
 #![warn(missing_docs, unreachable_pub)]
