@@ -311,6 +311,7 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     .context("starting the supervisor")?;
     let agent_count = agent_file.as_ref().map_or(0, |f| f.agents.len());
     runtime
+        .directory()
         .load_agent_file(agent_file)
         .await
         .context("joining agents to their floors")?;
@@ -545,17 +546,20 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
                     })?
                 }
             };
-            let listed = polaris_runtime::directory::merge(&file_agents, table, &org);
+            let (listed, unreadable) = polaris_registry::merge(&file_agents, table);
+            for u in &unreadable {
+                eprintln!(
+                    "warning: agent {} in the agents table of org {org} does not parse ({}); skipped",
+                    u.id.as_deref().unwrap_or("(no id)"),
+                    u.error
+                );
+            }
             println!(
                 "{:<24} {:<24} {:<9} {:<24} PARENT",
                 "ID", "NAME", "SOURCE", "TAGS"
             );
             for l in listed {
-                let source = match l.source {
-                    polaris_runtime::directory::AgentSource::Yaml => "yaml",
-                    polaris_runtime::directory::AgentSource::Table => "table",
-                    polaris_runtime::directory::AgentSource::Conflict => "conflict",
-                };
+                let source = l.source.as_str();
                 println!(
                     "{:<24} {:<24} {:<9} {:<24} {}",
                     l.spec.id.as_str(),

@@ -12,10 +12,7 @@ use polaris_agents::mentions::{Handles, mentions};
 use polaris_registry::ParticipantId;
 
 fn dataset(name: &str) -> String {
-    let path = format!(
-        "{}/../tests/data/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 

@@ -20,12 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use polaris_registry::{AgentSpec, ParticipantId};
-use polaris_runtime::Runtime;
-use polaris_runtime::hub::Committed;
 use polaris_protocol::Source;
-use polaris_runtime::store::ProjectKey;
 use polaris_protocol::validate::Incoming;
+use polaris_registry::{AgentSpec, ParticipantId};
+use polaris_runtime::store::ProjectKey;
+use polaris_runtime::{Committed, Runtime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use uuid::Uuid;

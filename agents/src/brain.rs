@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polaris_config::{Env, SecretRef};
-use polaris_registry::AgentSpec;
 use polaris_protocol::secrets;
+use polaris_registry::AgentSpec;
 use tokio::sync::OnceCell;
 
 use crate::knowledge::KnowledgeBase;

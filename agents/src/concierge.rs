@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use polaris_registry::ParticipantId;
-use polaris_runtime::Runtime;
-use polaris_runtime::auth::{Caller, Role};
-use polaris_runtime::hub::Committed;
 use polaris_protocol::Source;
-use polaris_runtime::session::{SYSTEM_SENDER, SessionMsg};
-use polaris_runtime::store::ProjectKey;
 use polaris_protocol::validate::Incoming;
+use polaris_registry::ParticipantId;
+use polaris_runtime::Committed;
+use polaris_runtime::Runtime;
+use polaris_runtime::SYSTEM_SENDER;
+use polaris_runtime::auth::{Caller, Role};
+use polaris_runtime::store::ProjectKey;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use uuid::Uuid;
@@ -174,11 +174,7 @@ fn is_present(state: &ConciergeState, floor: &Uuid, agent: &ParticipantId) -> bo
 }
 
 /// Joins and leaves read from the stream keep the picture in seq order with the mentions.
-fn track_presence(
-    state: &mut ConciergeState,
-    key: &ProjectKey,
-    e: &polaris_protocol::Event,
-) {
+fn track_presence(state: &mut ConciergeState, key: &ProjectKey, e: &polaris_protocol::Event) {
     let p = e.payload_value();
     let Some(agent) = p
         .get("agent")
@@ -261,12 +257,7 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
         let runtime = state.args.runtime.clone();
         let (project, session) = (key.clone(), session.clone());
         tokio::spawn(async move {
-            if let Err(e) = runtime
-                .ask_session(&project, &session, |reply| {
-                    SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
-                })
-                .await
-            {
+            if let Err(e) = runtime.post(&project, &session, incoming, &caller).await {
                 tracing::warn!(error = %e, "absent-agent notice not posted");
             }
         });

@@ -198,29 +198,19 @@ async fn plan(
     org: &str,
     base_dir: &std::path::Path,
 ) -> Result<Option<Plan>, StoreError> {
-    let listed = runtime.agents(org).await?;
+    let directory = runtime.directory();
+    let listed = directory.agents(org).await?;
     if listed.is_empty() {
         return Ok(None);
     }
     let specs: Vec<AgentSpec> = listed.into_iter().map(|l| l.spec).collect();
     let router = Arc::new(Router::new(&specs));
     let org_arc: Arc<str> = org.into();
-    let key = |p: &polaris_protocol::Project| ProjectKey {
-        id: p.id,
-        org: org_arc.clone(),
-        name: p.name.as_str().into(),
-    };
     let mut floors_of: HashMap<String, Vec<ProjectKey>> = HashMap::new();
-    for (p, agent) in runtime.store().org_memberships(org).await? {
-        floors_of.entry(agent).or_default().push(key(&p));
+    for (p, agent) in directory.seats(org).await? {
+        floors_of.entry(agent).or_default().push(p);
     }
-    let projects: Vec<ProjectKey> = runtime
-        .store()
-        .list_projects(org)
-        .await?
-        .iter()
-        .map(key)
-        .collect();
+    let projects: Vec<ProjectKey> = directory.floors(org).await?;
 
     let mut present: HashMap<Uuid, HashSet<ParticipantId>> = HashMap::new();
     for s in &specs {
@@ -302,7 +292,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
     let base_dir = state.runtime.directory().file().base_dir.clone();
     let mut wanted: HashSet<Instance> = HashSet::new();
     let mut orgs_wanted: HashSet<String> = HashSet::new();
-    for org in state.runtime.store().list_orgs().await? {
+    for org in state.runtime.directory().orgs().await? {
         let Some(plan) = plan(&state.runtime, &state.outbox, &org, &base_dir).await? else {
             continue;
         };

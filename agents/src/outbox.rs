@@ -3,19 +3,18 @@
 //! An agent never writes to a floor directly: it hands each post to an [`Outbox`]. In the
 //! floor's own process that is [`InProcess`], which gives the event to the session actor and
 //! returns once the floor has committed it. An agent running elsewhere posts through an
-//! embedded sidecar ([`Sidecar`]): the event is in the sidecar's write-ahead log when `post`
+//! embedded sidecar (a [`Relay`] over its uplink): the event is in the sidecar's write-ahead log when `post`
 //! returns, and the sidecar delivers it with retries and the same id, exactly as a
 //! developer's hooks do. The agent's code is the same either way.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use polaris_protocol::validate::Incoming;
+use polaris_protocol::{NewEventBody, Source};
 use polaris_runtime::Runtime;
 use polaris_runtime::auth::{Caller, Role};
-use polaris_protocol::{NewEventBody, Source};
-use polaris_runtime::session::SessionMsg;
 use polaris_runtime::store::ProjectKey;
-use polaris_protocol::validate::Incoming;
 
 /// Why a post did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +58,7 @@ impl Outbox for InProcess {
         Box::pin(async move {
             let caller = Caller::participant(org, incoming.sender.clone(), Role::Member);
             self.runtime
-                .ask_session(project, session, |reply| {
-                    SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
-                })
+                .post(project, session, incoming, &caller)
                 .await
                 .map(|_| ())
                 .map_err(|e| OutboxError(e.to_string()))
@@ -95,10 +92,32 @@ pub fn to_body(incoming: Incoming) -> NewEventBody {
     }
 }
 
-/// An agent outside the floor's process posts through an embedded sidecar: `post` returns
-/// once the event is fsynced in the sidecar's write-ahead log, and the sidecar delivers it
-/// to the floor over HTTP with retries and the same id, through outages and restarts.
-impl Outbox for polaris_sidecar::Uplink {
+/// An agent outside the floor's process posts the floor's HTTP event body through
+/// `submit`: `polaris agent run` hands in its embedded sidecar's uplink, whose `submit`
+/// returns once the event is fsynced in the write-ahead log and then delivers it with
+/// retries and the same id, through outages and restarts. The agents never link the
+/// sidecar; whoever starts the agent wires the two together.
+pub struct Relay<F>(F);
+
+/// What a [`Relay`] is handed: `(project, session, body)` to a future that is `Ok` once
+/// the event is safe.
+pub type Submit =
+    dyn Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+
+impl Relay<Box<Submit>> {
+    /// An outbox over `submit`.
+    pub fn shared<F>(submit: F) -> Arc<dyn Outbox>
+    where
+        F: Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<(), String>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        Arc::new(Relay(Box::new(submit) as Box<Submit>))
+    }
+}
+
+impl Outbox for Relay<Box<Submit>> {
     fn post<'a>(
         &'a self,
         _org: &'a str,
@@ -106,12 +125,12 @@ impl Outbox for polaris_sidecar::Uplink {
         session: &'a str,
         incoming: Incoming,
     ) -> BoxFuture<'a, Result<(), OutboxError>> {
-        // The org is the uplink's token's: a sidecar speaks for one org.
-        Box::pin(async move {
-            self.submit(&project.name, session, to_body(incoming))
-                .await
-                .map(|_| ())
-                .map_err(|e| OutboxError(e.to_string()))
-        })
+        // The org is the relay's credentials': a sidecar speaks for one org.
+        let sent = (self.0)(
+            project.name.to_string(),
+            session.to_owned(),
+            to_body(incoming),
+        );
+        Box::pin(async move { sent.await.map_err(OutboxError) })
     }
 }

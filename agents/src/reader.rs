@@ -14,10 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use polaris_runtime::Runtime;
-use polaris_runtime::hub::Committed;
-use polaris_runtime::store::ProjectKey;
-use polaris_runtime::subscription::{Start, SubscriptionSpec};
+use polaris_runtime::store::{ProjectKey, StoreError};
+use polaris_runtime::{Committed, Runtime, Start, SubscriptionSpec};
 use ractor::{ActorRef, Message};
 use uuid::Uuid;
 
@@ -130,18 +128,11 @@ impl Reader {
         );
     }
 
-    async fn start_at(&self, project: Uuid) -> Result<i64, polaris_runtime::store::StoreError> {
-        let store = self.runtime.store();
-        if let Some(c) = store.agent_cursor(&self.org, &self.owner, project).await? {
-            return Ok(c);
-        }
-        for who in &self.joined_as {
-            if let Some(j) = store.join_seq(project, who).await? {
-                // Read the join itself again: harmless, and nothing after it is missed.
-                return Ok(j - 1);
-            }
-        }
-        store.last_seq(project).await
+    async fn start_at(&self, project: Uuid) -> Result<i64, StoreError> {
+        self.runtime
+            .directory()
+            .read_position(&self.org, &self.owner, &self.joined_as, project)
+            .await
     }
 
     fn retry_later<M: Message>(
@@ -222,8 +213,8 @@ impl Reader {
         }
         match self
             .runtime
-            .store()
-            .save_agent_cursors(&self.org, &self.owner, &changed)
+            .directory()
+            .save_read_positions(&self.org, &self.owner, &changed)
             .await
         {
             Ok(()) => {

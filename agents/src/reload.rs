@@ -56,7 +56,7 @@ async fn reload(runtime: &Runtime, path: &Path) {
     match AgentFile::load(path) {
         Ok(f) => {
             let n = f.agents.len();
-            match runtime.load_agent_file(Some(f)).await {
+            match runtime.directory().load_agent_file(Some(f)).await {
                 Ok(()) => tracing::info!(file = %path.display(), agents = n, "agents reloaded"),
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "agents reloaded but floors not synced; retried on the next change")

@@ -2,65 +2,33 @@
 //! every org) merged with the `agents` table (API edits, one org) — and which floors each
 //! has joined, by tag or by invitation.
 //!
-//! Every membership change is a `join` or `leave` event on the floor, committed in the
-//! same transaction as the membership row (an effect, as for driver changes), so the
-//! floor is the record of who was there, and two nodes syncing at once record a change
-//! once. An id defined in both sources with different content is reported as a
-//! conflict, never merged silently: the file's definition is the one that runs (GitOps
-//! is the source of truth) and listings show both.
-//!
-//! Watchers (the agent host) learn of any change through [`Directory::subscribe`].
+//! The rules are polaris-registry's ([`merge`], [`plan_floor`]); this module persists
+//! their outcome and publishes it. Every membership change is a `join` or `leave` event on
+//! the floor, committed in the same transaction as the membership row (an effect, as for
+//! driver changes), so the floor is the record of who was there, and two nodes syncing at
+//! once record a change once. Watchers (the agent host) learn of any change through
+//! [`Directory::subscribe`].
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use chrono::Utc;
-use polaris_registry::{AgentFile, AgentSpec, ParticipantId, check_one};
+use polaris_registry::{
+    AgentFile, AgentSpec, Change, FileAgents, Listed, ParticipantId, Seat, check_one, merge,
+    plan_floor,
+};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::floor::{FloorError, FloorMsg, Posted};
+use crate::commit::{FloorError, Posted};
+use crate::floor::FloorMsg;
 use crate::protocol::{Project, Source, to_ms};
 use crate::runtime::Runtime;
 use crate::store::{
     Append, Effect, JoinReason, LeaveReason, NewEvent, ProjectKey, Rejected, StoreError,
 };
-
-/// Where an agent's definition comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AgentSource {
-    /// `agents.yaml`.
-    Yaml,
-    /// The `agents` table.
-    Table,
-    /// Both, with different content: the file's definition runs.
-    Conflict,
-}
-
-/// An agent as the directory lists it.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// The definition that runs.
-    pub spec: AgentSpec,
-    /// Where it comes from.
-    pub source: AgentSource,
-    /// For a conflict: the table's definition, which does not run.
-    pub shadowed: Option<AgentSpec>,
-}
-
-/// The agents of the file (shared by every org).
-#[derive(Debug, Clone, Default)]
-pub struct FileAgents {
-    /// The file, if one was given.
-    pub path: Option<PathBuf>,
-    /// The directory its relative paths (knowledge) start from.
-    pub base_dir: PathBuf,
-    /// Its agents.
-    pub agents: Vec<AgentSpec>,
-}
 
 /// Why an agent edit was refused.
 #[derive(Debug, thiserror::Error)]
@@ -82,53 +50,6 @@ pub enum DirectoryError {
     Floor(#[from] FloorError),
 }
 
-/// The directory's shared state.
-pub struct Directory {
-    file: RwLock<Arc<FileAgents>>,
-    changed: watch::Sender<u64>,
-}
-
-impl std::fmt::Debug for Directory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory")
-            .field("file_agents", &self.file().agents.len())
-            .finish()
-    }
-}
-
-impl Directory {
-    pub(crate) fn new() -> Directory {
-        Directory {
-            file: RwLock::new(Arc::new(FileAgents::default())),
-            changed: watch::channel(0).0,
-        }
-    }
-
-    /// The file's agents.
-    pub fn file(&self) -> Arc<FileAgents> {
-        match self.file.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub(crate) fn set_file(&self, f: FileAgents) {
-        match self.file.write() {
-            Ok(mut g) => *g = Arc::new(f),
-            Err(p) => *p.into_inner() = Arc::new(f),
-        }
-    }
-
-    /// A receiver that changes whenever agents or memberships change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    pub(crate) fn bump(&self) {
-        self.changed.send_modify(|v| *v += 1);
-    }
-}
-
 /// An agent's place on a floor, as `GET /projects/:p/agents` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloorAgent {
@@ -144,10 +65,98 @@ pub struct FloorAgent {
     pub detail: Option<String>,
 }
 
+/// The directory of a runtime: cheap to make, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    rt: Runtime,
+}
+
 impl Runtime {
-    /// The directory (file agents and change notifications).
-    pub fn directory(&self) -> &Directory {
-        &self.shared().directory
+    /// The agent directory.
+    pub fn directory(&self) -> Directory {
+        Directory { rt: self.clone() }
+    }
+}
+
+impl Directory {
+    /// The file's agents.
+    pub fn file(&self) -> Arc<FileAgents> {
+        self.rt.roster().file()
+    }
+
+    /// A receiver that changes whenever agents or memberships change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.rt.roster().subscribe()
+    }
+
+    fn bump(&self) {
+        self.rt.roster().bump();
+    }
+
+    /// Every org id.
+    pub async fn orgs(&self) -> Result<Vec<String>, StoreError> {
+        self.rt.store().list_orgs().await
+    }
+
+    /// Every floor of an org, oldest first.
+    pub async fn floors(&self, org: &str) -> Result<Vec<ProjectKey>, StoreError> {
+        let org_arc: Arc<str> = org.into();
+        Ok(self
+            .rt
+            .store()
+            .list_projects(org)
+            .await?
+            .iter()
+            .map(|p| key(&org_arc, p))
+            .collect())
+    }
+
+    /// Every floor each agent of an org is on: `(floor, agent id)`.
+    pub async fn seats(&self, org: &str) -> Result<Vec<(ProjectKey, String)>, StoreError> {
+        let org_arc: Arc<str> = org.into();
+        Ok(self
+            .rt
+            .store()
+            .org_memberships(org)
+            .await?
+            .into_iter()
+            .map(|(p, a)| (key(&org_arc, &p), a))
+            .collect())
+    }
+
+    /// Where an agent reading a floor starts: its stored cursor; else just before the
+    /// newest join of any of `joined_as` (so the join itself is read again, harmlessly, and
+    /// nothing after it is missed); else the floor's head.
+    pub async fn read_position(
+        &self,
+        org: &str,
+        reader: &str,
+        joined_as: &[String],
+        project: Uuid,
+    ) -> Result<i64, StoreError> {
+        let store = self.rt.store();
+        if let Some(c) = store.agent_cursor(org, reader, project).await? {
+            return Ok(c);
+        }
+        for who in joined_as {
+            if let Some(j) = store.join_seq(project, who).await? {
+                return Ok(j - 1);
+            }
+        }
+        store.last_seq(project).await
+    }
+
+    /// Saves read positions (never moving one backwards).
+    pub async fn save_read_positions(
+        &self,
+        org: &str,
+        reader: &str,
+        positions: &[(Uuid, i64)],
+    ) -> Result<(), StoreError> {
+        self.rt
+            .store()
+            .save_agent_cursors(org, reader, positions)
+            .await
     }
 
     /// Replaces the file's agents (start-up or hot reload) and syncs every floor.
@@ -163,14 +172,20 @@ impl Runtime {
                 ..FileAgents::default()
             },
         };
-        self.directory().set_file(agents);
+        self.rt.roster().set_file(agents);
         self.sync_all().await
     }
 
     /// The agents of an org: the file's merged with the table's.
     pub async fn agents(&self, org: &str) -> Result<Vec<Listed>, StoreError> {
-        let table = self.store().table_agents(org).await?;
-        Ok(merge(&self.directory().file().agents, table, org))
+        let table = self.rt.store().table_agents(org).await?;
+        let (listed, unreadable) = merge(&self.file().agents, table);
+        for u in unreadable {
+            // Written through the API's checks; a row that no longer parses (an older
+            // format) is skipped loudly rather than taking the org's agents down.
+            tracing::error!(org, agent = ?u.id, error = %u.error, "unreadable agent in the agents table; skipped");
+        }
+        Ok(listed)
     }
 
     /// One agent of an org.
@@ -204,6 +219,7 @@ impl Runtime {
         let value =
             serde_json::to_value(&spec).map_err(|e| DirectoryError::Invalid(e.to_string()))?;
         match self
+            .rt
             .store()
             .put_agent(org, spec.id.as_str(), &value, replace)
             .await
@@ -224,8 +240,8 @@ impl Runtime {
 
     /// Deletes an agent of the table (a file agent is changed in the file).
     pub async fn delete_agent(&self, org: &str, id: &ParticipantId) -> Result<(), DirectoryError> {
-        let in_file = self.directory().file().agents.iter().any(|a| &a.id == id);
-        if !self.store().delete_agent(org, id.as_str()).await? {
+        let in_file = self.file().agents.iter().any(|a| &a.id == id);
+        if !self.rt.store().delete_agent(org, id.as_str()).await? {
             return Err(if in_file {
                 DirectoryError::Conflict(format!("{id} is defined in agents.yaml; remove it there"))
             } else {
@@ -243,8 +259,9 @@ impl Runtime {
         project: &Project,
         tags: &[String],
     ) -> Result<Project, DirectoryError> {
-        self.store().set_tags(project.id, tags).await?;
-        self.project_changed(org, &project.name, project.id, false)
+        self.rt.store().set_tags(project.id, tags).await?;
+        self.rt
+            .project_changed(org, &project.name, project.id, false)
             .await;
         let updated = Project {
             tags: tags.to_vec(),
@@ -256,7 +273,7 @@ impl Runtime {
 
     /// Brings every floor of every org in line with the agents and tags.
     pub async fn sync_all(&self) -> Result<(), DirectoryError> {
-        for org in self.store().list_orgs().await? {
+        for org in self.rt.store().list_orgs().await? {
             self.sync_org(&org).await?;
         }
         Ok(())
@@ -264,10 +281,10 @@ impl Runtime {
 
     /// Brings every floor of an org in line with its agents and tags.
     pub async fn sync_org(&self, org: &str) -> Result<(), DirectoryError> {
-        for p in self.store().list_projects(org).await? {
+        for p in self.rt.store().list_projects(org).await? {
             self.sync_floor(org, &p).await?;
         }
-        self.directory().bump();
+        self.bump();
         Ok(())
     }
 
@@ -281,46 +298,36 @@ impl Runtime {
             name: project.name.as_str().into(),
         };
         let agents = self.agents(org).await?;
-        let rows = self.store().floor_memberships(project.id).await?;
+        let rows = self.rt.store().floor_memberships(project.id).await?;
+        let seats: Vec<Seat<'_>> = rows
+            .iter()
+            .map(|r| Seat {
+                agent: &r.agent,
+                by_tag: r.reason == JoinReason::Tag.as_str(),
+                removed: r.removed,
+            })
+            .collect();
         let mut changed = false;
-        for a in &agents {
-            let tag = a.spec.tags.iter().find(|t| project.tags.contains(t));
-            let row = rows.iter().find(|r| r.agent == a.spec.id.as_str());
-            let effect = match (tag, row) {
-                (Some(t), None) => Effect::Join {
-                    agent: a.spec.id.clone(),
+        for change in plan_floor(&agents, &project.tags, &seats) {
+            let effect = match change {
+                Change::Join { agent, tag } => Effect::Join {
+                    agent,
                     reason: JoinReason::Tag,
-                    detail: Some(t.clone()),
+                    detail: Some(tag),
                 },
-                (None, Some(r)) if !r.removed && r.reason == JoinReason::Tag.as_str() => {
-                    Effect::Leave {
-                        agent: a.spec.id.clone(),
-                        why: LeaveReason::TagLost,
-                    }
-                }
-                _ => continue,
+                Change::TagLost(agent) => Effect::Leave {
+                    agent,
+                    why: LeaveReason::TagLost,
+                },
+                Change::Gone(agent) => Effect::Leave {
+                    agent,
+                    why: LeaveReason::Gone,
+                },
             };
             changed |= self.record_membership(&key, effect).await?;
         }
-        for r in rows.iter().filter(|r| !r.removed) {
-            if agents.iter().any(|a| a.spec.id.as_str() == r.agent) {
-                continue;
-            }
-            let Ok(agent) = ParticipantId::parse(&r.agent) else {
-                continue;
-            };
-            changed |= self
-                .record_membership(
-                    &key,
-                    Effect::Leave {
-                        agent,
-                        why: LeaveReason::Gone,
-                    },
-                )
-                .await?;
-        }
         if changed {
-            self.directory().bump();
+            self.bump();
         }
         Ok(())
     }
@@ -347,7 +354,7 @@ impl Runtime {
                 "{agent} is already on this floor"
             )));
         }
-        self.directory().bump();
+        self.bump();
         Ok(())
     }
 
@@ -367,14 +374,14 @@ impl Runtime {
                 "{agent} is not on this floor"
             )));
         }
-        self.directory().bump();
+        self.bump();
         Ok(())
     }
 
     /// The agents on a floor, with subagents reachable through a parent that is.
     pub async fn floor_agents(&self, key: &ProjectKey) -> Result<Vec<FloorAgent>, StoreError> {
         let agents = self.agents(&key.org).await?;
-        let rows = self.store().floor_memberships(key.id).await?;
+        let rows = self.rt.store().floor_memberships(key.id).await?;
         let mut out: Vec<FloorAgent> = Vec::new();
         for r in rows.iter().filter(|r| !r.removed) {
             let Some(a) = agents.iter().find(|a| a.spec.id.as_str() == r.agent) else {
@@ -460,55 +467,26 @@ impl Runtime {
     }
 
     /// Commits a floor-wide event (no session) through the project's floor.
-    pub async fn post_floor_event(
+    pub(crate) async fn post_floor_event(
         &self,
         key: &ProjectKey,
         event: NewEvent,
         effect: Option<Effect>,
     ) -> Result<Posted, FloorError> {
-        let floor = self.floor(key).await?;
-        let item = Box::new(Append { event, effect });
-        match floor.call(|r| FloorMsg::Append(item, r), None).await {
+        let floor = self.rt.floor(key).await?;
+        let item = Append { event, effect };
+        let commit = |reply| FloorMsg::Commit(crate::commit::Commit { item, reply });
+        match floor.call(commit, None).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             _ => Err(FloorError::Unavailable),
         }
     }
 }
 
-/// Merges the file's agents with an org's table rows (as stored): same id and content is
-/// the file's; same id, other content is a conflict (the file's runs, the table's is kept
-/// beside it); table-only ids are the table's.
-pub fn merge(file: &[AgentSpec], table: Vec<serde_json::Value>, org: &str) -> Vec<Listed> {
-    let mut out: Vec<Listed> = file
-        .iter()
-        .map(|spec| Listed {
-            spec: spec.clone(),
-            source: AgentSource::Yaml,
-            shadowed: None,
-        })
-        .collect();
-    for value in table {
-        let spec: AgentSpec = match serde_json::from_value(value) {
-            Ok(s) => s,
-            Err(e) => {
-                // Written through the API's checks; a row that no longer parses (an older
-                // format) is skipped loudly rather than taking the org's agents down.
-                tracing::error!(org, error = %e, "unreadable agent in the agents table; skipped");
-                continue;
-            }
-        };
-        match out.iter_mut().find(|l| l.spec.id == spec.id) {
-            Some(l) if l.spec == spec => {}
-            Some(l) => {
-                l.source = AgentSource::Conflict;
-                l.shadowed = Some(spec);
-            }
-            None => out.push(Listed {
-                spec,
-                source: AgentSource::Table,
-                shadowed: None,
-            }),
-        }
+fn key(org: &Arc<str>, p: &Project) -> ProjectKey {
+    ProjectKey {
+        id: p.id,
+        org: org.clone(),
+        name: p.name.as_str().into(),
     }
-    out
 }

@@ -1,5 +1,7 @@
 //! The floor actor: one per project. It orders, commits and fans out every event of the
-//! project, and supervises the project's session actors.
+//! project, and owns the project's session actors: it is the only one that starts, finds
+//! and stops them, so a request for a session is routed through the floor and can never
+//! reach an actor that is being stopped.
 //!
 //! Appends are group-committed: while one batch is in its transaction, new appends wait
 //! in `pending` and go together in the next one, so throughput grows with concurrency
@@ -13,101 +15,107 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, SupervisionEvent};
 use tracing::Instrument;
 
+use crate::commit::{Commit, FloorError, Posted, Reply, answer};
 use crate::hub::{Committed, FloorHub};
-use crate::runtime::Shared;
-use crate::session::{Session, SessionArgs, SessionRef};
-use crate::store::{Append, ProjectKey, Rejected, StoreError};
+use crate::indexer::IndexerSlot;
+use crate::session::{Session, SessionArgs, SessionMsg, SessionRef};
+use crate::store::{ProjectKey, Store};
 
 /// Largest batch per transaction: bounds the transaction's duration and memory.
 const MAX_BATCH: usize = 2048;
 
-/// Handle to a floor actor.
-pub type FloorRef = ActorRef<FloorMsg>;
-
-/// The outcome of an append that reached the store.
-#[derive(Debug, Clone)]
-pub struct Posted {
-    /// The committed (or previously stored) event.
-    pub committed: Arc<Committed>,
-    /// False when the id was already stored and nothing was written.
-    pub created: bool,
-}
-
-/// Why a post (an event, a driver change, a label) failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum FloorError {
-    /// The store refused this event (the others of its batch were not affected).
-    #[error(transparent)]
-    Rejected(#[from] Rejected),
-    /// The store failed; nothing of the batch was written.
-    #[error("the store is unavailable: {0}")]
-    Store(Arc<StoreError>),
-    /// The caller may not post this (e.g. as another participant).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The session's state does not allow it (e.g. the driver seat is taken).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request makes no sense in this state (e.g. a handoff with no driver).
-    #[error("{0}")]
-    Invalid(String),
-    /// The floor or session actor stopped before it took the request (a restart or a
-    /// shutdown); the request had no effect and may be retried.
-    #[error("the floor is restarting; retry")]
-    Unavailable,
-}
-
 /// Messages of the floor actor.
-pub enum FloorMsg {
+pub(crate) enum FloorMsg {
     /// Commit an event (already stamped by its session); the reply comes after the commit.
-    Append(Box<Append>, RpcReplyPort<Result<Posted, FloorError>>),
+    Commit(Commit),
     /// The batch in flight is done (sent by the flush task).
     Flushed,
-    /// Start (or find) the actor of a session; `None` if the session does not exist.
-    OpenSession(
-        String,
-        RpcReplyPort<Result<Option<SessionRef>, Arc<StoreError>>>,
-    ),
+    /// A request for one of the project's sessions, started if needed; refused with
+    /// [`FloorError::NoSession`] if the session does not exist.
+    Session(String, SessionMsg),
     /// Stop sessions that have been idle for the configured time.
     Sweep,
+    /// The actor id of a live session (tests of supervision only).
+    #[cfg(feature = "fault-injection")]
+    SessionId(String, ractor::RpcReplyPort<Option<ractor::ActorId>>),
     /// Panic inside the floor (tests of supervision only).
     #[cfg(feature = "fault-injection")]
     Crash,
 }
 
+impl From<Commit> for FloorMsg {
+    fn from(c: Commit) -> FloorMsg {
+        FloorMsg::Commit(c)
+    }
+}
+
+impl TryFrom<FloorMsg> for Commit {
+    type Error = FloorMsg;
+
+    fn try_from(m: FloorMsg) -> Result<Commit, FloorMsg> {
+        match m {
+            FloorMsg::Commit(c) => Ok(c),
+            other => Err(other),
+        }
+    }
+}
+
+/// What every floor is handed: the store, the search indexer, and the session settings.
+#[derive(Clone)]
+pub(crate) struct FloorEnv {
+    /// The store.
+    pub(crate) store: Store,
+    /// Told of every commit, so search catches up.
+    pub(crate) indexer: Arc<IndexerSlot>,
+    /// Session actors idle this long stop.
+    pub(crate) session_idle: Duration,
+    /// Live session actors of all floors (for `/metrics`).
+    pub(crate) live_sessions: Arc<AtomicUsize>,
+}
+
 /// Start-up arguments.
-pub struct FloorArgs {
+pub(crate) struct FloorArgs {
     /// The project.
-    pub project: ProjectKey,
+    pub(crate) project: ProjectKey,
     /// The hub, shared with earlier incarnations of this floor.
-    pub hub: Arc<FloorHub>,
+    pub(crate) hub: Arc<FloorHub>,
     /// Runtime services.
-    pub shared: Arc<Shared>,
+    pub(crate) env: FloorEnv,
+}
+
+/// A live session actor and when a request last went to it.
+struct LiveSession {
+    actor: SessionRef,
+    last_used: Instant,
 }
 
 /// State of a running floor.
-pub struct FloorState {
+pub(crate) struct FloorState {
     project: ProjectKey,
     hub: Arc<FloorHub>,
-    shared: Arc<Shared>,
+    env: FloorEnv,
     pending: Batch,
     in_flight: bool,
-    /// Session actors by name, with the time each was last asked for.
-    sessions: HashMap<String, SessionRef>,
+    /// The project's live session actors: this map's only reader and writer is the floor.
+    sessions: HashMap<String, LiveSession>,
     sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The floor actor.
-pub struct Floor;
+pub(crate) struct Floor;
+
+/// Handle to a floor actor.
+pub(crate) type FloorRef = ActorRef<FloorMsg>;
 
 impl Floor {
     /// Starts a floor under `supervisor`.
-    pub async fn spawn_linked(
+    pub(crate) async fn spawn_linked(
         args: FloorArgs,
         supervisor: ractor::ActorCell,
     ) -> Result<FloorRef, ractor::SpawnErr> {
@@ -126,14 +134,14 @@ impl Actor for Floor {
         myself: FloorRef,
         args: FloorArgs,
     ) -> Result<FloorState, ActorProcessingErr> {
-        let idle = args.shared.settings.session_idle;
+        let idle = args.env.session_idle;
         // One timer per floor, not per session: memory follows active sessions.
         let sweeper =
             myself.send_interval(idle.max(Duration::from_millis(50)) / 2, || FloorMsg::Sweep);
         Ok(FloorState {
             project: args.project,
             hub: args.hub,
-            shared: args.shared,
+            env: args.env,
             pending: Vec::new(),
             in_flight: false,
             sessions: HashMap::new(),
@@ -153,14 +161,14 @@ impl Actor for Floor {
         // before it goes: whatever a floor accepted is answered.
         if !state.pending.is_empty() {
             let batch = std::mem::take(&mut state.pending);
-            commit(&state.shared, &state.hub, &state.project, batch).await;
+            commit(&state.env, &state.hub, &state.project, batch).await;
         }
-        for name in state.sessions.keys() {
-            state
-                .shared
-                .sessions
-                .remove(&(state.project.id, name.clone()));
-        }
+        // The sessions stop with their floor.
+        state
+            .env
+            .live_sessions
+            .fetch_sub(state.sessions.len(), Ordering::Relaxed);
+        state.sessions.clear();
         Ok(())
     }
 
@@ -171,8 +179,8 @@ impl Actor for Floor {
         state: &mut FloorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FloorMsg::Append(item, reply) => {
-                state.pending.push((*item, reply));
+            FloorMsg::Commit(Commit { item, reply }) => {
+                state.pending.push((item, reply));
                 if !state.in_flight {
                     start_flush(&myself, state);
                 }
@@ -183,12 +191,14 @@ impl Actor for Floor {
                     start_flush(&myself, state);
                 }
             }
-            FloorMsg::OpenSession(name, reply) => {
-                let result = open_session(&myself, state, name).await;
-                // The caller may have given up waiting; nothing to do then.
-                let _ = reply.send(result);
-            }
+            FloorMsg::Session(name, msg) => route(&myself, state, name, msg).await,
             FloorMsg::Sweep => sweep(state),
+            #[cfg(feature = "fault-injection")]
+            FloorMsg::SessionId(name, reply) => {
+                let id = state.sessions.get(&name).map(|s| s.actor.get_id());
+                // The test may have given up waiting.
+                let _ = reply.send(id);
+            }
             #[cfg(feature = "fault-injection")]
             FloorMsg::Crash => panic!(
                 "fault injection: floor {} crashed on request",
@@ -206,27 +216,19 @@ impl Actor for Floor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
-                let Some(name) = session_named(state, cell.get_id()) else {
+                let Some(name) = forget(state, cell.get_id()) else {
                     return Ok(());
                 };
                 metrics::counter!("polaris_actor_restarts_total", "actor" => "session")
                     .increment(1);
                 tracing::error!(project = %state.project.name, session = %name, error = %err,
                     "session actor failed; restarting it from the store");
-                state.sessions.remove(&name);
-                state
-                    .shared
-                    .sessions
-                    .remove(&(state.project.id, name.clone()));
-                if let Err(e) = open_session(&myself, state, name.clone()).await {
+                if let Err(e) = start_session(&myself, state, &name).await {
                     tracing::error!(session = %name, error = %e, "session restart failed; it will start on next use");
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(name) = session_named(state, cell.get_id()) {
-                    state.sessions.remove(&name);
-                    state.shared.sessions.remove(&(state.project.id, name));
-                }
+                forget(state, cell.get_id());
             }
             _ => {}
         }
@@ -234,78 +236,117 @@ impl Actor for Floor {
     }
 }
 
-fn session_named(state: &FloorState, id: ractor::ActorId) -> Option<String> {
-    state
+/// Drops a stopped session actor from the map, if it is still the one there (a sweep
+/// removes the entry before the actor stops, and a new actor may have the name since).
+fn forget(state: &mut FloorState, id: ractor::ActorId) -> Option<String> {
+    let name = state
         .sessions
         .iter()
-        .find(|(_, r)| r.get_id() == id)
-        .map(|(n, _)| n.clone())
+        .find(|(_, s)| s.actor.get_id() == id)
+        .map(|(n, _)| n.clone())?;
+    state.sessions.remove(&name);
+    state.env.live_sessions.fetch_sub(1, Ordering::Relaxed);
+    Some(name)
 }
 
-async fn open_session(
-    myself: &FloorRef,
-    state: &mut FloorState,
-    name: String,
-) -> Result<Option<SessionRef>, Arc<StoreError>> {
-    if let Some(s) = state.sessions.get(&name) {
-        return Ok(Some(s.clone()));
-    }
-    if state
-        .shared
-        .store
-        .get_session(&state.project, &name)
-        .await
-        .map_err(Arc::new)?
-        .is_none()
-    {
-        return Ok(None);
-    }
-    let args = SessionArgs {
-        project: state.project.clone(),
-        name: name.clone(),
-        floor: myself.clone(),
-        shared: state.shared.clone(),
-    };
-    let session = Session::spawn_linked(args, myself.get_cell())
-        .await
-        .map_err(|e| {
-            Arc::new(StoreError::Corrupt(format!(
-                "session actor did not start: {e}"
-            )))
-        })?;
-    state.sessions.insert(name.clone(), session.clone());
-    state.shared.sessions.insert(
-        (state.project.id, name),
-        crate::runtime::SessionEntry::new(session.clone()),
-    );
-    Ok(Some(session))
-}
-
-/// Stops session actors nobody used for the idle timeout. The entry leaves the lookup
-/// table first, then the actor drains what is already in its mailbox and stops: a
-/// request that still holds the old handle gets a send error and opens a fresh one.
-fn sweep(state: &mut FloorState) {
-    let idle = state.shared.settings.session_idle;
-    let now = Instant::now();
-    let mut stopped = Vec::new();
-    for (name, actor) in &state.sessions {
-        let key = (state.project.id, name.clone());
-        let idle_for = state
-            .shared
-            .sessions
-            .get(&key)
-            .map(|e| e.idle_for(now))
-            .unwrap_or(idle);
-        if idle_for >= idle {
-            state.shared.sessions.remove(&key);
-            // A drain that fails means the actor is already stopping.
-            let _ = actor.drain();
-            stopped.push(name.clone());
+/// Hands a request to its session, starting the actor if needed. The floor is the only
+/// one that starts or stops session actors, so the actor found here is not being stopped
+/// by anyone else; one that died since (a crash whose notice has not arrived yet) hands
+/// the request back and a fresh actor takes it.
+async fn route(myself: &FloorRef, state: &mut FloorState, name: String, msg: SessionMsg) {
+    let mut msg = msg;
+    for fresh in [false, true] {
+        let actor = match state.sessions.get_mut(&name) {
+            Some(live) if !fresh => {
+                live.last_used = Instant::now();
+                live.actor.clone()
+            }
+            _ => {
+                if fresh {
+                    forget_named(state, &name);
+                }
+                match start_session(myself, state, &name).await {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return msg.refuse(FloorError::NoSession),
+                    Err(e) => return msg.refuse(e),
+                }
+            }
+        };
+        match actor.send_message(msg) {
+            Ok(()) => return,
+            Err(MessagingErr::SendErr(back)) => msg = back,
+            // Only a send can fail for a local actor; nothing else comes back.
+            Err(_) => return,
         }
     }
-    for name in stopped {
-        state.sessions.remove(&name);
+    msg.refuse(FloorError::Unavailable);
+}
+
+fn forget_named(state: &mut FloorState, name: &str) {
+    if state.sessions.remove(name).is_some() {
+        state.env.live_sessions.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Starts the actor of a session from its stored row; `None` if the session does not
+/// exist. The row is read here, once: the actor keeps it from then on.
+async fn start_session(
+    myself: &FloorRef,
+    state: &mut FloorState,
+    name: &str,
+) -> Result<Option<SessionRef>, FloorError> {
+    let row = state
+        .env
+        .store
+        .get_session(&state.project, name)
+        .await
+        .map_err(|e| FloorError::Store(Arc::new(e)))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let args = SessionArgs {
+        project: state.project.clone(),
+        row,
+        floor: myself.get_derived(),
+        store: state.env.store.clone(),
+    };
+    let actor = Session::spawn_linked(args, myself.get_cell())
+        .await
+        .map_err(|e| {
+            tracing::error!(session = %name, error = %e, "session actor did not start");
+            FloorError::Unavailable
+        })?;
+    state.sessions.insert(
+        name.to_owned(),
+        LiveSession {
+            actor: actor.clone(),
+            last_used: Instant::now(),
+        },
+    );
+    state.env.live_sessions.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(actor))
+}
+
+/// Stops session actors nobody used for the idle timeout. The entry leaves the map first,
+/// then the actor drains what is already in its mailbox and stops; the next request for
+/// the session starts a fresh actor from the store.
+fn sweep(state: &mut FloorState) {
+    let idle = state.env.session_idle;
+    let now = Instant::now();
+    let before = state.sessions.len();
+    state.sessions.retain(|_, live| {
+        let keep = now.saturating_duration_since(live.last_used) < idle;
+        if !keep {
+            // A drain that fails means the actor is already stopping.
+            let _ = live.actor.drain();
+        }
+        keep
+    });
+    let stopped = before - state.sessions.len();
+    state
+        .env
+        .live_sessions
+        .fetch_sub(stopped, Ordering::Relaxed);
 }
 
 fn start_flush(myself: &FloorRef, state: &mut FloorState) {
@@ -315,41 +356,41 @@ fn start_flush(myself: &FloorRef, state: &mut FloorState) {
     let hub = state.hub.clone();
     let project = state.project.clone();
     let done = FlushDone(myself.clone());
-    let shared = state.shared.clone();
+    let env = state.env.clone();
     let span = tracing::info_span!("floor.flush", project = %project.name, n = batch.len());
     tokio::spawn(
         async move {
             // Sends `Flushed` when dropped, even if this task panics, so the floor
             // can never wait forever on a flush that died.
             let _done = done;
-            commit(&shared, &hub, &project, batch).await;
+            commit(&env, &hub, &project, batch).await;
         }
         .instrument(span),
     );
 }
 
-type Batch = Vec<(Append, RpcReplyPort<Result<Posted, FloorError>>)>;
+type Batch = Vec<(crate::store::Append, Reply)>;
 
 /// Commits a batch, publishes what was created in `seq` order and answers every caller.
-async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Batch) {
+async fn commit(env: &FloorEnv, hub: &FloorHub, project: &ProjectKey, batch: Batch) {
     let _order = hub.commit_lock.lock().await;
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let started = Instant::now();
     let n = items.len();
-    match shared.store.append(project, items).await {
+    match env.store.append(project, items).await {
         Ok(results) => {
             metrics::histogram!("polaris_commit_seconds").record(started.elapsed().as_secs_f64());
             metrics::histogram!("polaris_commit_batch_size").record(n as f64);
             // Before any caller hears back, so a search that follows an acknowledged post
             // finds the indexer already told.
             if results.iter().any(|r| r.as_ref().is_ok_and(|a| a.created)) {
-                shared.indexer.committed(project.id);
+                env.indexer.committed(project.id);
             }
             // Callers first, subscribers second: waking a thousand subscribers takes
             // the runtime a while, and the writers should not queue behind them.
             let mut fresh = Vec::new();
             for (result, reply) in results.into_iter().zip(replies) {
-                let answer = result.map_err(FloorError::from).map(|a| {
+                let outcome = result.map_err(FloorError::from).map(|a| {
                     let committed = Arc::new(Committed::new(a.event));
                     if a.created {
                         fresh.push(committed.clone());
@@ -361,7 +402,7 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
                 });
                 // A caller that gave up (timeout, dropped connection) still had its
                 // event committed; a retry with the same id finds it.
-                let _ = reply.send(answer);
+                answer(reply, outcome);
             }
             for c in fresh {
                 hub.publish(c);
@@ -372,7 +413,7 @@ async fn commit(shared: &Shared, hub: &FloorHub, project: &ProjectKey, batch: Ba
             tracing::error!(error = %e, n, "commit failed; the batch is answered with errors");
             let e = Arc::new(e);
             for reply in replies {
-                let _ = reply.send(Err(FloorError::Store(e.clone())));
+                answer(reply, Err(FloorError::Store(e.clone())));
             }
         }
     }

@@ -48,7 +48,7 @@ impl Committed {
 
 /// The live side of one floor.
 #[derive(Debug)]
-pub struct FloorHub {
+pub(crate) struct FloorHub {
     tx: broadcast::Sender<Arc<Committed>>,
     last_published: AtomicI64,
     /// Held by a flush from the start of its transaction to the end of its publishing.
@@ -84,17 +84,12 @@ impl FloorHub {
     }
 
     /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.tx.subscribe()
     }
 
     /// The `seq` of the newest published event.
-    pub fn head(&self) -> i64 {
+    pub(crate) fn head(&self) -> i64 {
         self.last_published.load(Ordering::Acquire)
-    }
-
-    /// Live subscribers right now.
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
     }
 }

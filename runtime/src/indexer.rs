@@ -22,19 +22,19 @@ use uuid::Uuid;
 use crate::store::Store;
 
 /// Events indexed per transaction.
-pub const BATCH: i64 = 1000;
+pub(crate) const BATCH: i64 = 1000;
 /// How long commits gather before a run: larger runs cost far less per event (one
 /// transaction, fewer FTS segments or GIN pending-list flushes), and a search never
 /// waits for it (`Sync` starts a run at once).
-pub const GATHER: Duration = Duration::from_millis(50);
+pub(crate) const GATHER: Duration = Duration::from_millis(50);
 /// Delay before retrying after a store failure.
-pub const RETRY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
 /// Handle to the indexer.
-pub type IndexerRef = ActorRef<IndexerMsg>;
+pub(crate) type IndexerRef = ActorRef<IndexerMsg>;
 
 /// Messages of the indexer.
-pub enum IndexerMsg {
+pub(crate) enum IndexerMsg {
     /// A floor committed events of this project.
     Committed(Uuid),
     /// Answer once every event committed before this message is indexed.
@@ -46,7 +46,7 @@ pub enum IndexerMsg {
 }
 
 /// State of the indexer.
-pub struct IndexerState {
+pub(crate) struct IndexerState {
     store: Store,
     dirty: HashSet<Uuid>,
     in_flight: bool,
@@ -59,7 +59,7 @@ pub struct IndexerState {
 }
 
 /// The indexer actor.
-pub struct Indexer;
+pub(crate) struct Indexer;
 
 impl Actor for Indexer {
     type Msg = IndexerMsg;

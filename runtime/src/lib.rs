@@ -8,21 +8,34 @@
 //! store's transaction, and never answer 2xx for an event it has not committed.
 #![warn(missing_docs, unreachable_pub)]
 
+// The facade: what the binary, the agents and the tests may use. Everything else is
+// crate-private, so the actors' messages and maps can change without touching callers.
 pub mod api;
 pub mod auth;
-pub mod directory;
-pub mod floor;
-pub mod hub;
-pub mod indexer;
-pub mod runtime;
-pub mod session;
 pub mod store;
-pub mod subscription;
-pub mod supervisor;
+
+mod commit;
+mod directory;
+mod floor;
+mod hub;
+mod indexer;
+mod live;
+mod roster;
+mod runtime;
+mod session;
+mod subscription;
+mod supervisor;
+
+pub use commit::{FloorError, Posted};
+pub use directory::{Directory, DirectoryError, FloorAgent};
+pub use hub::Committed;
+pub use runtime::{Runtime, Settings};
+pub use session::SYSTEM_SENDER;
+#[cfg(feature = "fault-injection")]
+pub use session::Seat;
+pub use subscription::{Start, SubscriptionSpec};
 
 // The wire types and checks live in polaris-protocol, shared with the sidecar; inside this
 // crate they keep their short paths.
 use polaris_protocol as protocol;
 use polaris_protocol::validate;
-
-pub use runtime::{Runtime, Settings};

@@ -42,7 +42,7 @@ pub struct SubscriptionSpec {
 /// The events of `spec`, in `seq` order, forever (until the consumer drops the stream).
 /// An `Err` item means the store failed during a catch-up; the stream ends after it and
 /// the consumer resumes from its own cursor.
-pub fn subscribe(
+pub(crate) fn subscribe(
     hub: Arc<FloorHub>,
     store: Store,
     spec: SubscriptionSpec,

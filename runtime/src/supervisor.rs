@@ -1,6 +1,7 @@
 //! The root supervisor: starts one floor per project on demand and restarts a floor
 //! that fails, from the store, with the same hub so live subscribers stay connected. It
-//! also keeps the search indexer running.
+//! also keeps the search indexer running. It is the only writer of the floor lookup
+//! ([`Floors`]).
 //!
 //! A floor that fails [`MAX_RESTARTS`] times within [`RESTART_WINDOW`] is not restarted
 //! eagerly any more: the failure is logged as an error and counted, and the floor starts
@@ -14,20 +15,28 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use uuid::Uuid;
 
-use crate::floor::{Floor, FloorArgs, FloorRef};
-use crate::runtime::Shared;
+use crate::floor::{Floor, FloorArgs, FloorEnv, FloorRef};
+use crate::live::Floors;
 use crate::store::ProjectKey;
 
 /// Restarts allowed per floor within [`RESTART_WINDOW`].
-pub const MAX_RESTARTS: usize = 5;
+pub(crate) const MAX_RESTARTS: usize = 5;
 /// See [`MAX_RESTARTS`].
-pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// Handle to the supervisor.
-pub type SupervisorRef = ActorRef<SupervisorMsg>;
+pub(crate) type SupervisorRef = ActorRef<SupervisorMsg>;
+
+/// What the supervisor is handed.
+pub(crate) struct SupervisorArgs {
+    /// The floor lookup it keeps.
+    pub(crate) floors: Arc<Floors>,
+    /// What every floor is handed.
+    pub(crate) env: FloorEnv,
+}
 
 /// Messages of the supervisor.
-pub enum SupervisorMsg {
+pub(crate) enum SupervisorMsg {
     /// Start (or find) the floor of a project.
     OpenFloor(ProjectKey, RpcReplyPort<Result<FloorRef, String>>),
     /// Stop a project's floor after it drains (its name changed); it starts again, with
@@ -36,28 +45,30 @@ pub enum SupervisorMsg {
 }
 
 /// Supervisor state.
-pub struct SupervisorState {
-    shared: Arc<Shared>,
+pub(crate) struct SupervisorState {
+    floors_live: Arc<Floors>,
+    env: FloorEnv,
     indexer: Option<ActorId>,
     floors: HashMap<ActorId, ProjectKey>,
     restarts: HashMap<Uuid, Vec<Instant>>,
 }
 
 /// The root supervisor.
-pub struct Supervisor;
+pub(crate) struct Supervisor;
 
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<Shared>;
+    type Arguments = SupervisorArgs;
 
     async fn pre_start(
         &self,
         myself: SupervisorRef,
-        shared: Arc<Shared>,
+        args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
-            shared,
+            floors_live: args.floors,
+            env: args.env,
             indexer: None,
             floors: HashMap::new(),
             restarts: HashMap::new(),
@@ -74,7 +85,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::OpenFloor(project, reply) => {
-                let running = state.shared.floors.get(&project.id).map(|f| f.clone());
+                let running = state.floors_live.get(project.id);
                 let result = match running {
                     Some(f) => Ok(f),
                     None => start_floor(&myself, state, project).await,
@@ -83,8 +94,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::CloseFloor(id, reply) => {
-                if let Some((_, floor)) = state.shared.floors.remove(&id) {
-                    state.shared.sessions.retain(|(p, _), _| *p != id);
+                if let Some(floor) = state.floors_live.take(id) {
                     // Drain: appends already queued commit before it stops. An error
                     // means it is stopping already.
                     let _ = floor.drain();
@@ -133,23 +143,18 @@ impl Actor for Supervisor {
     }
 }
 
-/// Drops a stopped floor from the lookup tables, with the sessions it took down with it
-/// (children die with their supervisor).
+/// Drops a stopped floor from the lookup (its sessions stopped with it).
 fn forget(state: &SupervisorState, project: &ProjectKey, floor: ActorId) {
-    state
-        .shared
-        .floors
-        .remove_if(&project.id, |_, f| f.get_id() == floor);
-    state.shared.sessions.retain(|(p, _), _| *p != project.id);
+    state.floors_live.remove(project.id, &floor);
 }
 
 async fn start_indexer(
     myself: &SupervisorRef,
     state: &mut SupervisorState,
 ) -> Result<(), ractor::SpawnErr> {
-    let indexer = crate::indexer::spawn(state.shared.store.clone(), myself.get_cell()).await?;
+    let indexer = crate::indexer::spawn(state.env.store.clone(), myself.get_cell()).await?;
     state.indexer = Some(indexer.get_id());
-    state.shared.indexer.set(Some(indexer));
+    state.env.indexer.set(Some(indexer));
     Ok(())
 }
 
@@ -159,19 +164,19 @@ async fn start_floor(
     project: ProjectKey,
 ) -> Result<FloorRef, String> {
     let hub = state
-        .shared
-        .hub(&project)
+        .floors_live
+        .hub(&state.env.store, &project)
         .await
         .map_err(|e| e.to_string())?;
     let args = FloorArgs {
         project: project.clone(),
         hub,
-        shared: state.shared.clone(),
+        env: state.env.clone(),
     };
     let floor = Floor::spawn_linked(args, myself.get_cell())
         .await
         .map_err(|e| format!("floor did not start: {e}"))?;
     state.floors.insert(floor.get_id(), project.clone());
-    state.shared.floors.insert(project.id, floor.clone());
+    state.floors_live.insert(project.id, floor.clone());
     Ok(floor)
 }

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use polaris_registry::ParticipantId;
 use polaris_protocol::{NewEventBody, Source};
+use polaris_registry::ParticipantId;
 use ractor::rpc::CallResult;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -226,7 +226,8 @@ async fn connect(State(st): State<AppState>, body: Bytes) -> Res {
         .map_err(|e| HttpError::bad(e.to_string()))?;
     let explicit = opt_field(&o, "session")?.map(str::to_owned);
     if let Some(s) = &explicit {
-        polaris_protocol::validate::name("session", s).map_err(|e| HttpError::bad(e.to_string()))?;
+        polaris_protocol::validate::name("session", s)
+            .map_err(|e| HttpError::bad(e.to_string()))?;
     }
     st.log.write(LogLine {
         t: Utc::now(),

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, BufRead};
 
-use polaris_registry::ParticipantId;
 use polaris_protocol::{NewEventBody, Source};
+use polaris_registry::ParticipantId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -19,8 +19,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use polaris_registry::ParticipantId;
 use polaris_protocol::NewEventBody;
+use polaris_registry::ParticipantId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 

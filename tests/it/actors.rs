@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::both_stores;
 use crate::support::{Client, Options, eventually};
+use polaris_registry::ParticipantId;
 use polaris_runtime::store::ProjectKey;
 
 async fn key(c: &Client, project: &str) -> ProjectKey {
@@ -107,7 +108,7 @@ both_stores!(
             c.prompt("pj", "s", "user:manu", "first").await.json["seq"],
             1
         );
-        let (floor_before, _) = srv.runtime.actor_ids(k.id, "s");
+        let (floor_before, _) = srv.runtime.actor_ids(k.id, "s").await;
         let floor_before = floor_before.expect("floor running");
         let mut ws = c.ws("/projects/pj/ws?after=1").await.unwrap();
 
@@ -118,7 +119,8 @@ both_stores!(
         for w in writers {
             acked.extend(w.await.unwrap());
         }
-        let floor_after = eventually(10, || async { srv.runtime.actor_ids(k.id, "s").0 }).await;
+        let floor_after =
+            eventually(10, || async { srv.runtime.actor_ids(k.id, "s").await.0 }).await;
         assert_ne!(floor_before, floor_after, "the floor was not restarted");
         // seq continues after the restart.
         let next = c.prompt("pj", "s", "user:manu", "after the crash").await;
@@ -140,12 +142,13 @@ both_stores!(a_crashed_session_is_restarted_by_its_floor, |srv| {
     c.project_session("pj", "s").await;
     let k = key(&c, "pj").await;
     c.prompt("pj", "s", "user:manu", "one").await;
-    let (_, before) = srv.runtime.actor_ids(k.id, "s");
+    let (_, before) = srv.runtime.actor_ids(k.id, "s").await;
     let before = before.expect("session running");
     srv.runtime.crash_session(&k, "s").await.unwrap();
     let after = eventually(10, || async {
         srv.runtime
             .actor_ids(k.id, "s")
+            .await
             .1
             .filter(|id| *id != before)
     })
@@ -240,4 +243,102 @@ both_stores!(a_lost_search_index_is_rebuilt_from_the_events, |srv| {
             .len(),
         2
     );
+});
+
+both_stores!(the_session_actor_keeps_the_seat_the_store_has, |srv| {
+    let c = srv.client();
+    let r = c.post("/projects", json!({"name": "pj"})).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = c
+        .post(
+            "/projects/pj/sessions",
+            json!({"name": "s", "driver": "user:manu", "agent": "agent:claude"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let k = key(&c, "pj").await;
+    let seat = |driver: Option<&str>, label: Option<&str>| polaris_runtime::Seat {
+        driver: driver.map(|d| ParticipantId::parse(d).unwrap()),
+        agent: Some(ParticipantId::parse("agent:claude").unwrap()),
+        label: label.map(str::to_owned),
+    };
+    // Loaded from the row when the actor starts.
+    assert_eq!(
+        srv.runtime.session_seat(&k, "s").await,
+        Some(seat(Some("user:manu"), None))
+    );
+
+    // Eight claims of an empty seat at once: one wins, the others hear who has it.
+    assert_eq!(
+        c.post("/projects/pj/sessions/s/handoff", json!({}))
+            .await
+            .status,
+        200
+    );
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let who = format!("user:u{i}");
+                let r = c
+                    .post("/projects/pj/sessions/s/driver", json!({"driver": who}))
+                    .await;
+                (who, r)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in claims {
+        let (who, r) = t.await.unwrap();
+        match r.status {
+            200 => winners.push(who),
+            409 => assert!(
+                r.json["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already has a driver"),
+                "{r:?}"
+            ),
+            other => panic!("unexpected {other}: {r:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
+    let row = c.get("/projects/pj/sessions/s").await.json;
+    assert_eq!(row["driver"], winners[0].as_str());
+    c.post(
+        "/projects/pj/sessions/s/label",
+        json!({"label": "auth refactor"}),
+    )
+    .await;
+    assert_eq!(
+        srv.runtime.session_seat(&k, "s").await,
+        Some(seat(Some(&winners[0]), Some("auth refactor")))
+    );
+    // The floor's record agrees: one driver event among the claims.
+    let events = c.get("/projects/pj/messages").await.json;
+    let drivers = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "driver")
+        .count();
+    assert_eq!(drivers, 1);
+
+    // A restarted actor loads the same state again.
+    let (_, before) = srv.runtime.actor_ids(k.id, "s").await;
+    srv.runtime.crash_session(&k, "s").await.unwrap();
+    eventually(10, || async {
+        srv.runtime
+            .actor_ids(k.id, "s")
+            .await
+            .1
+            .filter(|id| Some(*id) != before)
+    })
+    .await;
+    assert_eq!(
+        srv.runtime.session_seat(&k, "s").await,
+        Some(seat(Some(&winners[0]), Some("auth refactor")))
+    );
+    // A session that does not exist has no actor.
+    assert_eq!(srv.runtime.session_seat(&k, "nope").await, None);
 });

@@ -2,7 +2,6 @@
 //! process uses): the answer goes into the sidecar's write-ahead log and reaches the floor
 //! over authenticated HTTP, the same as it would from a container.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use polaris_runtime::auth::Role;
@@ -22,7 +21,11 @@ both_stores!(
     |srv| {
         let dir = agents_dir(TEAM);
         let file = polaris_registry::AgentFile::load(&dir.file).unwrap();
-        srv.runtime.load_agent_file(Some(file)).await.unwrap();
+        srv.runtime
+            .directory()
+            .load_agent_file(Some(file))
+            .await
+            .unwrap();
         let wal = tempfile::tempdir().unwrap();
         // A sidecar holds one credential for everything it relays: a service token of the
         // org, as an agent container would be given.
@@ -36,10 +39,22 @@ both_stores!(
         )
         .unwrap();
         let uplink = Uplink::open(wal.path(), floor).await.unwrap();
-        let host =
-            polaris_agents::AgentHost::start_with(srv.runtime.clone(), Arc::new(uplink.clone()))
-                .await
-                .unwrap();
+        let relay = {
+            let uplink = uplink.clone();
+            polaris_agents::outbox::Relay::shared(move |project, session, body| {
+                let uplink = uplink.clone();
+                Box::pin(async move {
+                    uplink
+                        .submit(&project, &session, body)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+        };
+        let host = polaris_agents::AgentHost::start_with(srv.runtime.clone(), relay)
+            .await
+            .unwrap();
 
         let c = srv.client_as("default", "user:manu", Role::Member);
         for (name, tag) in [("warehouse", "data"), ("launch", "marketing")] {

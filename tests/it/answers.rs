@@ -181,8 +181,8 @@ both_stores!(
         c.post("/projects/warehouse/sessions", json!({"name": "s"}))
             .await;
         let mut ws = c.ws("/projects/warehouse/sessions/s/ws").await.unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/routing-dev.jsonl");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/routing-dev.jsonl");
         let cases: Vec<Value> = std::fs::read_to_string(path)
             .unwrap()
             .lines()

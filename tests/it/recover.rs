@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use polaris_registry::ParticipantId;
 use polaris_protocol::NewEventBody;
+use polaris_registry::ParticipantId;
 use polaris_sidecar::home::Home;
 use polaris_sidecar::wal::SessionOpen;
 use polaris_sidecar::{FloorClient, Uplink};

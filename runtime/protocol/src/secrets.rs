@@ -536,8 +536,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/data/routing-dev.jsonl"
         );
-        let data =
-            std::fs::read_to_string(path).expect("read tests/data/routing-dev.jsonl");
+        let data = std::fs::read_to_string(path).expect("read tests/data/routing-dev.jsonl");
         let cases: std::collections::HashMap<String, String> = data
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

@@ -13,7 +13,9 @@ use super::extract::{JsonBody, PathParams};
 use super::projects::check_tags;
 use super::{Access, ApiError, AppState};
 use crate::auth::Caller;
-use crate::directory::{DirectoryError, Listed};
+use polaris_registry::Listed;
+
+use crate::directory::DirectoryError;
 
 impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> Self {
@@ -74,7 +76,7 @@ pub(super) async fn list(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let agents = st.runtime.agents(&caller.org).await?;
+    let agents = st.runtime.directory().agents(&caller.org).await?;
     Ok(Json(Value::Array(agents.iter().map(listed_json).collect())))
 }
 
@@ -86,6 +88,7 @@ pub(super) async fn get(
     let id = agent_id(&id)?;
     let l = st
         .runtime
+        .directory()
         .agent(&caller.org, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{id} not found")))?;
@@ -98,7 +101,11 @@ pub(super) async fn create(
     JsonBody(spec): JsonBody<AgentSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&caller)?;
-    let l = st.runtime.put_agent(&caller.org, spec, false).await?;
+    let l = st
+        .runtime
+        .directory()
+        .put_agent(&caller.org, spec, false)
+        .await?;
     Ok((StatusCode::CREATED, Json(listed_json(&l))))
 }
 
@@ -116,7 +123,11 @@ pub(super) async fn replace(
             spec.id
         )));
     }
-    let l = st.runtime.put_agent(&caller.org, spec, true).await?;
+    let l = st
+        .runtime
+        .directory()
+        .put_agent(&caller.org, spec, true)
+        .await?;
     Ok(Json(listed_json(&l)))
 }
 
@@ -127,7 +138,10 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
     let id = agent_id(&id)?;
-    st.runtime.delete_agent(&caller.org, &id).await?;
+    st.runtime
+        .directory()
+        .delete_agent(&caller.org, &id)
+        .await?;
     Ok(Json(json!({"ok": true})))
 }
 
@@ -146,6 +160,7 @@ pub(super) async fn set_tags(
     let tags = check_tags("tags", &body.tags)?;
     let p = st
         .runtime
+        .directory()
         .set_project_tags(&caller.org, &opened.project, &tags)
         .await?;
     Ok(Json(serde_json::to_value(p).unwrap_or(Value::Null)))
@@ -157,7 +172,7 @@ pub(super) async fn floor_agents(
     PathParams(project): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
-    let agents = st.runtime.floor_agents(&opened.key).await?;
+    let agents = st.runtime.directory().floor_agents(&opened.key).await?;
     Ok(Json(json!({"agents": agents})))
 }
 
@@ -175,6 +190,7 @@ pub(super) async fn invite(
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     let agent = agent_id(&body.agent)?;
     st.runtime
+        .directory()
         .invite_agent(&opened.key, &agent, caller.participant.as_ref())
         .await?;
     Ok((
@@ -191,6 +207,7 @@ pub(super) async fn remove(
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     let agent = agent_id(&agent)?;
     st.runtime
+        .directory()
         .remove_agent_from_floor(&opened.key, &agent, caller.participant.as_ref())
         .await?;
     Ok(Json(json!({"ok": true})))

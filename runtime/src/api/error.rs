@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::floor::FloorError;
+use crate::commit::FloorError;
 use crate::store::{Rejected, StoreError};
 use crate::validate::FieldError;
 
@@ -139,7 +139,7 @@ impl From<FloorError> for ApiError {
             FloorError::Rejected(Rejected::Conflict(m)) | FloorError::Conflict(m) => {
                 ApiError::Conflict(m)
             }
-            FloorError::Rejected(Rejected::NoSession(_)) => {
+            FloorError::Rejected(Rejected::NoSession(_)) | FloorError::NoSession => {
                 ApiError::NotFound("Session not found".into())
             }
             FloorError::Forbidden(m) => ApiError::Forbidden(m),

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::auth::{Caller, DEFAULT_ORG, TokenKeys};
-use crate::floor::Posted;
+use crate::commit::Posted;
 use crate::protocol::{Project, Visibility};
 use crate::runtime::Runtime;
 use crate::store::ProjectKey;

@@ -74,7 +74,10 @@ pub(super) async fn create(
         .create_project(&caller.org, &body.name, &tags)
         .await?;
     // Agents whose tags match join the new floor now (each join is an event on it).
-    st.runtime.sync_floor(&caller.org, &project).await?;
+    st.runtime
+        .directory()
+        .sync_floor(&caller.org, &project)
+        .await?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 

@@ -123,11 +123,10 @@ pub(super) async fn post_event(
     let incoming = validate::event(body)?;
     let posted = st
         .runtime
-        .ask_session(&opened.key, &session, |reply| {
+        .ask(&opened.key, &session, |reply| {
             SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+        .await?;
     Ok(event_response(&posted))
 }
 
@@ -181,7 +180,6 @@ pub(super) async fn post_batch(
         .runtime
         .post_many(&opened.key, &session, &caller, valid)
         .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?
         .into_iter();
     // Assemble the answer around the JSON rendered at commit.
     let mut out = Vec::with_capacity(checked.len() * 1024);
@@ -249,13 +247,12 @@ pub(super) async fn inject(
     let content = body.content;
     let posted = st
         .runtime
-        .ask_session(&opened.key, &session, |reply| SessionMsg::Inject {
+        .ask(&opened.key, &session, |reply| SessionMsg::Inject {
             content: content.clone(),
             sender: sender.clone(),
             reply,
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+        .await?;
     Ok(event_response(&posted))
 }
 
@@ -282,12 +279,11 @@ pub(super) async fn handoff(
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     let by = caller.participant.clone();
     st.runtime
-        .ask_session(&opened.key, &session, |reply| SessionMsg::Handoff {
+        .ask(&opened.key, &session, |reply| SessionMsg::Handoff {
             by: by.clone(),
             reply,
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+        .await?;
     Ok(Json(json!({"status": "open", "session": session})))
 }
 
@@ -322,12 +318,11 @@ pub(super) async fn driver(
         (None, None) => return Err(FieldError::new("driver", "is required").into()),
     };
     st.runtime
-        .ask_session(&opened.key, &session, |reply| SessionMsg::ClaimDriver {
+        .ask(&opened.key, &session, |reply| SessionMsg::ClaimDriver {
             driver: driver.clone(),
             reply,
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+        .await?;
     Ok(Json(
         json!({"status": "claimed", "driver": driver, "session": session}),
     ))
@@ -355,13 +350,12 @@ pub(super) async fn label(
     let by = caller.participant.clone();
     let label = body.label;
     st.runtime
-        .ask_session(&opened.key, &session, |reply| SessionMsg::Label {
+        .ask(&opened.key, &session, |reply| SessionMsg::Label {
             label: label.clone(),
             by: by.clone(),
             reply,
         })
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
+        .await?;
     Ok(Json(json!({"ok": true})))
 }
 

@@ -176,6 +176,7 @@ impl TestServer {
         if let Some(path) = &opts.agents_file {
             let file = polaris_registry::AgentFile::load(path).expect("agents file");
             runtime
+                .directory()
                 .load_agent_file(Some(file))
                 .await
                 .expect("load agents");

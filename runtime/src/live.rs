@@ -1,0 +1,81 @@
+//! The lookup of live floors: project → floor actor, and project → hub.
+//!
+//! One owner, one writer per map. Only the supervisor inserts and removes floors (it
+//! starts them, and hears when they stop); everyone else reads. Hubs are only ever added,
+//! through [`Floors::hub`], and outlive floor restarts so that live subscribers stay
+//! connected. Sessions are not here: each floor owns its sessions (see `floor.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use crate::floor::FloorRef;
+use crate::hub::FloorHub;
+use crate::store::{ProjectKey, Store, StoreError};
+
+/// The live floors and their hubs.
+pub(crate) struct Floors {
+    floors: DashMap<Uuid, FloorRef>,
+    hubs: DashMap<Uuid, Arc<FloorHub>>,
+    subscriber_buffer: usize,
+    /// Live session actors of every floor, counted by the floors.
+    pub(crate) live_sessions: Arc<AtomicUsize>,
+}
+
+impl Floors {
+    pub(crate) fn new(subscriber_buffer: usize) -> Floors {
+        Floors {
+            floors: DashMap::new(),
+            hubs: DashMap::new(),
+            subscriber_buffer,
+            live_sessions: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The running floor of a project.
+    pub(crate) fn get(&self, project: Uuid) -> Option<FloorRef> {
+        self.floors.get(&project).map(|f| f.clone())
+    }
+
+    /// Records a started floor (the supervisor only).
+    pub(crate) fn insert(&self, project: Uuid, floor: FloorRef) {
+        self.floors.insert(project, floor);
+    }
+
+    /// Forgets a floor if it is still the one recorded (the supervisor only).
+    pub(crate) fn remove(&self, project: Uuid, floor: &ractor::ActorId) {
+        self.floors.remove_if(&project, |_, f| f.get_id() == *floor);
+    }
+
+    /// Forgets a project's floor whatever it is (the supervisor only); returns it.
+    pub(crate) fn take(&self, project: Uuid) -> Option<FloorRef> {
+        self.floors.remove(&project).map(|(_, f)| f)
+    }
+
+    /// The hub of a project, created on first use from the store's newest `seq`.
+    pub(crate) async fn hub(
+        &self,
+        store: &Store,
+        project: &ProjectKey,
+    ) -> Result<Arc<FloorHub>, StoreError> {
+        if let Some(h) = self.hubs.get(&project.id) {
+            return Ok(h.clone());
+        }
+        let last = store.last_seq(project.id).await?;
+        Ok(self
+            .hubs
+            .entry(project.id)
+            .or_insert_with(|| Arc::new(FloorHub::new(last, self.subscriber_buffer)))
+            .clone())
+    }
+
+    /// Live floor and session actors.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (
+            self.floors.len(),
+            self.live_sessions.load(Ordering::Relaxed),
+        )
+    }
+}
