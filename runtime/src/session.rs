@@ -332,7 +332,11 @@ impl SessionState {
                     },
                     // The compare-and-set failed: another node changed the seat. Learn
                     // what it is now; the requester is told to read and try again.
-                    Err(FloorError::Rejected(Rejected::Conflict(_))) => self.reload().await?,
+                    // Boxed: a store read's future is large, and the actor's task would
+                    // otherwise carry its size for as long as the session is live.
+                    Err(FloorError::Rejected(Rejected::Conflict(_))) => {
+                        Box::pin(self.reload()).await?
+                    }
                     Err(_) => {}
                 }
                 answer(reply, outcome);
