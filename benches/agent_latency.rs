@@ -4,9 +4,13 @@
 //!   polaris serve --agents benches/agents-bench.yaml --config <rate limits off> &
 //!   cargo bench --bench agent_latency -- --base http://127.0.0.1:4321 --floors 100 --questions 2000 --rate 100
 //!
-//! Prints one line `RESULT {json}`.
+//! Prints one line `RESULT {json}`: the latency percentiles of Dean's first answer to each
+//! question, `answered`, `unanswered` (no answer from Dean), `duplicates` (answers past the
+//! first to one question, from any agent) and `post_errors`. They are counted once a
+//! marker question asked on every floor after the load has been answered: Dean reads each
+//! floor in order, so his answers to the questions before it are on the socket by then.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,34 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// What the sockets saw.
+#[derive(Default)]
+struct Tally {
+    /// Questions posted, with when their POST started.
+    asked: HashMap<String, Instant>,
+    /// Answers from any agent, per question.
+    answers: HashMap<String, u32>,
+    /// Questions Dean answered.
+    by_dean: HashSet<String>,
+    /// Latency of Dean's first answer to each question, in ms.
+    lat: Vec<f64>,
+    /// Marker questions not answered yet.
+    markers: HashSet<String>,
+}
+
+impl Tally {
+    fn answer(&mut self, q: &str, by_dean: bool, at: Instant) {
+        if by_dean && self.markers.remove(q) {
+            return;
+        }
+        let Some(t0) = self.asked.get(q) else { return };
+        *self.answers.entry(q.to_owned()).or_default() += 1;
+        if by_dean && self.by_dean.insert(q.to_owned()) {
+            self.lat.push(at.duration_since(*t0).as_secs_f64() * 1000.0);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -43,8 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Floors tagged for all four agents, a session each, a socket on each session.
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+    let tally = Arc::new(Mutex::new(Tally::default()));
     let mut readers = Vec::new();
     for f in 0..floors {
         let p = format!("{run}-{f}");
@@ -65,7 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             base.replacen("http", "ws", 1)
         );
         let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        let (sent, lat) = (sent.clone(), lat.clone());
+        let tally = tally.clone();
         readers.push(tokio::spawn(async move {
             let (_, mut rx) = ws.split();
             while let Some(Ok(m)) = rx.next().await {
@@ -74,17 +105,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
                     continue;
                 };
-                if v["sender"] != "agent:dean" {
+                if v["source"] != "agent" {
                     continue;
                 }
                 let Some(q) = v["payload"]["in_reply_to"].as_str() else {
                     continue;
                 };
-                if let Some(t0) = sent.lock().await.remove(q) {
-                    lat.lock()
-                        .await
-                        .push(now.duration_since(t0).as_secs_f64() * 1000.0);
-                }
+                tally
+                    .lock()
+                    .await
+                    .answer(q, v["sender"] == "agent:dean", now);
             }
         }));
     }
@@ -104,7 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let body = serde_json::json!({"id": id, "sender": "user:bench", "payload": {
             "hook_event_name": "UserPromptSubmit", "session_id": "bench",
             "prompt": "@dean how are timestamps named and stored in the warehouse?"}});
-        sent.lock().await.insert(id.clone(), Instant::now());
+        tally.lock().await.asked.insert(id.clone(), Instant::now());
         let r = http
             .post(format!("{base}/projects/{p}/sessions/s/events"))
             .json(&body)
@@ -112,18 +142,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await;
         if !r.map(|r| r.status().is_success()).unwrap_or(false) {
             errors += 1;
-            sent.lock().await.remove(&id);
+            tally.lock().await.asked.remove(&id);
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut l = lat.lock().await.clone();
+
+    // A marker question on every floor, after all the others; once Dean has answered each,
+    // every answer he was going to give (or give twice) to an earlier one is in.
+    for f in 0..floors {
+        let id = uuid::Uuid::new_v4().to_string();
+        tally.lock().await.markers.insert(id.clone());
+        let body = serde_json::json!({"id": id, "sender": "user:bench", "payload": {
+            "hook_event_name": "UserPromptSubmit", "session_id": "bench",
+            "prompt": "@dean last one: how are timestamps named?"}});
+        http.post(format!("{base}/projects/{run}-{f}/sessions/s/events"))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tally.lock().await.markers.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = tally.lock().await;
+    let mut l = t.lat.clone();
     l.sort_by(|a, b| a.total_cmp(b));
-    let missing = sent.lock().await.len();
+    let unanswered = t.asked.keys().filter(|q| !t.by_dean.contains(*q)).count();
+    let duplicates: u32 = t.answers.values().map(|n| n.saturating_sub(1)).sum();
     println!(
         "RESULT {}",
         serde_json::json!({
             "test": "agent_latency", "floors": floors, "questions": questions, "rate_per_s": rate,
-            "answered": l.len(), "unanswered": missing, "post_errors": errors,
+            "answered": l.len(), "unanswered": unanswered, "duplicates": duplicates,
+            "post_errors": errors, "markers_unanswered": t.markers.len(),
             "p50_ms": pct(&l, 0.5), "p90_ms": pct(&l, 0.9), "p99_ms": pct(&l, 0.99), "max_ms": l.last(),
         })
     );

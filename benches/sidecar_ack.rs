@@ -4,7 +4,11 @@
 //!   prints acknowledged events/s and ack latency p50/p99. Every ack is an fsynced WAL
 //!   append (group commit); the floor drains concurrently.
 //! * `drain`: the floor is down while `--events` events are accepted, then comes up;
-//!   prints how long the sidecar takes to deliver the backlog.
+//!   prints how long the sidecar takes to deliver the backlog, then reads the session back
+//!   from the floor (paged by seq) and reports, by event id, the acknowledged events that
+//!   are not there (`lost`) and those there more than once (`doubled`), and events that
+//!   are there under more than one id (`doubled_payloads`: the same numbered event resent
+//!   as a new one).
 //!
 //!   cargo bench --bench sidecar_ack -- --mode ack --clients 64 --events 100000
 //!   cargo bench --bench sidecar_ack -- --mode drain --events 100000
@@ -13,6 +17,7 @@
 //! `--sidecar URL --secret S --cc ID` points it at a running sidecar instead (`ack` mode,
 //! with window `ID` already connected). Prints one line `RESULT {json}`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -143,14 +148,24 @@ fn event(cc: &str, n: usize) -> Value {
            "tool_response": {"stdout": "test result: ok. 1 passed", "exit_code": 0}})
 }
 
-/// Posts `total` events from `clients` concurrent clients; returns (elapsed, latencies ms).
+/// What [`load`] measured.
+struct Loaded {
+    elapsed: Duration,
+    /// Ack latencies, ms, sorted.
+    lat: Vec<f64>,
+    errors: usize,
+    /// The ids the sidecar acknowledged, with the number of each event.
+    acked: Vec<(String, usize)>,
+}
+
+/// Posts `total` events from `clients` concurrent clients.
 async fn load(
     base: &str,
     secret: &str,
     cc: &str,
     clients: usize,
     total: usize,
-) -> Result<(Duration, Vec<f64>, usize), BoxErr> {
+) -> Result<Loaded, BoxErr> {
     let http = {
         polaris_sidecar::uplink::install_tls_provider();
         reqwest::Client::builder()
@@ -165,16 +180,17 @@ async fn load(
         let (http, next, errors) = (http.clone(), next.clone(), errors.clone());
         let (base, secret, cc) = (base.to_owned(), secret.to_owned(), cc.to_owned());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
+            let (mut lat, mut acked) = (Vec::new(), Vec::new());
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
-                    return lat;
+                    return (lat, acked);
                 }
                 let t = Instant::now();
                 match post(&http, &base, &secret, "/events", &event(&cc, n)).await {
                     Ok(v) if v["status"] == "accepted" => {
-                        lat.push(t.elapsed().as_secs_f64() * 1000.0)
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                        acked.push((v["id"].as_str().unwrap_or_default().to_owned(), n));
                     }
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -183,13 +199,77 @@ async fn load(
             }
         }));
     }
-    let mut lat = Vec::new();
+    let (mut lat, mut acked) = (Vec::new(), Vec::new());
     for t in tasks {
-        lat.extend(t.await?);
+        let (l, a) = t.await?;
+        lat.extend(l);
+        acked.extend(a);
     }
     let elapsed = t0.elapsed();
     lat.sort_by(|a, b| a.total_cmp(b));
-    Ok((elapsed, lat, errors.load(Ordering::Relaxed)))
+    Ok(Loaded {
+        elapsed,
+        lat,
+        errors: errors.load(Ordering::Relaxed),
+        acked,
+    })
+}
+
+/// Every event of `project`/`session` on the floor, read in seq pages.
+async fn read_back(
+    http: &reqwest::Client,
+    floor: &str,
+    project: &str,
+    session: &str,
+) -> Result<Vec<Value>, BoxErr> {
+    let (mut events, mut after) = (Vec::new(), 0i64);
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{floor}/projects/{project}/sessions/{session}/events?after={after}&limit=1000"
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let got = page["events"].as_array().cloned().unwrap_or_default();
+        let next = page["next_after"].as_i64().unwrap_or(after);
+        events.extend(got);
+        if page["has_more"] != true || next <= after {
+            return Ok(events);
+        }
+        after = next;
+    }
+}
+
+/// `(lost, doubled, doubled_payloads)`: acknowledged ids missing from `events`, ids in it
+/// more than once, and numbered events in it under more than one id.
+fn check_delivery(acked: &[(String, usize)], events: &[Value]) -> (usize, usize, usize) {
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut ids_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in events {
+        let id = e["id"].as_str().unwrap_or_default();
+        *by_id.entry(id).or_default() += 1;
+        if let Some(cmd) = e["payload"]["tool_input"]["command"].as_str() {
+            ids_of.entry(cmd).or_default().push(id);
+        }
+    }
+    let lost = acked
+        .iter()
+        .filter(|(id, _)| !by_id.contains_key(id.as_str()))
+        .count();
+    let doubled = by_id.values().filter(|n| **n > 1).count();
+    let doubled_payloads = ids_of
+        .values()
+        .filter(|ids| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len() > 1
+        })
+        .count();
+    (lost, doubled, doubled_payloads)
 }
 
 async fn pending(http: &reqwest::Client, base: &str, secret: &str) -> Result<u64, BoxErr> {
@@ -231,7 +311,12 @@ async fn main() -> Result<(), BoxErr> {
                     (base, secret, "bench".to_owned())
                 }
             };
-            let (elapsed, lat, errors) = load(&base, &secret, &cc, clients, events).await?;
+            let Loaded {
+                elapsed,
+                lat,
+                errors,
+                ..
+            } = load(&base, &secret, &cc, clients, events).await?;
             println!(
                 "RESULT {}",
                 json!({
@@ -248,7 +333,7 @@ async fn main() -> Result<(), BoxErr> {
             let floor_url = format!("http://{port}");
             let (base, secret) = sidecar(&dir.path().join("home"), &floor_url).await?;
             join(&http, &base, &secret, "bench").await?;
-            let (accept, _, errors) = load(&base, &secret, "bench", clients, events).await?;
+            let loaded = load(&base, &secret, "bench", clients, events).await?;
             let queued = pending(&http, &base, &secret).await?;
             let t0 = Instant::now();
             floor(dir.path(), &port.to_string()).await?;
@@ -259,11 +344,15 @@ async fn main() -> Result<(), BoxErr> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let drained = t0.elapsed();
+            let on_floor = read_back(&http, &floor_url, "bench", "s").await?;
+            let (lost, doubled, doubled_payloads) = check_delivery(&loaded.acked, &on_floor);
             println!(
                 "RESULT {}",
                 json!({
-                    "test": "sidecar_drain", "events": events, "errors": errors, "queued": queued,
-                    "accept_s": accept.as_secs_f64(), "drain_s": drained.as_secs_f64(),
+                    "test": "sidecar_drain", "events": events, "errors": loaded.errors,
+                    "queued": queued, "acked": loaded.acked.len(), "on_floor": on_floor.len(),
+                    "lost": lost, "doubled": doubled, "doubled_payloads": doubled_payloads,
+                    "accept_s": loaded.elapsed.as_secs_f64(), "drain_s": drained.as_secs_f64(),
                     "drained_per_s": (queued as f64 / drained.as_secs_f64()).round(),
                 })
             );

@@ -7,6 +7,9 @@ Prints one JSON object: {"server", "instructions", "tools", "calls"}, where "too
 each tool name to its input schema and "calls" holds, per call, either
 {"name", "is_error", "text"} or {"name", "error"} when the server answered with an MCP
 error. Everything in the environment named POLARIS_* or CLAUDE_* is passed to the server.
+
+tests/it/mcp.rs runs it under the interpreter POLARIS_TEST_MCP_PYTHON names (.ci/run makes
+a virtual environment with the pinned SDK); its Rust client prints the same shape.
 """
 
 import asyncio

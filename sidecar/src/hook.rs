@@ -470,11 +470,17 @@ fn dechunk(mut rest: &[u8]) -> io::Result<Option<Vec<u8>>> {
             // Trailers are not used by the sidecar; the body is complete.
             return Ok(Some(body));
         }
-        if rest.len() < size + 2 {
+        // The size comes from the wire: one that cannot fit in an answer is bad input, and
+        // its data and CRLF must not overflow.
+        let end = size
+            .checked_add(2)
+            .filter(|_| size <= MAX_ANSWER)
+            .ok_or_else(|| invalid("chunk size too large"))?;
+        if rest.len() < end {
             return Ok(None);
         }
         body.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
+        rest = &rest[end..];
     }
 }
 
@@ -531,5 +537,23 @@ mod tests {
         assert_eq!(a.status, 204);
         assert!(parse_answer_at_eof(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{").is_err());
         assert!(parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_huge_chunk_size_is_bad_input_not_a_panic() {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for size in [
+            "ffffffffffffffff",
+            "fffffffffffffffe",
+            "7fffffffffffffff",
+            "400001",
+        ] {
+            let answer = format!("{head}{size}\r\nabc\r\n0\r\n\r\n");
+            let e = parse_answer(answer.as_bytes()).expect_err(size);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{size}: {e}");
+        }
+        // The largest chunk an answer can hold is only incomplete.
+        let answer = format!("{head}{MAX_ANSWER:x}\r\nabc");
+        assert!(parse_answer(answer.as_bytes()).expect("parse").is_none());
     }
 }

@@ -5,14 +5,22 @@
 //! user has none), and the `polaris` MCP server to `~/.claude.json`. It merges: the user's
 //! own entries stay where they are, unknown keys and key order are kept, and a second run
 //! changes nothing. The local secret stays in its own file; no file written here ever holds
-//! it. Our entries are recognised by their command (this binary's path plus ` hook`), so
-//! uninstall removes exactly those, wherever they sit, and leaves everything else.
+//! it.
+//!
+//! What install wrote into a settings file is kept in a record in the Polaris home
+//! ([`RECORD_FILE`], mode 0600): the exact command of each hook and of the status line.
+//! Uninstall removes those commands and nothing else, so a `polaris hook …` entry the user
+//! wrote by hand stays. A settings file with no record was installed into by an older
+//! build, if at all: then an entry is ours only if its command is exactly one an install
+//! writes (a `polaris` binary's absolute path, ` hook`, and only the flags install adds).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use polaris_config::Env;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::home::{Home, create_private_dir, private_file_options};
@@ -25,6 +33,9 @@ const HOOK_EVENTS: [(&str, Option<&str>); 4] = [
     ("PreToolUse", Some("*")),
     ("PostToolUse", Some("*")),
 ];
+
+/// The record of what install wrote, in the Polaris home.
+pub const RECORD_FILE: &str = "install-record.json";
 
 /// The MCP server's name in `~/.claude.json`.
 const MCP_NAME: &str = "polaris";
@@ -126,20 +137,6 @@ impl InstallOptions {
         cmd
     }
 
-    /// Whether `command` is one of ours: an absolute path to a `polaris` binary plus
-    /// ` hook`, whatever follows. Another build's path counts too, so that installing from
-    /// a moved or rebuilt binary updates its entries instead of adding a second set (every
-    /// event would go twice), and uninstall removes them.
-    fn is_ours(&self, command: &str) -> bool {
-        let Some((exe, rest)) = first_word(command) else {
-            return false;
-        };
-        is_polaris_path(&exe)
-            && rest
-                .strip_prefix(" hook")
-                .is_some_and(|r| r.is_empty() || r.starts_with(' '))
-    }
-
     fn mcp_entry(&self) -> Value {
         let mut env = Map::new();
         if self.pass_home {
@@ -202,10 +199,16 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
     let mut claude = JsonFile::load(&opts.claude_json)?;
     let mut report = Vec::new();
 
+    let mut record = Record::load(&opts.home)?;
+    let key = record_key(&opts.settings)?;
+    let before = record.settings.get(&key).cloned();
+    let mut now = Installed::default();
+
     let hooks = object_at(&mut settings.root, "hooks", &opts.settings)?;
     let command = opts.hook_command();
     let (mut added, mut present, mut updated) = (Vec::new(), Vec::new(), Vec::new());
     for (event, matcher) in HOOK_EVENTS {
+        now.hooks.insert(event.to_owned(), command.clone());
         let groups = array_at(hooks, event, &opts.settings, "hooks.")?;
         if groups
             .iter()
@@ -214,13 +217,18 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
             present.push(event);
             continue;
         }
-        // Another build's (or home's) entry: point it here, where it stands.
+        // What an earlier install wrote here (another build's path, another home): point
+        // it here, where it stands, rather than add a second one (every event would go
+        // twice).
         if let Some(old) = groups
             .iter_mut()
             .filter_map(|g| g.get_mut("hooks")?.as_array_mut())
             .flatten()
             .filter_map(|h| h.get_mut("command"))
-            .find(|c| c.as_str().is_some_and(|c| opts.is_ours(c)))
+            .find(|c| {
+                c.as_str()
+                    .is_some_and(|c| ours(before.as_ref(), Written::Hook(event), c))
+            })
         {
             *old = Value::String(command.clone());
             updated.push(event);
@@ -261,13 +269,18 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
                 serde_json::json!({"type": "command", "command": statusline}),
             );
             report.push("status line: added".into());
+            now.status_line = Some(statusline);
         }
-        Some(Some(c)) if c == statusline => report.push("status line: already there".into()),
-        Some(Some(c)) if opts.is_ours(&c) => {
+        Some(Some(c)) if c == statusline => {
+            report.push("status line: already there".into());
+            now.status_line = Some(statusline);
+        }
+        Some(Some(c)) if ours(before.as_ref(), Written::StatusLine, &c) => {
             if let Some(Value::Object(s)) = settings.root.get_mut("statusLine") {
-                s.insert("command".into(), Value::String(statusline));
+                s.insert("command".into(), Value::String(statusline.clone()));
             }
             report.push("status line: updated".into());
+            now.status_line = Some(statusline);
         }
         Some(_) => report.push(format!(
             "status line: yours kept (to show Polaris there, run: {statusline})"
@@ -317,6 +330,8 @@ pub fn install(opts: &InstallOptions, env: &Env) -> Result<Vec<String>, InstallE
             report.push(format!("your original is kept as {}", bak.display()));
         }
     }
+    record.settings.insert(key, now);
+    record.save(&opts.home)?;
     report.push(install_skill(&opts.skill_file())?);
     if opts.pass_home {
         report.push(format!("home: {}", opts.home.root().display()));
@@ -336,6 +351,11 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
     let settings_bak = settings.original_backup();
     let claude_bak = claude.original_backup();
     let mut report = Vec::new();
+    let mut record = Record::load(&opts.home)?;
+    let key = record_key(&opts.settings)?;
+    // Kept, emptied: from now on the record alone says what is ours in this file, so a
+    // hand-written entry shaped like an older build's is not taken for one.
+    let installed = record.settings.insert(key, Installed::default());
 
     let mut removed = 0usize;
     let mut hooks_emptied = false;
@@ -354,7 +374,7 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
                 list.retain(|h| {
                     !h.get("command")
                         .and_then(Value::as_str)
-                        .is_some_and(|c| opts.is_ours(c))
+                        .is_some_and(|c| ours(installed.as_ref(), Written::Hook(&event), c))
                 });
                 if list.len() == n {
                     return true;
@@ -378,13 +398,13 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
         opts.settings.display()
     ));
 
-    let ours = settings
+    let status_line_ours = settings
         .root
         .get("statusLine")
         .and_then(|s| s.get("command"))
         .and_then(Value::as_str)
-        .is_some_and(|c| opts.is_ours(c));
-    if ours {
+        .is_some_and(|c| ours(installed.as_ref(), Written::StatusLine, c));
+    if status_line_ours {
         settings.root.shift_remove("statusLine");
         report.push("status line: removed".into());
     }
@@ -416,12 +436,142 @@ pub fn uninstall(opts: &InstallOptions) -> Result<Vec<String>, InstallError> {
 
     settings.save()?;
     claude.save()?;
+    // Where there was nothing of ours and no record, no record (nor home) is made.
+    if installed.is_some() || removed > 0 || status_line_ours {
+        record.save(&opts.home)?;
+    }
     report.push(uninstall_skill(&opts.skill_file())?);
     report.push(format!(
         "kept: the local secret and everything in {} (the sidecar's)",
         opts.home.root().display()
     ));
     Ok(report)
+}
+
+/// What install wrote into each settings file, kept in the Polaris home so that uninstall
+/// removes exactly that. A file uninstalled from keeps an empty entry: the record, not the
+/// shape of a command, decides there from then on.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    /// By the settings file's absolute path.
+    settings: BTreeMap<String, Installed>,
+}
+
+/// What install wrote into one settings file.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Installed {
+    /// The command of the hook it added (or updated, or found) per event.
+    hooks: BTreeMap<String, String>,
+    /// The status line's command, if install set it (never the user's own).
+    #[serde(rename = "statusLine")]
+    status_line: Option<String>,
+}
+
+impl Record {
+    fn path(home: &Home) -> PathBuf {
+        home.root().join(RECORD_FILE)
+    }
+
+    /// The record, empty when there is none yet.
+    fn load(home: &Home) -> Result<Record, InstallError> {
+        let path = Record::path(home);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| InstallError::Parse {
+                path,
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Record::default()),
+            Err(source) => Err(InstallError::Io { path, source }),
+        }
+    }
+
+    /// Writes the record, mode 0600.
+    fn save(&self, home: &Home) -> Result<(), InstallError> {
+        let path = Record::path(home);
+        let io_err = |source| InstallError::Io {
+            path: path.clone(),
+            source,
+        };
+        home.ensure_dir(None).map_err(io_err)?;
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
+        text.push('\n');
+        write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err)
+    }
+}
+
+/// The key of a settings file in the record.
+fn record_key(settings: &Path) -> Result<String, InstallError> {
+    Ok(absolute(settings)?.to_string_lossy().into_owned())
+}
+
+/// Where a command sits in a settings file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written<'a> {
+    /// A hook of this event.
+    Hook(&'a str),
+    /// The status line.
+    StatusLine,
+}
+
+/// Whether `command`, standing at `at`, is one install wrote: the one the record names
+/// there, or — for a settings file an older build installed into, which kept no record —
+/// exactly a command install writes for that place.
+fn ours(installed: Option<&Installed>, at: Written<'_>, command: &str) -> bool {
+    match (installed, at) {
+        (Some(i), Written::Hook(event)) => i.hooks.get(event).is_some_and(|c| c == command),
+        (Some(i), Written::StatusLine) => i.status_line.as_deref() == Some(command),
+        (None, Written::Hook(event)) => {
+            HOOK_EVENTS.iter().any(|(e, _)| *e == event)
+                && install_command(command) == Some(Form::Hook)
+        }
+        (None, Written::StatusLine) => install_command(command) == Some(Form::StatusLine),
+    }
+}
+
+/// The two commands install writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `<polaris> hook`.
+    Hook,
+    /// `<polaris> hook --statusline`.
+    StatusLine,
+}
+
+/// Whether `command` is exactly what some build's install writes — `<polaris> hook`, or
+/// `<polaris> hook --statusline`, either followed by ` --home <path>`, each path absolute
+/// and quoted as [`shell_quote`] quotes it — and which of the two. A binary's path and
+/// ` hook` followed by anything else is someone else's.
+fn install_command(command: &str) -> Option<Form> {
+    let (exe, rest) = first_word(command)?;
+    if !is_polaris_path(&exe) {
+        return None;
+    }
+    let rest = rest.strip_prefix(" hook")?;
+    let (form, rest) = match rest.strip_prefix(" --statusline") {
+        Some(r) => (Form::StatusLine, r),
+        None => (Form::Hook, rest),
+    };
+    let home = match rest.strip_prefix(" --home ") {
+        None if rest.is_empty() => None,
+        None => return None,
+        Some(h) => match first_word(h)? {
+            (home, "") if Path::new(&home).is_absolute() => Some(home),
+            _ => return None,
+        },
+    };
+    // Rebuilt as install writes it: the same words quoted another way are not ours.
+    let mut again = format!("{} hook", shell_quote(&exe));
+    if form == Form::StatusLine {
+        again.push_str(" --statusline");
+    }
+    if let Some(h) = home {
+        again.push_str(" --home ");
+        again.push_str(&shell_quote(&h));
+    }
+    (again == command).then_some(form)
 }
 
 /// Writes the `/polaris` skill unless the user has a skill of that name of their own.
@@ -779,6 +929,11 @@ mod tests {
         }
     }
 
+    /// Any command an install writes, for the hooks or the status line.
+    fn is_ours(c: &str) -> bool {
+        install_command(c).is_some()
+    }
+
     #[test]
     fn commands_quote_paths_and_recognise_only_ours() {
         let o = opts("/usr/local/bin/polaris", false);
@@ -787,24 +942,88 @@ mod tests {
             o.statusline_command(),
             "/usr/local/bin/polaris hook --statusline"
         );
-        assert!(o.is_ours("/usr/local/bin/polaris hook"));
-        assert!(o.is_ours("/usr/local/bin/polaris hook --statusline"));
-        assert!(!o.is_ours("/usr/local/bin/polaris hooker"));
-        assert!(
-            o.is_ours("/other/polaris hook --home /x"),
-            "another build's"
+        assert!(is_ours("/usr/local/bin/polaris hook"));
+        assert!(is_ours("/usr/local/bin/polaris hook --statusline"));
+        assert!(!is_ours("/usr/local/bin/polaris hooker"));
+        assert!(is_ours("/other/polaris hook --home /x"), "another build's");
+        assert!(!is_ours("polaris hook"), "not an absolute path");
+        assert!(!is_ours("/usr/local/bin/notpolaris hook"));
+        assert!(!is_ours("echo /usr/local/bin/polaris hook"));
+        // A user's own command that runs the hook: not a command install writes.
+        for theirs in [
+            "/usr/local/bin/polaris hook --something",
+            "/usr/local/bin/polaris hook --home /x --verbose",
+            "/usr/local/bin/polaris hook --home x",
+            "/usr/local/bin/polaris hook --home",
+            "/usr/local/bin/polaris hook  --statusline",
+            "/usr/local/bin/polaris hook --statusline --statusline",
+            "'/usr/local/bin/polaris' hook",
+            "/usr/local/bin/polaris hook; rm -rf /tmp/x",
+        ] {
+            assert!(!is_ours(theirs), "{theirs}");
+        }
+        assert_eq!(
+            install_command("/p/polaris hook --home /x"),
+            Some(Form::Hook)
         );
-        assert!(!o.is_ours("polaris hook"), "not an absolute path");
-        assert!(!o.is_ours("/usr/local/bin/notpolaris hook"));
-        assert!(!o.is_ours("echo /usr/local/bin/polaris hook"));
+        assert_eq!(
+            install_command("/p/polaris hook --statusline --home /x"),
+            Some(Form::StatusLine)
+        );
 
         let o = opts("/Users/A B/it's/polaris", true);
         assert_eq!(
             o.hook_command(),
             r"'/Users/A B/it'\''s/polaris' hook --home '/h/my home'"
         );
-        assert!(o.is_ours(&o.hook_command()));
-        assert!(o.is_ours(&o.statusline_command()));
+        assert!(is_ours(&o.hook_command()));
+        assert!(is_ours(&o.statusline_command()));
+    }
+
+    #[test]
+    fn the_record_decides_once_there_is_one() {
+        let installed = Installed {
+            hooks: [("Stop".to_owned(), "/a/polaris hook".to_owned())].into(),
+            status_line: None,
+        };
+        assert!(ours(
+            Some(&installed),
+            Written::Hook("Stop"),
+            "/a/polaris hook"
+        ));
+        assert!(!ours(
+            Some(&installed),
+            Written::Hook("Stop"),
+            "/b/polaris hook"
+        ));
+        assert!(!ours(
+            Some(&installed),
+            Written::Hook("PreToolUse"),
+            "/a/polaris hook"
+        ));
+        assert!(!ours(
+            Some(&installed),
+            Written::StatusLine,
+            "/a/polaris hook --statusline"
+        ));
+        // No record: an older build's exact commands, in the places it wrote them.
+        assert!(ours(None, Written::Hook("Stop"), "/b/polaris hook"));
+        assert!(!ours(
+            None,
+            Written::Hook("Notification"),
+            "/b/polaris hook"
+        ));
+        assert!(!ours(
+            None,
+            Written::Hook("Stop"),
+            "/b/polaris hook --statusline"
+        ));
+        assert!(ours(
+            None,
+            Written::StatusLine,
+            "/b/polaris hook --statusline"
+        ));
+        assert!(!ours(None, Written::StatusLine, "/b/polaris hook"));
     }
 
     #[test]

@@ -94,6 +94,44 @@ async fn ask(c: &Client, session: &str, text: &str) -> Value {
     r.json["id"].clone()
 }
 
+/// Posts an event no agent answers, after whatever a test says must stay unanswered, and
+/// waits until each of `agents` has read the warehouse floor past it with nothing left to
+/// post: an agent's saved cursor stays below an event it is answering until the answer is
+/// on the floor (agents/src/reader.rs), and it reads the floor in order, so from then on
+/// anything it was going to post about an earlier event is there to be seen.
+async fn read_past_a_marker(srv: &crate::support::TestServer, session: &str, agents: &[&str]) {
+    let c = srv.client();
+    let marker = c
+        .prompt(
+            "warehouse",
+            session,
+            "user:manu",
+            "marker: nothing to answer here",
+        )
+        .await;
+    assert_eq!(marker.status, 201, "{marker:?}");
+    let seq = marker.json["seq"].as_i64().unwrap();
+    let project = c.get("/projects/warehouse").await.json["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    crate::support::eventually(30, || async {
+        for agent in agents {
+            let cursor = srv
+                .store
+                .agent_cursor(polaris_runtime::auth::DEFAULT_ORG, agent, project)
+                .await
+                .unwrap();
+            if cursor.is_none_or(|c| c < seq) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// The answers to `id` on the floor, read back from the store.
 async fn answers(c: &Client, id: &Value) -> Vec<Value> {
     let all = c.get("/projects/warehouse/messages").await.json;
@@ -309,7 +347,12 @@ both_stores!(safety_valves_hold, team().1, |srv| {
     .await;
 
     // Nothing answered the agent's own event or the chain past its bound.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    read_past_a_marker(
+        &srv,
+        "s",
+        &["agent:dean", "agent:dean.dbt", "agent:sage", "agent:martha"],
+    )
+    .await;
     assert!(answers(&c, &own.json["id"]).await.is_empty());
     assert!(answers(&c, &stopped.json["id"]).await.is_empty());
     assert_eq!(
@@ -370,7 +413,7 @@ both_stores!(restarts_neither_miss_nor_repeat_answers, team().1, |srv| {
             .contains("400 days"),
         "{a}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    read_past_a_marker(&srv, "s", &["agent:dean", "agent:dean.dbt", "agent:sage"]).await;
     assert_eq!(
         answers(&c, &first).await.len(),
         1,

@@ -449,3 +449,82 @@ fn the_polaris_skill_is_installed_and_removed_unless_it_is_the_users() {
     assert!(w.ok("uninstall", &[]).contains("edited since install"));
     assert_eq!(std::fs::read_to_string(&skill).unwrap(), edited);
 }
+
+/// A `polaris hook` entry the user wrote by hand is theirs: install neither takes it over
+/// nor removes it, and uninstall takes back only what install recorded it wrote.
+#[test]
+fn a_users_own_polaris_hook_survives_install_and_uninstall() {
+    let w = World::new();
+    let theirs = "/path/to/polaris hook --something";
+    let settings = json!({
+        "hooks": {
+            "Stop": [{"hooks": [{"type": "command", "command": theirs}]}],
+            "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": theirs}]}]
+        }
+    });
+    write_json(&w.settings(), &settings);
+    let said = w.ok("install", &[]);
+    assert!(!said.contains("updated"), "{said}");
+    let hook = format!("{BIN} hook");
+    let s = read_json(&w.settings());
+    assert_eq!(commands(&s, "Stop"), [theirs, hook.as_str()]);
+    assert_eq!(commands(&s, "PreToolUse"), [theirs, hook.as_str()]);
+    let record = w.polaris_home().join("install-record.json");
+    assert_mode(&record, 0o600);
+
+    // After install the user adds, by hand, what an install of another build would write:
+    // with a record, it is still theirs.
+    let mut s = read_json(&w.settings());
+    let by_hand = "/opt/other/polaris hook";
+    let entry = json!({"hooks": [{"type": "command", "command": by_hand}]});
+    s["hooks"]["UserPromptSubmit"]
+        .as_array_mut()
+        .unwrap()
+        .push(entry.clone());
+    write_json(&w.settings(), &s);
+
+    let said = w.ok("uninstall", &[]);
+    assert!(said.contains("removed 4"), "{said}");
+    let mut expected = settings.clone();
+    expected["hooks"]["UserPromptSubmit"] = json!([entry]);
+    assert_eq!(read_json(&w.settings()), expected);
+
+    // Installing again takes nothing of theirs over either: the record still says what
+    // was ours here (nothing, now), so their entry is not taken for an older build's.
+    w.ok("install", &[]);
+    let s = read_json(&w.settings());
+    assert_eq!(commands(&s, "UserPromptSubmit"), [by_hand, hook.as_str()]);
+    assert_eq!(commands(&s, "Stop"), [theirs, hook.as_str()]);
+    w.ok("uninstall", &[]);
+    assert_eq!(read_json(&w.settings()), expected);
+}
+
+/// An older build kept no record: uninstall then removes exactly the commands an install
+/// writes, where it writes them, and nothing that merely starts like one.
+#[test]
+fn an_older_builds_install_without_a_record_is_still_uninstalled() {
+    let w = World::new();
+    let old = "/old/bin/polaris hook --home /old/home";
+    let entry = |c: &str| json!({"hooks": [{"type": "command", "command": c}]});
+    let theirs = json!({
+        "Stop": [entry("/old/bin/polaris hook --something")],
+        "Notification": [entry("/old/bin/polaris hook")]
+    });
+    let mut settings = json!({
+        "hooks": {
+            "UserPromptSubmit": [entry(old)],
+            "Stop": [entry("/old/bin/polaris hook --something"), entry(old)],
+            "PreToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": old}]}],
+            "PostToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": old}]}],
+            "Notification": [entry("/old/bin/polaris hook")]
+        },
+        "statusLine": {"type": "command", "command": "/old/bin/polaris hook --statusline --home /old/home"}
+    });
+    write_json(&w.settings(), &settings);
+    assert!(!w.polaris_home().join("install-record.json").exists());
+    let said = w.ok("uninstall", &[]);
+    assert!(said.contains("removed 4"), "{said}");
+    assert!(said.contains("status line: removed"), "{said}");
+    settings = read_json(&w.settings());
+    assert_eq!(settings, json!({"hooks": theirs}));
+}

@@ -1,80 +1,200 @@
-//! `polaris mcp` driven by a real MCP client: the official Python SDK (`tests/mcp_client.py`)
-//! spawns the binary over stdio, initializes, lists the tools and calls them; the tools talk
-//! to a sidecar over HTTP.
+//! `polaris mcp` driven by real MCP clients over stdio: rmcp's client, always, and the
+//! official Python SDK (`tests/mcp_client.py`) for interoperability when an interpreter
+//! with it is configured (see [`Client::python`]). Each spawns the binary, initializes,
+//! lists the tools and calls them; the tools talk to a sidecar over HTTP. Every scenario
+//! runs with both clients and asserts the same.
 
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::service::ServiceError;
+use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_polaris");
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp_client.py");
 
-/// Makes sure the Python `mcp` package is importable, installing it from PyPI once.
-fn python_mcp() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let import = std::process::Command::new("python3")
-            .args(["-c", "import mcp"])
-            .status()
-            .map_err(|e| format!("python3: {e}"))?;
-        if import.success() {
-            return Ok(());
+/// The interpreter with the Python SDK (`mcp`, the version `.ci/run` pins) installed.
+const PYTHON_VAR: &str = "POLARIS_TEST_MCP_PYTHON";
+/// Set (as CI does) to fail instead of skipping when no such interpreter is configured.
+const REQUIRE_PYTHON_VAR: &str = "POLARIS_TEST_REQUIRE_MCP_PYTHON";
+
+/// Which MCP client drives `polaris mcp`.
+enum Client {
+    /// rmcp's client, in this process.
+    Rust,
+    /// `tests/mcp_client.py` run by this interpreter.
+    Python(PathBuf),
+}
+
+impl Client {
+    /// The Python SDK client, if `POLARIS_TEST_MCP_PYTHON` names an interpreter; `None`
+    /// (the interop test skipped, and said so) when it does not, unless
+    /// `POLARIS_TEST_REQUIRE_MCP_PYTHON` is set. Nothing is installed here.
+    fn python(test: &str) -> Option<Client> {
+        let env = polaris_config::Env::from_process();
+        match env.get(PYTHON_VAR).map(str::trim).filter(|p| !p.is_empty()) {
+            Some(p) => Some(Client::Python(PathBuf::from(p))),
+            None if env.get(REQUIRE_PYTHON_VAR).is_some() => {
+                panic!("{REQUIRE_PYTHON_VAR} is set but {PYTHON_VAR} is not")
+            }
+            None => {
+                eprintln!(
+                    "skipped {test} with the Python MCP SDK: {PYTHON_VAR} is not set. To run it, \
+                     point it at a Python with the SDK, e.g. `python3 -m venv /tmp/mcp && \
+                     /tmp/mcp/bin/pip install mcp==<MCP_PYTHON_SDK of .ci/run>` and \
+                     `{PYTHON_VAR}=/tmp/mcp/bin/python cargo test --test it mcp::` \
+                     (.ci/run does this)"
+                );
+                None
+            }
         }
-        let install = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "mcp",
-            ])
-            .status()
-            .map_err(|e| format!("pip: {e}"))?;
-        if install.success() {
-            Ok(())
-        } else {
-            Err(format!("pip install mcp failed: {install}"))
-        }
-    });
-    if let Err(e) = ready {
-        panic!("the Python MCP client is needed for this test: {e}");
     }
 }
 
-/// Runs the Python client against `polaris mcp` with `env`, making `calls`; returns what it
-/// printed.
-async fn mcp_client(env: &[(&str, &str)], calls: Value) -> Value {
-    python_mcp();
+/// Runs each scenario with both clients: `<scenario>::rust` always, `<scenario>::python_sdk`
+/// when the Python SDK is configured.
+macro_rules! both_clients {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn rust() {
+                super::$scenario(&super::Client::Rust).await;
+            }
+
+            #[tokio::test]
+            async fn python_sdk() {
+                if let Some(client) = super::Client::python(concat!("mcp::", stringify!($scenario))) {
+                    super::$scenario(&client).await;
+                }
+            }
+        }
+    )*};
+}
+
+both_clients!(
+    tools_list_and_calls_over_stdio,
+    a_restarted_mcp_server_uses_the_daemons_mapping,
+    a_daemon_that_is_down_is_a_text_answer,
+    connect_and_reply_reach_the_floor_through_the_real_sidecar,
+);
+
+/// Runs `client` against `polaris mcp` with `env`, making `calls` (a list of
+/// `[tool, arguments]`). Returns what `tests/mcp_client.py` prints, whichever client ran:
+/// `{"server", "instructions", "capabilities", "tools": {name: input schema}, "calls"}`,
+/// each call `{"name", "is_error", "content_items", "text"}` or `{"name", "error"}` for an
+/// MCP error answer.
+async fn mcp_client(client: &Client, env: &[(&str, &str)], calls: Value) -> Value {
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new("python3");
+    let home_s = home.path().to_str().unwrap();
+    // The server's environment: a home of its own and quiet logs, then the test's.
+    let mut server_env = vec![("POLARIS_HOME", home_s), ("POLARIS_LOG", "warn")];
+    server_env.extend_from_slice(env);
+    let run = async {
+        match client {
+            Client::Rust => rust_client(&server_env, &calls).await,
+            Client::Python(python) => python_client(python, &server_env, &calls).await,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the MCP client finished within 60 s")
+}
+
+/// rmcp's client over its child-process transport, the server's stderr kept for failures.
+async fn rust_client(env: &[(&str, &str)], calls: &Value) -> Value {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("mcp").env_clear().envs(env.iter().copied());
+    let (transport, stderr) = TokioChildProcess::builder(cmd)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn polaris mcp");
+    let mut stderr = stderr.expect("stderr is piped");
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        // What was read before an error is still worth showing.
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let session = match ().serve(transport).await {
+        Ok(s) => s,
+        Err(e) => panic!("MCP initialisation: {e}\nstderr: {}", stderr.await.unwrap()),
+    };
+    let init = serde_json::to_value(session.peer_info().expect("initialized").as_ref()).unwrap();
+    let tools = session.list_all_tools().await.expect("tools/list");
+    let mut out = json!({
+        "server": init["serverInfo"],
+        "instructions": init["instructions"],
+        "capabilities": init["capabilities"],
+        "tools": tools
+            .iter()
+            .map(|t| {
+                let t = serde_json::to_value(t).unwrap();
+                (t["name"].as_str().unwrap().to_owned(), t["inputSchema"].clone())
+            })
+            .collect::<serde_json::Map<_, _>>(),
+        "calls": [],
+    });
+    for call in calls.as_array().unwrap() {
+        let name = call[0].as_str().unwrap().to_owned();
+        let args = call[1].as_object().unwrap().clone();
+        let params = CallToolRequestParams::new(name.clone()).with_arguments(args);
+        let result = match session.call_tool(params).await {
+            Ok(r) => serde_json::to_value(r).unwrap(),
+            Err(ServiceError::McpError(e)) => {
+                out["calls"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": name, "error": e.message}));
+                continue;
+            }
+            Err(e) => panic!("tools/call {name}: {e}"),
+        };
+        let texts: Vec<&str> = result["content"]
+            .as_array()
+            .map(|c| c.iter().map(|c| c["text"].as_str().unwrap_or("")).collect())
+            .unwrap_or_default();
+        out["calls"].as_array_mut().unwrap().push(json!({
+            "name": name,
+            "is_error": result["isError"].as_bool().unwrap_or(false),
+            "content_items": texts.len(),
+            "text": texts.join("\n"),
+        }));
+    }
+    session.cancel().await.expect("close the session");
+    out
+}
+
+/// `tests/mcp_client.py` under `python`, which passes the `POLARIS_*` and `CLAUDE_*`
+/// variables of its own environment on to the server.
+async fn python_client(python: &std::path::Path, env: &[(&str, &str)], calls: &Value) -> Value {
+    let mut cmd = tokio::process::Command::new(python);
     cmd.arg(CLIENT)
         .arg(BIN)
         .arg(calls.to_string())
-        .env("POLARIS_HOME", home.path())
-        .env("POLARIS_LOG", "warn")
         .env_remove("POLARIS_DAEMON_SECRET")
         .env_remove("POLARIS_DAEMON_URL")
         .env_remove("POLARIS_CC_SESSION_ID")
         .env_remove("CLAUDE_SESSION_ID")
         .env_remove("CLAUDE_CODE_SESSION_ID")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+    let out = cmd
+        .output()
         .await
-        .expect("the MCP client finished within 60 s")
-        .expect("run python3");
+        .unwrap_or_else(|e| panic!("run {} ({PYTHON_VAR}): {e}", python.display()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "mcp_client.py failed: {stderr}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -259,8 +379,7 @@ const TOOLS: [(&str, &[&str]); 8] = [
     ("polaris_backfill", &[]),
 ];
 
-#[tokio::test]
-async fn tools_list_and_calls_over_stdio() {
+async fn tools_list_and_calls_over_stdio(client: &Client) {
     let (daemon, url) = start_fake_daemon().await;
     let cc = format!("cc-{}", uuid::Uuid::new_v4());
     let env = [
@@ -269,6 +388,7 @@ async fn tools_list_and_calls_over_stdio() {
         ("POLARIS_CC_SESSION_ID", cc.as_str()),
     ];
     let out = mcp_client(
+        client,
         &env,
         json!([
             ["polaris_status", {}],
@@ -457,8 +577,7 @@ async fn tools_list_and_calls_over_stdio() {
 
 /// The original refused `polaris_reply` after an MCP restart although the daemon still had
 /// the mapping (reference 6, ⚠): the tools now ask the daemon.
-#[tokio::test]
-async fn a_restarted_mcp_server_uses_the_daemons_mapping() {
+async fn a_restarted_mcp_server_uses_the_daemons_mapping(client: &Client) {
     let (daemon, url) = start_fake_daemon().await;
     let cc = format!("cc-{}", uuid::Uuid::new_v4());
     let env = [
@@ -467,6 +586,7 @@ async fn a_restarted_mcp_server_uses_the_daemons_mapping() {
         ("CLAUDE_CODE_SESSION_ID", cc.as_str()),
     ];
     let first = mcp_client(
+        client,
         &env,
         json!([["polaris_connect", {"user": "user:manu", "channel": "search"}]]),
     )
@@ -477,6 +597,7 @@ async fn a_restarted_mcp_server_uses_the_daemons_mapping() {
     );
     // A new process, same session key: no connect this time.
     let second = mcp_client(
+        client,
         &env,
         json!([["polaris_reply", {"message": "still here"}], ["polaris_context", {"session": "other"}]]),
     )
@@ -494,8 +615,7 @@ async fn a_restarted_mcp_server_uses_the_daemons_mapping() {
 }
 
 /// With no sidecar running, every tool answers with a text that says so.
-#[tokio::test]
-async fn a_daemon_that_is_down_is_a_text_answer() {
+async fn a_daemon_that_is_down_is_a_text_answer(client: &Client) {
     // A port that was free a moment ago: nothing listens on it.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -503,6 +623,7 @@ async fn a_daemon_that_is_down_is_a_text_answer() {
     };
     let url = format!("http://127.0.0.1:{port}");
     let out = mcp_client(
+        client,
         &[("POLARIS_DAEMON_URL", url.as_str())],
         json!([
             ["polaris_status", {}],
@@ -536,11 +657,10 @@ async fn real_sidecar(home: &std::path::Path, floor: &str) -> RealSidecar {
     }
 }
 
-/// The whole path with nothing stubbed: the Python MCP client drives `polaris mcp`, which
+/// The whole path with nothing stubbed: an MCP client drives `polaris mcp`, which
 /// talks to a real `polaris sidecar` (reading its secret from the shared home), which
 /// delivers to an in-process floor; the reply shows up on the floor as the agent's.
-#[tokio::test]
-async fn connect_and_reply_reach_the_floor_through_the_real_sidecar() {
+async fn connect_and_reply_reach_the_floor_through_the_real_sidecar(client: &Client) {
     use crate::support::{Backend, Options, TestServer, eventually};
     let Some(server) = TestServer::start(Backend::Sqlite, Options::default()).await else {
         return;
@@ -568,6 +688,7 @@ async fn connect_and_reply_reach_the_floor_through_the_real_sidecar() {
         ("POLARIS_CC_SESSION_ID", cc.as_str()),
     ];
     let out = mcp_client(
+        client,
         &env,
         json!([
             ["polaris_connect", {"user": "user:manu", "channel": "#payments", "session": "retries"}],
@@ -610,6 +731,7 @@ async fn connect_and_reply_reach_the_floor_through_the_real_sidecar() {
 
     // A restarted MCP server (same key) is still connected, by asking the sidecar.
     let again = mcp_client(
+        client,
         &env,
         json!([
             ["polaris_status", {}],

@@ -154,6 +154,32 @@ async fn wait_for(base: &str, project: &str, session: &str, n: usize) -> Vec<Val
     .await
 }
 
+/// Sends a marker event for window `cc` through the sidecar and waits until it is on the
+/// floor. The uplink delivers in order, so anything it was going to deliver before the
+/// marker (a resend included) has arrived by then. Returns the session's events without
+/// the marker, which must be the last of them.
+async fn through_a_marker(
+    sc: &Sidecar,
+    floor: &str,
+    project: &str,
+    session: &str,
+    cc: &str,
+) -> Vec<Value> {
+    let (s, v) = sc
+        .post("/events", stop_hook(cc, "marker: delivered last"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let marker = v["id"].as_str().unwrap().to_owned();
+    let mut events = eventually(30, || async {
+        let m = messages(floor, project, session).await;
+        m.iter().any(|e| e["id"] == marker.as_str()).then_some(m)
+    })
+    .await;
+    let last = events.pop().unwrap();
+    assert_eq!(last["id"], marker.as_str(), "the marker came last");
+    events
+}
+
 /// A floor on a fixed port, stoppable and restartable there (the sidecar keeps its URL).
 struct PortFloor {
     addr: SocketAddr,
@@ -476,9 +502,8 @@ async fn buffers_while_the_floor_is_down_and_delivers_in_order_once() {
     }
     floor.start().await;
     let events = wait_for(&floor.url(), "down", "main", 61).await;
-    // Give a resend a moment to show up if there were one.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let events2 = messages(&floor.url(), "down", "main").await;
+    // A resend would reach the floor before an event sent after it.
+    let events2 = through_a_marker(&sc, &floor.url(), "down", "main", "a").await;
     assert_eq!(events2.len(), events.len());
     let got: Vec<_> = events2[1..]
         .iter()
@@ -663,6 +688,38 @@ pub(crate) async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
     .await;
 }
 
+/// Waits until the sidecar reads `session`'s stream for window `cc`, leaving its queue
+/// empty. A first stream (no cursor yet) starts at "now", so an inject posted before it is
+/// up is never queued: probe with injects until one is, then send a last probe and drain
+/// until it comes out. The stream is in order, so no probe shows up after that one.
+async fn wait_following(sc: &Sidecar, floor: &str, project: &str, session: &str, cc: &str) {
+    let mut tries = 0u32;
+    eventually(20, || {
+        tries += 1;
+        // A probe every tenth poll: one that went before the stream was up is lost.
+        let probe = tries % 10 == 1;
+        async move {
+            if probe {
+                inject(floor, project, session, "probe").await;
+            }
+            let (_, v) = sc.get(&format!("/status/{cc}")).await;
+            (v["injectsWaiting"].as_u64() > Some(0)).then_some(())
+        }
+    })
+    .await;
+    inject(floor, project, session, "last probe").await;
+    eventually(20, || async {
+        let (_, v) = sc.post("/events", prompt(cc, "drain the probes")).await;
+        let drained = v["pendingInjects"].as_array().cloned().unwrap_or_default();
+        drained
+            .iter()
+            .any(|i| i["content"] == "last probe")
+            .then_some(())
+    })
+    .await;
+    wait_queued(sc, cc, 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
     let mut floor = PortFloor::reserve().await;
@@ -672,7 +729,7 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
     let session = sc.join("i", "inj", "user:manu").await;
     // The follow stream sees the sidecar's own event first (its cursor starts there).
     wait_for(&floor.url(), "inj", &session, 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_following(&sc, &floor.url(), "inj", &session, "i").await;
 
     inject(&floor.url(), "inj", &session, "use RS256").await;
     wait_queued(&sc, "i", 1).await;
@@ -689,8 +746,9 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
     floor.start().await;
     inject(&floor.url(), "inj", &session, "mind GDPR").await;
     wait_queued(&sc, "i", 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    wait_queued(&sc, "i", 1).await;
+    // A replay of anything before it would be queued before an inject sent after it.
+    inject(&floor.url(), "inj", &session, "marker after the restart").await;
+    wait_queued(&sc, "i", 2).await;
     let (_, v) = sc.post("/events", prompt("i", "p3")).await;
     let got: Vec<_> = v["pendingInjects"]
         .as_array()
@@ -698,7 +756,7 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
         .iter()
         .map(|i| i["content"].clone())
         .collect();
-    assert_eq!(got, [json!("mind GDPR")]);
+    assert_eq!(got, [json!("mind GDPR"), json!("marker after the restart")]);
 
     // The sidecar restarts (even by kill -9) with an inject queued: the queue survives,
     // and the stream does not queue it again.
@@ -708,7 +766,10 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
     sc.child.start_kill().unwrap();
     sc.child.wait().await.unwrap();
     let sc = Sidecar::start(&home, &floor.url()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream resumes after its saved cursor: an inject sent now is queued right behind
+    // "ship it", and a second "ship it" would be queued before it.
+    inject(&floor.url(), "inj", &session, "marker after the kill").await;
+    wait_queued(&sc, "i", 2).await;
     let (_, v) = sc.post("/events", prompt("i", "p4")).await;
     let got: Vec<_> = v["pendingInjects"]
         .as_array()
@@ -716,7 +777,7 @@ async fn injects_reach_the_next_prompt_across_floor_and_sidecar_restarts() {
         .iter()
         .map(|i| i["content"].clone())
         .collect();
-    assert_eq!(got, [json!("ship it")]);
+    assert_eq!(got, [json!("ship it"), json!("marker after the kill")]);
     let (_, v) = sc.post("/events", prompt("i", "p5")).await;
     assert_eq!(v["pendingInjects"], json!([]));
     sc.stop().await;
@@ -816,7 +877,8 @@ async fn reply_context_channels_team_rename_and_backfill() {
     let (s, _) = sc.post("/events", stop_hook("r", "after the rename")).await;
     assert_eq!(s, 200);
     wait_for(&f, "ren2", &session, 3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No pause for the stream to reopen under the new name: it resumes after the cursor
+    // it kept, so an inject sent at once is not missed.
     inject(&f, "ren2", &session, "new name, same stream").await;
     wait_queued(&sc, "r", 1).await;
     let (_, v) = sc.post("/events", prompt("r", "go on")).await;
@@ -850,8 +912,8 @@ async fn reply_context_channels_team_rename_and_backfill() {
     assert!(v["recovered"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(v["source"], "daemon_log");
     let events = wait_for(&f, "ren2", &session, before + 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let events2 = messages(&f, "ren2", &session).await;
+    // Backfill goes through the uplink: a double would reach the floor before a later event.
+    let events2 = through_a_marker(&sc, &f, "ren2", &session, "r").await;
     let shown: Vec<String> = events2
         .iter()
         .map(|e| format!("{} {} {}", e["id"], e["kind"], e["payload"]["session_id"]))
