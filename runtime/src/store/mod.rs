@@ -16,6 +16,91 @@
 //! - Search lags the commit: [`Store::index_search`] indexes committed events in batches,
 //!   and the indexer actor runs it (searches ask it to catch up first).
 
+/// Runs `$body` on whichever engine the store holds, with `$db` that engine's pool: the
+/// source has the query once, the compiler expands it for both (each arm is concrete, so
+/// there are no generic bounds to spell out and no dynamic dispatch). `read` uses SQLite's
+/// reader pool, `write` its single writer connection; PostgreSQL has one pool for both.
+macro_rules! run {
+    ($store:expr, read, |$db:ident| $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => {
+                let $db = &s.read;
+                $body
+            }
+            $crate::store::Store::Postgres(s) => {
+                let $db = &s.pool;
+                $body
+            }
+        }
+    };
+    ($store:expr, write, |$db:ident| $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => {
+                let $db = &s.write;
+                $body
+            }
+            $crate::store::Store::Postgres(s) => {
+                let $db = &s.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// One statement with its binds, on `read`, `write` or `tx` as in [`run!`]: the number of
+/// rows it changed.
+macro_rules! execute {
+    ($on:expr, $pool:ident, $sql:expr $(, $arg:expr)* $(,)?) => {
+        run!($on, $pool, |db| {
+            sqlx::query($sql)
+                $(.bind($arg))*
+                .execute(db)
+                .await
+                .map(|r| r.rows_affected())
+        })
+    };
+}
+
+/// One query with its binds, fetched with `$method` (`fetch_all`, `fetch_optional`,
+/// `fetch_one`) into whatever row type the caller expects (a `FromRow` struct, a tuple);
+/// with `scalar`, into the first column's type.
+macro_rules! fetch {
+    ($on:expr, $pool:ident, scalar $method:ident, $sql:expr $(, $arg:expr)* $(,)?) => {
+        run!($on, $pool, |db| {
+            sqlx::query_scalar($sql)$(.bind($arg))*.$method(db).await
+        })
+    };
+    ($on:expr, $pool:ident, $method:ident, $sql:expr $(, $arg:expr)* $(,)?) => {
+        run!($on, $pool, |db| {
+            sqlx::query_as($sql)$(.bind($arg))*.$method(db).await
+        })
+    };
+}
+
+/// A statement whose text differs between the engines in a few fragments, written once
+/// with the fragments inline: `dialects!("… " { sqlite: "…", postgres: "…" } " …")`. The
+/// two texts are built at compile time.
+macro_rules! dialects {
+    (@sqlite { sqlite: $s:literal, postgres: $p:literal }) => {
+        $s
+    };
+    (@postgres { sqlite: $s:literal, postgres: $p:literal }) => {
+        $p
+    };
+    (@$engine:ident $text:literal) => {
+        $text
+    };
+    ($($part:tt)+) => {
+        $crate::store::Sql {
+            sqlite: concat!($(dialects!(@sqlite $part)),+),
+            postgres: concat!($(dialects!(@postgres $part)),+),
+        }
+    };
+}
+
+mod agents;
+mod column;
+mod orgs;
 mod postgres;
 mod sqlite;
 mod text;
@@ -28,8 +113,10 @@ use polaris_registry::ParticipantId;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::protocol::{Annotation, Event, Member, Project, Session, Source, Visibility};
+use crate::protocol::{Annotation, Event, Session, Source};
 
+pub use agents::{JoinReason, LeaveReason, Membership};
+pub use orgs::UserRow;
 pub use text::{search_text, snippet};
 
 /// A store failure the caller cannot fix by changing its request.
@@ -37,7 +124,7 @@ pub use text::{search_text, snippet};
 pub enum StoreError {
     /// The database said no (connection lost, disk full, …).
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// A migration failed at start.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -58,6 +145,20 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            // A column type refused a stored value (see `column`): the row is at fault, not
+            // the database, so callers answer it as an internal error rather than a
+            // passing unavailability.
+            sqlx::Error::ColumnDecode { index, source } => {
+                StoreError::Corrupt(format!("{index}: {source}"))
+            }
+            e => StoreError::Database(e),
+        }
+    }
 }
 
 /// The project an event belongs to, as the append and read paths need it.
@@ -147,51 +248,6 @@ pub enum Effect {
     },
 }
 
-/// Why an agent is on a floor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinReason {
-    /// One of its tags is one of the project's.
-    Tag,
-    /// Someone invited it.
-    Invite,
-}
-
-impl JoinReason {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JoinReason::Tag => "tag",
-            JoinReason::Invite => "invite",
-        }
-    }
-}
-
-/// Why an agent leaves a floor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaveReason {
-    /// The tag it joined by is gone (from the project or the agent).
-    TagLost,
-    /// Someone removed it; it stays off even while its tags match.
-    Removed(Option<String>),
-    /// The agent no longer exists.
-    Gone,
-}
-
-/// One agent's place on a floor.
-#[derive(Debug, Clone)]
-pub struct Membership {
-    /// The agent.
-    pub agent: String,
-    /// `tag` or `invite`.
-    pub reason: String,
-    /// The tag, or who invited or removed it.
-    pub detail: Option<String>,
-    /// Removed by hand: off the floor.
-    pub removed: bool,
-    /// Since when.
-    pub since: DateTime<Utc>,
-}
-
 /// One item of an append batch.
 #[derive(Debug, Clone)]
 pub struct Append {
@@ -222,17 +278,6 @@ pub enum Rejected {
     /// The session does not exist.
     #[error("session {0:?} not found")]
     NoSession(String),
-}
-
-/// A user row (for `/team`).
-#[derive(Debug, Clone)]
-pub struct UserRow {
-    /// Participant id.
-    pub participant_id: String,
-    /// Display name.
-    pub name: String,
-    /// E-mail, when known.
-    pub email: Option<String>,
 }
 
 /// A full-text query with the original's filters (reference 3.9).
@@ -272,6 +317,21 @@ pub enum Store {
     Postgres(postgres::PgStore),
 }
 
+/// The two texts of a statement written with [`dialects!`].
+struct Sql {
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+impl Sql {
+    fn on(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
@@ -308,153 +368,6 @@ impl Store {
     /// Closes every connection (after the floors have committed).
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
-    }
-
-    /// Creates the org if it does not exist.
-    pub async fn ensure_org(&self, org: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ensure_org(org).await)
-    }
-
-    /// Records that `who` acted in `org` (creates the org and the user row if needed).
-    pub async fn touch_user(
-        &self,
-        org: &str,
-        who: &ParticipantId,
-        name: &str,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.touch_user(org, who, name).await)
-    }
-
-    /// Users of an org, by name.
-    pub async fn list_users(&self, org: &str) -> Result<Vec<UserRow>, StoreError> {
-        dispatch!(self, s => s.list_users(org).await)
-    }
-
-    /// Creates a project; `Conflict` if the name is taken in the org.
-    pub async fn create_project(
-        &self,
-        org: &str,
-        name: &str,
-        tags: &[String],
-    ) -> Result<Project, StoreError> {
-        dispatch!(self, s => s.create_project(org, name, tags).await)
-    }
-
-    /// A project by name within an org.
-    pub async fn project_by_name(
-        &self,
-        org: &str,
-        name: &str,
-    ) -> Result<Option<Project>, StoreError> {
-        dispatch!(self, s => s.project_by_name(org, name).await)
-    }
-
-    /// Every project of an org, oldest first.
-    pub async fn list_projects(&self, org: &str) -> Result<Vec<Project>, StoreError> {
-        dispatch!(self, s => s.list_projects(org).await)
-    }
-
-    /// Renames a project; `Conflict` if the new name is taken.
-    pub async fn rename_project(
-        &self,
-        org: &str,
-        id: Uuid,
-        new_name: &str,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.rename_project(org, id, new_name).await)
-    }
-
-    /// Replaces a project's tags.
-    pub async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.set_tags(id, tags).await)
-    }
-
-    /// Every org id.
-    pub async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.list_orgs().await)
-    }
-
-    /// Agents defined through the API in an org (JSON specs, as stored).
-    pub async fn table_agents(&self, org: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-        dispatch!(self, s => s.table_agents(org).await)
-    }
-
-    /// Creates (`replace == false`: `Conflict` if it exists) or replaces an agent of the
-    /// table.
-    pub async fn put_agent(
-        &self,
-        org: &str,
-        id: &str,
-        spec: &serde_json::Value,
-        replace: bool,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_agent(org, id, spec, replace).await)
-    }
-
-    /// Deletes an agent of the table; false if there was none.
-    pub async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.delete_agent(org, id).await)
-    }
-
-    /// The membership rows of a floor (removed ones included).
-    pub async fn floor_memberships(&self, project: Uuid) -> Result<Vec<Membership>, StoreError> {
-        dispatch!(self, s => s.floor_memberships(project).await)
-    }
-
-    /// Every floor each agent of an org is on: `(project, agent id)`.
-    pub async fn org_memberships(&self, org: &str) -> Result<Vec<(Project, String)>, StoreError> {
-        dispatch!(self, s => s.org_memberships(org).await)
-    }
-
-    /// The seq of the newest `join` event of `agent` on a floor (where an agent that has
-    /// no cursor yet starts reading).
-    pub async fn join_seq(&self, project: Uuid, agent: &str) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.join_seq(project, agent).await)
-    }
-
-    /// An agent's read position on a floor.
-    pub async fn agent_cursor(
-        &self,
-        org: &str,
-        agent: &str,
-        project: Uuid,
-    ) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.agent_cursor(org, agent, project).await)
-    }
-
-    /// Saves read positions (never moving one backwards).
-    pub async fn save_agent_cursors(
-        &self,
-        org: &str,
-        agent: &str,
-        cursors: &[(Uuid, i64)],
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.save_agent_cursors(org, agent, cursors).await)
-    }
-
-    /// Sets who may see a project.
-    pub async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
-        dispatch!(self, s => s.set_visibility(id, v).await)
-    }
-
-    /// Adds a member or replaces its role.
-    pub async fn add_member(
-        &self,
-        project: Uuid,
-        who: &str,
-        role: Option<&str>,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.add_member(project, who, role).await)
-    }
-
-    /// Removes a member (no error if absent).
-    pub async fn remove_member(&self, project: Uuid, who: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.remove_member(project, who).await)
-    }
-
-    /// Members, by participant id.
-    pub async fn list_members(&self, project: Uuid) -> Result<Vec<Member>, StoreError> {
-        dispatch!(self, s => s.list_members(project).await)
     }
 
     /// Creates a session; `Conflict` if the name is taken in the project.
@@ -634,14 +547,6 @@ fn parse_source(s: &str) -> Result<Source, StoreError> {
 
 fn parse_opt_participant(s: Option<String>) -> Result<Option<ParticipantId>, StoreError> {
     s.map(|s| parse_sender(&s)).transpose()
-}
-
-fn parse_visibility(s: &str) -> Visibility {
-    if s == "members" {
-        Visibility::Members
-    } else {
-        Visibility::Org
-    }
 }
 
 fn raw_payload(s: String) -> Result<Box<RawValue>, StoreError> {
