@@ -7,17 +7,21 @@
 //! value; on SQLite each says how it is stored.
 //!
 //! A value that does not decode is a [`StoreError::Corrupt`](super::StoreError::Corrupt).
+//! [`Src`] and [`Participant`] parse the same text on both engines.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use polaris_registry::ParticipantId;
 use serde::Serialize;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Type};
 use uuid::Uuid;
+
+use crate::protocol::Source;
 
 /// An id column: UUID text on SQLite (sqlx's own `Uuid` would be a blob there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,3 +144,44 @@ impl<T: Serialize> Encode<'_, Sqlite> for List<T> {
         <String as Encode<Sqlite>>::encode(serde_json::to_string(&self.0)?, buf)
     }
 }
+
+/// An event's source, parsed from its stored name.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Src(pub Source);
+
+/// A participant id column (sender, driver, agent), parsed from its text.
+#[derive(Debug, Clone)]
+pub(super) struct Participant(pub ParticipantId);
+
+/// Text columns parsed into a Rust type: the same on both engines.
+macro_rules! parsed_text {
+    ($ty:ty, |$s:ident| $parse:expr) => {
+        impl<DB: Database> Type<DB> for $ty
+        where
+            str: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as Type<DB>>::type_info()
+            }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: Database> Decode<'r, DB> for $ty
+        where
+            &'r str: Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let $s = <&'r str as Decode<'r, DB>>::decode(value)?;
+                $parse
+            }
+        }
+    };
+}
+
+parsed_text!(Src, |s| Source::parse(s)
+    .map(Src)
+    .ok_or_else(|| format!("unknown source {s:?}").into()));
+
+parsed_text!(Participant, |s| Ok(Participant(ParticipantId::parse(s)?)));

@@ -99,9 +99,12 @@ macro_rules! dialects {
 }
 
 mod agents;
+mod annotations;
 mod column;
+mod events;
 mod orgs;
 mod postgres;
+mod sessions;
 mod sqlite;
 mod text;
 
@@ -113,7 +116,7 @@ use polaris_registry::ParticipantId;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::protocol::{Annotation, Event, Session, Source};
+use crate::protocol::{Event, Source};
 
 pub use agents::{JoinReason, LeaveReason, Membership};
 pub use orgs::UserRow;
@@ -370,31 +373,6 @@ impl Store {
         dispatch!(self, s => s.close().await)
     }
 
-    /// Creates a session; `Conflict` if the name is taken in the project.
-    pub async fn create_session(
-        &self,
-        project: &ProjectKey,
-        name: &str,
-        driver: Option<&ParticipantId>,
-        agent: Option<&ParticipantId>,
-    ) -> Result<Session, StoreError> {
-        dispatch!(self, s => s.create_session(project, name, driver, agent).await)
-    }
-
-    /// A session of a project.
-    pub async fn get_session(
-        &self,
-        project: &ProjectKey,
-        name: &str,
-    ) -> Result<Option<Session>, StoreError> {
-        dispatch!(self, s => s.get_session(project, name).await)
-    }
-
-    /// Every session of a project, oldest first.
-    pub async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
-        dispatch!(self, s => s.list_sessions(project).await)
-    }
-
     /// Commits a batch in one transaction (see the module docs for the guarantees). The
     /// result has one entry per item, in order.
     pub async fn append(
@@ -415,104 +393,6 @@ impl Store {
     /// Projects with committed events not yet indexed for search (after a crash).
     pub async fn search_backlog(&self) -> Result<Vec<Uuid>, StoreError> {
         dispatch!(self, s => s.search_backlog().await)
-    }
-
-    /// The newest `seq` of a project (0 when it has no events).
-    pub async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.last_seq(project).await)
-    }
-
-    /// One event by id, within an org.
-    pub async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
-        dispatch!(self, s => s.event_by_id(org, id).await)
-    }
-
-    /// Events with `seq > after`, oldest first, optionally of one session.
-    pub async fn events_after(
-        &self,
-        project: &ProjectKey,
-        session: Option<&str>,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<Event>, StoreError> {
-        dispatch!(self, s => s.events_after(project, session, after, limit).await)
-    }
-
-    /// Events with `seq < before` (or the newest), newest first.
-    pub async fn events_before(
-        &self,
-        project: &ProjectKey,
-        session: Option<&str>,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<Event>, StoreError> {
-        dispatch!(self, s => s.events_before(project, session, before, limit).await)
-    }
-
-    /// Every event (optionally of one session, optionally with `timestamp > since`),
-    /// oldest first. Unbounded, as the original's `/messages`.
-    pub async fn events_since(
-        &self,
-        project: &ProjectKey,
-        session: Option<&str>,
-        since: Option<DateTime<Utc>>,
-    ) -> Result<Vec<Event>, StoreError> {
-        dispatch!(self, s => s.events_since(project, session, since).await)
-    }
-
-    /// The `seq` and session of an event of this project.
-    pub async fn locate_event(
-        &self,
-        project: Uuid,
-        id: Uuid,
-    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
-        dispatch!(self, s => s.locate_event(project, id).await)
-    }
-
-    /// Adds an annotation.
-    pub async fn add_annotation(
-        &self,
-        project: &ProjectKey,
-        session: &str,
-        event_id: Option<Uuid>,
-        who: Option<&str>,
-        kind: &str,
-        value: Option<&str>,
-    ) -> Result<Uuid, StoreError> {
-        dispatch!(self, s => s.add_annotation(project, session, event_id, who, kind, value).await)
-    }
-
-    /// Annotations of a session, oldest first.
-    pub async fn list_annotations(
-        &self,
-        project: &ProjectKey,
-        session: &str,
-    ) -> Result<Vec<Annotation>, StoreError> {
-        dispatch!(self, s => s.list_annotations(project, session).await)
-    }
-
-    /// The project an annotation belongs to, within an org.
-    pub async fn annotation_project(
-        &self,
-        org: &str,
-        id: Uuid,
-    ) -> Result<Option<Uuid>, StoreError> {
-        dispatch!(self, s => s.annotation_project(org, id).await)
-    }
-
-    /// Deletes an annotation within an org.
-    pub async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
-        dispatch!(self, s => s.delete_annotation(org, id).await)
-    }
-
-    /// Decisions in the given projects, newest first.
-    pub async fn decisions(
-        &self,
-        org: &str,
-        projects: &[Uuid],
-        limit: i64,
-    ) -> Result<Vec<Annotation>, StoreError> {
-        dispatch!(self, s => s.decisions(org, projects, limit).await)
     }
 
     /// Full-text search, best match first, with a snippet per event.
@@ -543,10 +423,6 @@ fn parse_sender(s: &str) -> Result<ParticipantId, StoreError> {
 
 fn parse_source(s: &str) -> Result<Source, StoreError> {
     Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown source {s:?}")))
-}
-
-fn parse_opt_participant(s: Option<String>) -> Result<Option<ParticipantId>, StoreError> {
-    s.map(|s| parse_sender(&s)).transpose()
 }
 
 fn raw_payload(s: String) -> Result<Box<RawValue>, StoreError> {
