@@ -2,11 +2,12 @@
 //! change it), and each agent's read position on each floor.
 
 use chrono::{DateTime, Utc};
+use polaris_registry::ParticipantId;
 use uuid::Uuid;
 
 use super::column::{Id, List, Time};
 use super::orgs::ProjectRow;
-use super::{Sql, Store, StoreError};
+use super::{Sql, Store, StoreError, Tx};
 use crate::protocol::Project;
 
 /// Why an agent is on a floor.
@@ -224,4 +225,74 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// A join or leave, inside the append transaction that records it: the rows it changed
+/// (none: the precondition failed).
+pub(super) async fn change_floor(
+    tx: &mut Tx<'_>,
+    project: Uuid,
+    agent: &ParticipantId,
+    change: FloorChange<'_>,
+) -> Result<u64, sqlx::Error> {
+    let now = Time(Utc::now());
+    match change {
+        FloorChange::Join(reason, detail) => {
+            let sql = match reason {
+                JoinReason::Tag => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail, removed, since)
+                     VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (project_id, agent_id) DO NOTHING"
+                }
+                // An invitation also brings back an agent that was removed by hand.
+                JoinReason::Invite => {
+                    "INSERT INTO agent_floors (project_id, agent_id, reason, detail, removed, since)
+                     VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (project_id, agent_id) DO UPDATE
+                     SET reason = excluded.reason, detail = excluded.detail, removed = FALSE, since = excluded.since
+                     WHERE agent_floors.removed"
+                }
+            };
+            execute!(
+                tx,
+                tx,
+                sql,
+                Id(project),
+                agent.as_str(),
+                reason.as_str(),
+                detail,
+                now
+            )
+        }
+        FloorChange::Leave(LeaveReason::TagLost) => execute!(
+            tx,
+            tx,
+            "DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed AND reason = 'tag'",
+            Id(project),
+            agent.as_str(),
+        ),
+        FloorChange::Leave(LeaveReason::Removed(by)) => execute!(
+            tx,
+            tx,
+            "UPDATE agent_floors SET removed = TRUE, detail = $3, since = $4
+             WHERE project_id = $1 AND agent_id = $2 AND NOT removed",
+            Id(project),
+            agent.as_str(),
+            by.as_deref(),
+            now,
+        ),
+        FloorChange::Leave(LeaveReason::Gone) => execute!(
+            tx,
+            tx,
+            "DELETE FROM agent_floors WHERE project_id = $1 AND agent_id = $2 AND NOT removed",
+            Id(project),
+            agent.as_str(),
+        ),
+    }
+}
+
+/// What a join or leave effect asks of the floor's membership.
+pub(super) enum FloorChange<'a> {
+    /// Joins, with the matching tag or who invited.
+    Join(JoinReason, Option<&'a str>),
+    /// Leaves.
+    Leave(&'a LeaveReason),
 }

@@ -20,6 +20,7 @@
 /// source has the query once, the compiler expands it for both (each arm is concrete, so
 /// there are no generic bounds to spell out and no dynamic dispatch). `read` uses SQLite's
 /// reader pool, `write` its single writer connection; PostgreSQL has one pool for both.
+/// On a [`Tx`] (`tx`), `$db` is the transaction's connection.
 macro_rules! run {
     ($store:expr, read, |$db:ident| $body:expr) => {
         match $store {
@@ -41,6 +42,18 @@ macro_rules! run {
             }
             $crate::store::Store::Postgres(s) => {
                 let $db = &s.pool;
+                $body
+            }
+        }
+    };
+    ($tx:expr, tx, |$db:ident| $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Sqlite(c) => {
+                let $db = &mut **c;
+                $body
+            }
+            $crate::store::Tx::Postgres(c) => {
+                let $db = &mut **c;
                 $body
             }
         }
@@ -110,7 +123,6 @@ mod text;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use polaris_config::DatabaseUrl;
 use polaris_registry::ParticipantId;
 use serde_json::value::RawValue;
@@ -119,6 +131,7 @@ use uuid::Uuid;
 use crate::protocol::{Event, Source};
 
 pub use agents::{JoinReason, LeaveReason, Membership};
+pub use events::{Append, Appended, Effect, NewEvent, Rejected};
 pub use orgs::UserRow;
 pub use text::{search_text, snippet};
 
@@ -175,114 +188,6 @@ pub struct ProjectKey {
     pub name: Arc<str>,
 }
 
-/// An event ready to be committed: stamped, validated, with its search text.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Idempotency key.
-    pub id: Uuid,
-    /// Session name, `None` for floor-wide events.
-    pub session: Option<String>,
-    /// Writer's clock (milliseconds).
-    pub timestamp: DateTime<Utc>,
-    /// Arrival (milliseconds).
-    pub received_at: DateTime<Utc>,
-    /// Source.
-    pub source: Source,
-    /// Kind.
-    pub kind: String,
-    /// Sender.
-    pub sender: ParticipantId,
-    /// Payload JSON.
-    pub payload: Box<RawValue>,
-}
-
-impl NewEvent {
-    fn counts_as_prompt(&self) -> bool {
-        self.source == Source::Hook && self.kind == "UserPromptSubmit"
-    }
-
-    fn into_event(self, project: &ProjectKey, seq: i64) -> Event {
-        Event {
-            id: self.id,
-            project: project.name.to_string(),
-            session: self.session,
-            seq,
-            timestamp: self.timestamp,
-            received_at: self.received_at,
-            source: self.source,
-            kind: self.kind,
-            sender: self.sender,
-            payload: self.payload,
-        }
-    }
-}
-
-/// A change to the session applied in the same transaction as its event, so the state
-/// and the record of the change can never disagree.
-#[derive(Debug, Clone)]
-pub enum Effect {
-    /// Compare-and-set of the driver seat: applies only if the driver is `expected`.
-    Driver {
-        /// What the caller saw.
-        expected: Option<ParticipantId>,
-        /// What it becomes.
-        new: Option<ParticipantId>,
-    },
-    /// Sets the label.
-    Label(Option<String>),
-    /// Sets the agent identity.
-    Agent(Option<ParticipantId>),
-    /// A named agent joins the floor; refused if it is on it already (so two nodes
-    /// syncing at once record one join).
-    Join {
-        /// The agent.
-        agent: ParticipantId,
-        /// Why.
-        reason: JoinReason,
-        /// The matching tag, or who invited it.
-        detail: Option<String>,
-    },
-    /// A named agent leaves the floor; refused if it is not on it.
-    Leave {
-        /// The agent.
-        agent: ParticipantId,
-        /// Why.
-        why: LeaveReason,
-    },
-}
-
-/// One item of an append batch.
-#[derive(Debug, Clone)]
-pub struct Append {
-    /// The event.
-    pub event: NewEvent,
-    /// A state change that must commit with it (or reject it).
-    pub effect: Option<Effect>,
-}
-
-/// A committed (or already stored) event.
-#[derive(Debug, Clone)]
-pub struct Appended {
-    /// The stored event.
-    pub event: Event,
-    /// False when the id was already stored: nothing was written.
-    pub created: bool,
-}
-
-/// Why one item of a batch was not written. The rest of the batch is unaffected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Rejected {
-    /// The id is stored already, in another project or org.
-    #[error("event id {0} is already used by another event")]
-    IdTaken(Uuid),
-    /// The effect's precondition failed (the driver changed since it was read).
-    #[error("{0}")]
-    Conflict(String),
-    /// The session does not exist.
-    #[error("session {0:?} not found")]
-    NoSession(String),
-}
-
 /// A full-text query with the original's filters (reference 3.9).
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -318,6 +223,14 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
     /// PostgreSQL.
     Postgres(postgres::PgStore),
+}
+
+/// A connection inside a transaction, on either engine (see [`run!`]).
+enum Tx<'c> {
+    /// SQLite's writer connection.
+    Sqlite(&'c mut sqlx::SqliteConnection),
+    /// A PostgreSQL transaction's connection.
+    Postgres(&'c mut sqlx::PgConnection),
 }
 
 /// The two texts of a statement written with [`dialects!`].
@@ -373,16 +286,6 @@ impl Store {
         dispatch!(self, s => s.close().await)
     }
 
-    /// Commits a batch in one transaction (see the module docs for the guarantees). The
-    /// result has one entry per item, in order.
-    pub async fn append(
-        &self,
-        project: &ProjectKey,
-        batch: Vec<Append>,
-    ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
-        dispatch!(self, s => s.append(project, batch).await)
-    }
-
     /// Indexes up to `limit` not-yet-indexed events of a project for search, in one
     /// transaction with the project's index watermark. Returns how many it indexed (fewer
     /// than `limit`: the project is caught up).
@@ -403,18 +306,6 @@ impl Store {
     ) -> Result<Vec<(Event, String)>, StoreError> {
         dispatch!(self, s => s.search(org, q).await)
     }
-}
-
-/// Why an effect's precondition failed, in words for the caller.
-fn refusal(effect: &Effect) -> Rejected {
-    Rejected::Conflict(match effect {
-        Effect::Driver { .. } => {
-            "the driver seat changed meanwhile; read the session and try again".into()
-        }
-        Effect::Label(_) | Effect::Agent(_) => "session not found".into(),
-        Effect::Join { agent, .. } => format!("{agent} is already on this floor"),
-        Effect::Leave { agent, .. } => format!("{agent} is not on this floor"),
-    })
 }
 
 fn parse_sender(s: &str) -> Result<ParticipantId, StoreError> {

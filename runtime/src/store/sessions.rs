@@ -3,9 +3,10 @@
 
 use chrono::Utc;
 use polaris_registry::ParticipantId;
+use uuid::Uuid;
 
 use super::column::{Id, Participant, Time};
-use super::{ProjectKey, Store, StoreError};
+use super::{ProjectKey, Store, StoreError, Tx};
 use crate::protocol::{Session, to_ms};
 
 /// A `sessions` row (`SELECT *`).
@@ -105,5 +106,54 @@ impl Store {
             .into_iter()
             .map(|r| r.into_session(&project.name))
             .collect())
+    }
+}
+
+/// What a session effect sets: participant ids as text.
+pub(super) enum SessionChange<'a> {
+    /// The driver seat, only if it is still `expected`.
+    Driver {
+        expected: Option<&'a str>,
+        new: Option<&'a str>,
+    },
+    Label(Option<&'a str>),
+    Agent(Option<&'a str>),
+}
+
+/// A session effect, inside the append transaction that records it: the rows it changed
+/// (none: no such session, or the driver moved since the caller read it).
+pub(super) async fn change_session(
+    tx: &mut Tx<'_>,
+    project: Uuid,
+    session: &str,
+    change: SessionChange<'_>,
+) -> Result<u64, sqlx::Error> {
+    match change {
+        SessionChange::Driver { expected, new } => execute!(
+            tx,
+            tx,
+            "UPDATE sessions SET driver = $1 WHERE project_id = $2 AND name = $3
+               AND driver IS NOT DISTINCT FROM $4",
+            new,
+            Id(project),
+            session,
+            expected,
+        ),
+        SessionChange::Label(label) => execute!(
+            tx,
+            tx,
+            "UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3",
+            label,
+            Id(project),
+            session,
+        ),
+        SessionChange::Agent(agent) => execute!(
+            tx,
+            tx,
+            "UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3",
+            agent,
+            Id(project),
+            session,
+        ),
     }
 }

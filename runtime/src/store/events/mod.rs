@@ -10,6 +10,13 @@ use super::column::{Id, Participant, Src, Time};
 use super::{ProjectKey, Store, StoreError};
 use crate::protocol::Event;
 
+mod append;
+mod postgres;
+mod sqlite;
+
+pub use append::{Append, Appended, Effect, NewEvent, Rejected};
+pub(super) use sqlite::INSERT_CHUNK;
+
 /// The columns [`EventRow`] reads, in the order of its fields; `event_columns!("e.")`
 /// qualifies each with a table alias.
 macro_rules! event_columns {
@@ -21,6 +28,7 @@ macro_rules! event_columns {
         )
     };
 }
+use event_columns;
 
 /// An `events` row: everything of an [`Event`] but the project's name.
 #[derive(sqlx::FromRow)]
