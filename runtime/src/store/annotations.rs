@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::column::{Id, List, Time};
 use super::{ProjectKey, Sql, Store, StoreError};
-use crate::protocol::Annotation;
+use crate::protocol::{Annotation, to_ms};
 
 /// An `annotations` row with its project's name (`a.*, p.name AS project_name`).
 #[derive(sqlx::FromRow)]
@@ -78,7 +78,7 @@ impl Store {
             who,
             kind,
             value,
-            Time(Utc::now()),
+            Time(to_ms(Utc::now())),
         )?;
         Ok(id)
     }
