@@ -1,6 +1,6 @@
 //! The store: every durable fact of the floor service, on SQLite or PostgreSQL.
 //!
-//! [`Store`] is one type with two backends behind it. The SQL differs (types, locking,
+//! [`Store`] is one type with two engines behind it. The schemas differ (types, locking,
 //! full-text search) but the contract does not, and the integration tests run every case
 //! on both. What callers may rely on:
 //!
@@ -15,37 +15,31 @@
 //! - Every query is scoped by org or by a project id that was resolved within an org.
 //! - Search lags the commit: [`Store::index_search`] indexes committed events in batches,
 //!   and the indexer actor runs it (searches ask it to catch up first).
+//!
+//! # Layout
+//!
+//! One module per concern, each written once for both engines: `orgs` (orgs, users,
+//! projects, members), `sessions`, `events` (reads and the append), `agents` (the
+//! agents table, floor memberships, cursors), `annotations` and `search`. A query is
+//! one SQL text with `$n` placeholders (sqlx's SQLite driver numbers them as PostgreSQL
+//! does), run through `run!`, `execute!` or `fetch!`, which expand it for whichever
+//! engine the store holds; rows decode through one `FromRow` struct per table. Values the
+//! engines store differently (ids, times, tags, lists) are the `column` types; times are
+//! bound from Rust, never `now()`. Code stays per engine only where the engines differ:
+//! opening connections (`sqlite`, `postgres`), how the append allocates and locks
+//! `seq` (`events::sqlite`, `events::postgres`), full-text search (`search::sqlite`,
+//! `search::postgres`), and a statement fragment here and there (`dialects!`), each
+//! saying why.
+//!
+//! Adding a column: a migration per engine (`migrations/sqlite`, `migrations/postgres`,
+//! additive only), the field in the table's row struct, and the statements that write it.
 
 /// Runs `$body` on whichever engine the store holds, with `$db` that engine's pool: the
 /// source has the query once, the compiler expands it for both (each arm is concrete, so
-/// there are no generic bounds to spell out and no dynamic dispatch). `read` uses SQLite's
+/// there are no generic bounds to spell out and no dynamic dispatch). `read` is SQLite's
 /// reader pool, `write` its single writer connection; PostgreSQL has one pool for both.
-/// On a [`Tx`] (`tx`), `$db` is the transaction's connection.
+/// With `tx` on a [`Tx`], `$db` is the transaction's connection.
 macro_rules! run {
-    ($store:expr, read, |$db:ident| $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite(s) => {
-                let $db = &s.read;
-                $body
-            }
-            $crate::store::Store::Postgres(s) => {
-                let $db = &s.pool;
-                $body
-            }
-        }
-    };
-    ($store:expr, write, |$db:ident| $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite(s) => {
-                let $db = &s.write;
-                $body
-            }
-            $crate::store::Store::Postgres(s) => {
-                let $db = &s.pool;
-                $body
-            }
-        }
-    };
     ($tx:expr, tx, |$db:ident| $body:expr) => {
         match $tx {
             $crate::store::Tx::Sqlite(c) => {
@@ -58,9 +52,21 @@ macro_rules! run {
             }
         }
     };
+    ($store:expr, $pool:ident, |$db:ident| $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite(s) => {
+                let $db = &s.$pool;
+                $body
+            }
+            $crate::store::Store::Postgres(s) => {
+                let $db = &s.pool;
+                $body
+            }
+        }
+    };
 }
 
-/// One statement with its binds, on `read`, `write` or `tx` as in [`run!`]: the number of
+/// One statement with its binds, on `read`, `write` or `tx` as in `run!`: the number of
 /// rows it changed.
 macro_rules! execute {
     ($on:expr, $pool:ident, $sql:expr $(, $arg:expr)* $(,)?) => {
@@ -117,23 +123,19 @@ mod column;
 mod events;
 mod orgs;
 mod postgres;
+mod search;
 mod sessions;
 mod sqlite;
-mod text;
 
 use std::sync::Arc;
 
 use polaris_config::DatabaseUrl;
-use polaris_registry::ParticipantId;
-use serde_json::value::RawValue;
 use uuid::Uuid;
-
-use crate::protocol::{Event, Source};
 
 pub use agents::{JoinReason, LeaveReason, Membership};
 pub use events::{Append, Appended, Effect, NewEvent, Rejected};
 pub use orgs::UserRow;
-pub use text::{search_text, snippet};
+pub use search::{SearchQuery, search_text, snippet};
 
 /// A store failure the caller cannot fix by changing its request.
 #[derive(Debug, thiserror::Error)]
@@ -188,25 +190,6 @@ pub struct ProjectKey {
     pub name: Arc<str>,
 }
 
-/// A full-text query with the original's filters (reference 3.9).
-#[derive(Debug, Clone, Default)]
-pub struct SearchQuery {
-    /// Web-search syntax: words, "quoted phrases", `or`, `-word`.
-    pub q: String,
-    /// Restrict to these projects (already ACL-filtered by the caller).
-    pub projects: Vec<Uuid>,
-    /// Session name.
-    pub session: Option<String>,
-    /// Exact sender.
-    pub sender: Option<String>,
-    /// Exact source.
-    pub source: Option<String>,
-    /// The event carries a `tag` annotation with this value.
-    pub tag: Option<String>,
-    /// 1..=100.
-    pub limit: i64,
-}
-
 /// Which database is behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -223,38 +206,6 @@ pub enum Store {
     Sqlite(sqlite::SqliteStore),
     /// PostgreSQL.
     Postgres(postgres::PgStore),
-}
-
-/// A connection inside a transaction, on either engine (see [`run!`]).
-enum Tx<'c> {
-    /// SQLite's writer connection.
-    Sqlite(&'c mut sqlx::SqliteConnection),
-    /// A PostgreSQL transaction's connection.
-    Postgres(&'c mut sqlx::PgConnection),
-}
-
-/// The two texts of a statement written with [`dialects!`].
-struct Sql {
-    sqlite: &'static str,
-    postgres: &'static str,
-}
-
-impl Sql {
-    fn on(&self, backend: Backend) -> &'static str {
-        match backend {
-            Backend::Sqlite => self.sqlite,
-            Backend::Postgres => self.postgres,
-        }
-    }
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
 }
 
 impl Store {
@@ -278,44 +229,38 @@ impl Store {
 
     /// A round trip to the database.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        execute!(self, read, "SELECT 1")?;
+        Ok(())
     }
 
     /// Closes every connection (after the floors have committed).
     pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
-    }
-
-    /// Indexes up to `limit` not-yet-indexed events of a project for search, in one
-    /// transaction with the project's index watermark. Returns how many it indexed (fewer
-    /// than `limit`: the project is caught up).
-    pub async fn index_search(&self, project: Uuid, limit: i64) -> Result<usize, StoreError> {
-        dispatch!(self, s => s.index_search(project, limit).await)
-    }
-
-    /// Projects with committed events not yet indexed for search (after a crash).
-    pub async fn search_backlog(&self) -> Result<Vec<Uuid>, StoreError> {
-        dispatch!(self, s => s.search_backlog().await)
-    }
-
-    /// Full-text search, best match first, with a snippet per event.
-    pub async fn search(
-        &self,
-        org: &str,
-        q: &SearchQuery,
-    ) -> Result<Vec<(Event, String)>, StoreError> {
-        dispatch!(self, s => s.search(org, q).await)
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
     }
 }
 
-fn parse_sender(s: &str) -> Result<ParticipantId, StoreError> {
-    ParticipantId::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// A connection inside a transaction, on either engine (see `run!`).
+enum Tx<'c> {
+    /// SQLite's writer connection.
+    Sqlite(&'c mut sqlx::SqliteConnection),
+    /// A PostgreSQL transaction's connection.
+    Postgres(&'c mut sqlx::PgConnection),
 }
 
-fn parse_source(s: &str) -> Result<Source, StoreError> {
-    Source::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown source {s:?}")))
+/// The two texts of a statement written with `dialects!`.
+struct Sql {
+    sqlite: &'static str,
+    postgres: &'static str,
 }
 
-fn raw_payload(s: String) -> Result<Box<RawValue>, StoreError> {
-    RawValue::from_string(s).map_err(|e| StoreError::Corrupt(format!("payload: {e}")))
+impl Sql {
+    fn on(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Sqlite => self.sqlite,
+            Backend::Postgres => self.postgres,
+        }
+    }
 }

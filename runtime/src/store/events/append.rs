@@ -288,7 +288,7 @@ async fn apply_effect(
     session: Option<&str>,
     effect: &Effect,
 ) -> Result<Result<(), Rejected>, StoreError> {
-    fn id(p: &Option<ParticipantId>) -> Option<&str> {
+    fn text(p: &Option<ParticipantId>) -> Option<&str> {
         p.as_ref().map(ParticipantId::as_str)
     }
     let changed = match (effect, session) {
@@ -313,8 +313,8 @@ async fn apply_effect(
         }
         (Effect::Driver { expected, new }, Some(session)) => {
             let driver = SessionChange::Driver {
-                expected: id(expected),
-                new: id(new),
+                expected: text(expected),
+                new: text(new),
             };
             change_session(tx, project, session, driver).await?
         }
@@ -322,7 +322,7 @@ async fn apply_effect(
             change_session(tx, project, session, SessionChange::Label(label.as_deref())).await?
         }
         (Effect::Agent(agent), Some(session)) => {
-            change_session(tx, project, session, SessionChange::Agent(id(agent))).await?
+            change_session(tx, project, session, SessionChange::Agent(text(agent))).await?
         }
     };
     Ok(if changed == 0 {

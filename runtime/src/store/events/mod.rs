@@ -28,7 +28,7 @@ macro_rules! event_columns {
         )
     };
 }
-use event_columns;
+pub(super) use event_columns;
 
 /// An `events` row: everything of an [`Event`] but the project's name.
 #[derive(sqlx::FromRow)]
