@@ -126,6 +126,8 @@ mod postgres;
 mod search;
 mod sessions;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
