@@ -57,12 +57,6 @@ pub struct Membership {
     pub since: DateTime<Utc>,
 }
 
-impl From<Time> for DateTime<Utc> {
-    fn from(t: Time) -> Self {
-        t.0
-    }
-}
-
 /// A floor an agent is on, as [`Store::org_memberships`] reads it.
 #[derive(sqlx::FromRow)]
 struct FloorRow {

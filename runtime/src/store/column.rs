@@ -31,6 +31,13 @@ pub(super) struct Id(pub Uuid);
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Time(pub DateTime<Utc>);
 
+/// For `#[sqlx(try_from = "Time")]` on a `DateTime` field of a row struct.
+impl From<Time> for DateTime<Utc> {
+    fn from(t: Time) -> Self {
+        t.0
+    }
+}
+
 /// A project's tags: a JSON text array on SQLite, `TEXT[]` on PostgreSQL.
 #[derive(Debug, Clone)]
 pub(super) struct Tags(pub Vec<String>);
@@ -89,7 +96,7 @@ where
 
 /// SQLite stores the type as `$repr`, converted on the way in and out.
 macro_rules! sqlite_as {
-    ($ty:ty, $repr:ty, encode: |$e:ident| $enc:expr, decode: |$d:ident| $dec:expr) => {
+    ($ty:ty, $repr:ty, |$e:ident| $enc:expr, |$d:ident| $dec:expr) => {
         impl Type<Sqlite> for $ty {
             fn type_info() -> SqliteTypeInfo {
                 <$repr as Type<Sqlite>>::type_info()
@@ -118,20 +125,23 @@ macro_rules! sqlite_as {
     };
 }
 
-sqlite_as!(Id, String,
-    encode: |id| id.0.to_string(),
-    decode: |v| Ok(Id(Uuid::from_str(<&str as Decode<Sqlite>>::decode(v)?)?)));
-
-sqlite_as!(Time, i64,
-encode: |t| t.0.timestamp_millis(),
-decode: |v| {
-    let ms = <i64 as Decode<Sqlite>>::decode(v)?;
-    DateTime::from_timestamp_millis(ms).map(Time).ok_or_else(|| format!("time {ms}").into())
+// Encoded by the closure on the left, decoded by the one on the right.
+sqlite_as!(Id, String, |id| id.0.to_string(), |v| {
+    Ok(Id(Uuid::from_str(<&str as Decode<Sqlite>>::decode(v)?)?))
 });
 
-sqlite_as!(Tags, String,
-    encode: |tags| serde_json::to_string(&tags.0)?,
-    decode: |v| Ok(Tags(serde_json::from_str(<&str as Decode<Sqlite>>::decode(v)?)?)));
+sqlite_as!(Time, i64, |t| t.0.timestamp_millis(), |v| {
+    let ms = <i64 as Decode<Sqlite>>::decode(v)?;
+    DateTime::from_timestamp_millis(ms)
+        .map(Time)
+        .ok_or_else(|| format!("time {ms}").into())
+});
+
+sqlite_as!(Tags, String, |tags| serde_json::to_string(&tags.0)?, |v| {
+    Ok(Tags(serde_json::from_str(
+        <&str as Decode<Sqlite>>::decode(v)?,
+    )?))
+});
 
 impl<T> Type<Sqlite> for List<T> {
     fn type_info() -> SqliteTypeInfo {
