@@ -68,10 +68,9 @@ struct FloorRow {
 const SAVE_CURSORS: Sql = dialects!(
     "INSERT INTO agent_cursors (org_id, agent_id, project_id, seq) SELECT $1, $2, "
     // The pairs come as two lists (see `List`): zipped by UNNEST on PostgreSQL, by the
-    // array index on SQLite (`WHERE true` keeps SQLite from reading ON CONFLICT as a join
-    // constraint).
+    // array index on SQLite (whose parser needs a WHERE before an upsert's ON CONFLICT).
     {
-        sqlite: "p.value, s.value FROM json_each($3) p JOIN json_each($4) s USING (key) WHERE true",
+        sqlite: "p.value, $4 ->> p.key FROM json_each($3) p WHERE true",
         postgres: "u.p, u.s FROM UNNEST($3::uuid[], $4::bigint[]) AS u(p, s)"
     }
     " ON CONFLICT (org_id, agent_id, project_id) DO UPDATE SET seq = "
