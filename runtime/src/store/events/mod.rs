@@ -1,0 +1,233 @@
+//! Events: how a row becomes an [`Event`], and the reads (by id, pages after or before a
+//! `seq`, everything since a time). The append is in [`append`].
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::column::{Id, Participant, Src, Time};
+use super::{ProjectKey, Store, StoreError};
+use crate::protocol::Event;
+
+mod append;
+mod postgres;
+mod sqlite;
+
+pub use append::{Append, Appended, Effect, NewEvent, Rejected};
+pub(super) use sqlite::INSERT_CHUNK;
+
+/// The columns [`EventRow`] reads, in the order of its fields; `event_columns!("e.")`
+/// qualifies each with a table alias.
+macro_rules! event_columns {
+    ($($alias:literal)?) => {
+        concat!(
+            $($alias,)? "id, ", $($alias,)? "seq, ", $($alias,)? "session, ",
+            $($alias,)? "timestamp, ", $($alias,)? "received_at, ", $($alias,)? "source, ",
+            $($alias,)? "kind, ", $($alias,)? "sender, ", $($alias,)? "payload"
+        )
+    };
+}
+pub(super) use event_columns;
+
+/// An `events` row: everything of an [`Event`] but the project's name.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    id: Id,
+    seq: i64,
+    session: Option<String>,
+    timestamp: Time,
+    received_at: Time,
+    source: Src,
+    kind: String,
+    sender: Participant,
+    // JSON on PostgreSQL, text on SQLite: kept exactly as accepted either way.
+    payload: Json<Box<RawValue>>,
+}
+
+impl EventRow {
+    pub(super) fn into_event(self, project: String) -> Event {
+        Event {
+            id: self.id.0,
+            project,
+            session: self.session,
+            seq: self.seq,
+            timestamp: self.timestamp.0,
+            received_at: self.received_at.0,
+            source: self.source.0,
+            kind: self.kind,
+            sender: self.sender.0,
+            payload: self.payload.0,
+        }
+    }
+}
+
+/// An event row read with its project's name (`p.name AS project_name`).
+#[derive(sqlx::FromRow)]
+pub(super) struct NamedEventRow {
+    #[sqlx(flatten)]
+    event: EventRow,
+    project_name: String,
+}
+
+impl From<NamedEventRow> for Event {
+    fn from(r: NamedEventRow) -> Event {
+        r.event.into_event(r.project_name)
+    }
+}
+
+/// A page of a floor, then of one session: `seq > $n`, oldest first. Two statements, not
+/// one with an optional session, so each is planned on its own index.
+const AFTER: [&str; 2] = [
+    concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ),
+    concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE project_id = $1 AND session = $2 AND seq > $3 ORDER BY seq LIMIT $4"
+    ),
+];
+
+/// As [`AFTER`], `seq < $n`, newest first.
+const BEFORE: [&str; 2] = [
+    concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE project_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+    ),
+    concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE project_id = $1 AND session = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+    ),
+];
+
+impl Store {
+    /// The newest `seq` of a project (0 when it has no events).
+    pub async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
+        let seq: Option<i64> = fetch!(
+            self,
+            read,
+            scalar fetch_optional,
+            "SELECT last_seq FROM projects WHERE id = $1",
+            Id(project),
+        )?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// One event by id, within an org.
+    pub async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
+        let row: Option<NamedEventRow> = fetch!(
+            self,
+            read,
+            fetch_optional,
+            concat!(
+                "SELECT ",
+                event_columns!("e."),
+                ", p.name AS project_name
+                 FROM events e JOIN projects p ON p.id = e.project_id WHERE e.id = $1 AND e.org_id = $2"
+            ),
+            Id(id),
+            org,
+        )?;
+        Ok(row.map(Event::from))
+    }
+
+    /// Events with `seq > after`, oldest first, optionally of one session.
+    pub async fn events_after(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.page(project, session, AFTER, after, limit).await
+    }
+
+    /// Events with `seq < before` (or the newest), newest first.
+    pub async fn events_before(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        self.page(project, session, BEFORE, before, limit).await
+    }
+
+    /// Runs one of the page statements ([`AFTER`], [`BEFORE`]).
+    async fn page(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        sql: [&'static str; 2],
+        bound: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<EventRow> = match session {
+            None => fetch!(self, read, fetch_all, sql[0], Id(project.id), bound, limit)?,
+            Some(s) => fetch!(
+                self,
+                read,
+                fetch_all,
+                sql[1],
+                Id(project.id),
+                s,
+                bound,
+                limit
+            )?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_event(project.name.to_string()))
+            .collect())
+    }
+
+    /// Every event (optionally of one session, optionally with `timestamp > since`),
+    /// oldest first. Unbounded, as the original's `/messages`.
+    pub async fn events_since(
+        &self,
+        project: &ProjectKey,
+        session: Option<&str>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<EventRow> = fetch!(
+            self,
+            read,
+            fetch_all,
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE project_id = $1 AND ($2 IS NULL OR session = $2)
+                   AND ($3 IS NULL OR timestamp > $3) ORDER BY seq"
+            ),
+            Id(project.id),
+            session,
+            since.map(Time),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_event(project.name.to_string()))
+            .collect())
+    }
+
+    /// The `seq` and session of an event of this project.
+    pub async fn locate_event(
+        &self,
+        project: Uuid,
+        id: Uuid,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        Ok(fetch!(
+            self,
+            read,
+            fetch_optional,
+            "SELECT seq, session FROM events WHERE project_id = $1 AND id = $2",
+            Id(project),
+            Id(id),
+        )?)
+    }
+}
