@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use polaris_config::RateLimits;
+use polaris_runtime::Store;
 use polaris_runtime::api::{self, ApiConfig};
-use polaris_runtime::store::Store;
 use polaris_runtime::{Runtime, Settings};
 use polaris_sidecar::home::Home;
 use serde_json::{Value, json};

@@ -11,9 +11,9 @@ use polaris_agents::AgentHost;
 use polaris_agents::route::Router;
 use polaris_config::{Env, LogFormat, ServeOverrides, ServerConfig};
 use polaris_registry::{AgentFile, ParticipantId};
+use polaris_runtime::Store;
 use polaris_runtime::api::{self, ApiConfig};
 use polaris_runtime::auth::{Role, TokenKeys};
-use polaris_runtime::store::Store;
 use polaris_runtime::{Runtime, Settings};
 
 /// Polaris: a shared, ordered floor for every session and named agent of a project.

@@ -23,7 +23,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use polaris_protocol::Source;
 use polaris_protocol::validate::Incoming;
 use polaris_registry::{AgentSpec, ParticipantId};
-use polaris_runtime::store::ProjectKey;
+use polaris_runtime::ProjectKey;
 use polaris_runtime::{Committed, Runtime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use polaris_registry::{AgentSpec, ContextMode, ParticipantId};
 use polaris_runtime::Runtime;
-use polaris_runtime::store::{ProjectKey, StoreError};
+use polaris_runtime::{ProjectKey, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use polaris_protocol::validate::Incoming;
 use polaris_protocol::{NewEventBody, Source};
+use polaris_runtime::ProjectKey;
 use polaris_runtime::Runtime;
 use polaris_runtime::auth::{Caller, Role};
-use polaris_runtime::store::ProjectKey;
 
 /// Why a post did not go through.
 #[derive(Debug, thiserror::Error)]

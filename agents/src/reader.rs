@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use polaris_runtime::store::{ProjectKey, StoreError};
 use polaris_runtime::{Committed, Runtime, Start, SubscriptionSpec};
+use polaris_runtime::{ProjectKey, StoreError};
 use ractor::{ActorRef, Message};
 use uuid::Uuid;
 

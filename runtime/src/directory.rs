@@ -146,6 +146,17 @@ impl Directory {
         store.last_seq(project).await
     }
 
+    /// The read position `reader` saved on a floor, if any (everything up to it was
+    /// handled).
+    pub async fn saved_position(
+        &self,
+        org: &str,
+        reader: &str,
+        project: Uuid,
+    ) -> Result<Option<i64>, StoreError> {
+        self.rt.store().agent_cursor(org, reader, project).await
+    }
+
     /// Saves read positions (never moving one backwards).
     pub async fn save_read_positions(
         &self,

@@ -12,7 +12,6 @@
 // crate-private, so the actors' messages and maps can change without touching callers.
 pub mod api;
 pub mod auth;
-pub mod store;
 
 mod commit;
 mod directory;
@@ -23,6 +22,7 @@ mod live;
 mod roster;
 mod runtime;
 mod session;
+mod store;
 mod subscription;
 mod supervisor;
 
@@ -33,6 +33,7 @@ pub use runtime::{Runtime, Settings};
 pub use session::SYSTEM_SENDER;
 #[cfg(feature = "fault-injection")]
 pub use session::Seat;
+pub use store::{Backend, ProjectKey, Store, StoreError};
 pub use subscription::{Start, SubscriptionSpec};
 
 // The wire types and checks live in polaris-protocol, shared with the sidecar; inside this

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::both_stores;
 use crate::support::{Client, Options, eventually};
 use polaris_registry::ParticipantId;
-use polaris_runtime::store::ProjectKey;
+use polaris_runtime::ProjectKey;
 
 async fn key(c: &Client, project: &str) -> ProjectKey {
     let p = c.get(&format!("/projects/{project}")).await;

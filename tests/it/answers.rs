@@ -119,8 +119,9 @@ async fn read_past_a_marker(srv: &crate::support::TestServer, session: &str, age
     crate::support::eventually(30, || async {
         for agent in agents {
             let cursor = srv
-                .store
-                .agent_cursor(polaris_runtime::auth::DEFAULT_ORG, agent, project)
+                .runtime
+                .directory()
+                .saved_position(polaris_runtime::auth::DEFAULT_ORG, agent, project)
                 .await
                 .unwrap();
             if cursor.is_none_or(|c| c < seq) {

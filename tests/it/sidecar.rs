@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use polaris_config::RateLimits;
+use polaris_runtime::Store;
 use polaris_runtime::api::{self, ApiConfig};
-use polaris_runtime::store::Store;
 use polaris_runtime::{Runtime, Settings};
 use polaris_sidecar::home::Home;
 use polaris_sidecar::spool::{self, SpoolEntry};

@@ -1,7 +1,7 @@
 //! Named agents: the agents table, who is on which floor (and the join/leave effects that
 //! change it), and each agent's read position on each floor.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use polaris_registry::ParticipantId;
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::protocol::Project;
 
 /// Why an agent is on a floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinReason {
+pub(crate) enum JoinReason {
     /// One of its tags is one of the project's.
     Tag,
     /// Someone invited it.
@@ -21,7 +21,7 @@ pub enum JoinReason {
 
 impl JoinReason {
     /// Stored name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JoinReason::Tag => "tag",
             JoinReason::Invite => "invite",
@@ -31,7 +31,7 @@ impl JoinReason {
 
 /// Why an agent leaves a floor.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaveReason {
+pub(crate) enum LeaveReason {
     /// The tag it joined by is gone (from the project or the agent).
     TagLost,
     /// Someone removed it; it stays off even while its tags match.
@@ -42,7 +42,7 @@ pub enum LeaveReason {
 
 /// One agent's place on a floor.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Membership {
+pub(crate) struct Membership {
     /// The agent.
     #[sqlx(rename = "agent_id")]
     pub agent: String,
@@ -52,9 +52,6 @@ pub struct Membership {
     pub detail: Option<String>,
     /// Removed by hand: off the floor.
     pub removed: bool,
-    /// Since when.
-    #[sqlx(try_from = "Time")]
-    pub since: DateTime<Utc>,
 }
 
 /// A floor an agent is on, as [`Store::org_memberships`] reads it.
@@ -96,7 +93,7 @@ impl Store {
 
     /// Creates (`replace == false`: `Conflict` if it exists) or replaces an agent of the
     /// table.
-    pub async fn put_agent(
+    pub(crate) async fn put_agent(
         &self,
         org: &str,
         id: &str,
@@ -127,7 +124,7 @@ impl Store {
     }
 
     /// Deletes an agent of the table; false if there was none.
-    pub async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn delete_agent(&self, org: &str, id: &str) -> Result<bool, StoreError> {
         let deleted = execute!(
             self,
             write,
@@ -139,18 +136,24 @@ impl Store {
     }
 
     /// The membership rows of a floor (removed ones included).
-    pub async fn floor_memberships(&self, project: Uuid) -> Result<Vec<Membership>, StoreError> {
+    pub(crate) async fn floor_memberships(
+        &self,
+        project: Uuid,
+    ) -> Result<Vec<Membership>, StoreError> {
         Ok(fetch!(
             self,
             read,
             fetch_all,
-            "SELECT agent_id, reason, detail, removed, since FROM agent_floors WHERE project_id = $1 ORDER BY since, agent_id",
+            "SELECT agent_id, reason, detail, removed FROM agent_floors WHERE project_id = $1 ORDER BY since, agent_id",
             Id(project),
         )?)
     }
 
     /// Every floor each agent of an org is on: `(project, agent id)`.
-    pub async fn org_memberships(&self, org: &str) -> Result<Vec<(Project, String)>, StoreError> {
+    pub(crate) async fn org_memberships(
+        &self,
+        org: &str,
+    ) -> Result<Vec<(Project, String)>, StoreError> {
         let rows: Vec<FloorRow> = fetch!(
             self,
             read,
@@ -167,7 +170,11 @@ impl Store {
 
     /// The seq of the newest `join` event of `agent` on a floor (where an agent that has
     /// no cursor yet starts reading).
-    pub async fn join_seq(&self, project: Uuid, agent: &str) -> Result<Option<i64>, StoreError> {
+    pub(crate) async fn join_seq(
+        &self,
+        project: Uuid,
+        agent: &str,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(fetch!(
             self,
             read,
@@ -179,7 +186,7 @@ impl Store {
     }
 
     /// An agent's read position on a floor.
-    pub async fn agent_cursor(
+    pub(crate) async fn agent_cursor(
         &self,
         org: &str,
         agent: &str,
@@ -197,7 +204,7 @@ impl Store {
     }
 
     /// Saves read positions (never moving one backwards).
-    pub async fn save_agent_cursors(
+    pub(crate) async fn save_agent_cursors(
         &self,
         org: &str,
         agent: &str,

@@ -55,7 +55,7 @@ const DECISIONS: Sql = dialects!(
 
 impl Store {
     /// Adds an annotation.
-    pub async fn add_annotation(
+    pub(crate) async fn add_annotation(
         &self,
         project: &ProjectKey,
         session: &str,
@@ -84,7 +84,7 @@ impl Store {
     }
 
     /// Annotations of a session, oldest first.
-    pub async fn list_annotations(
+    pub(crate) async fn list_annotations(
         &self,
         project: &ProjectKey,
         session: &str,
@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// The project an annotation belongs to, within an org.
-    pub async fn annotation_project(
+    pub(crate) async fn annotation_project(
         &self,
         org: &str,
         id: Uuid,
@@ -118,7 +118,7 @@ impl Store {
     }
 
     /// Deletes an annotation within an org.
-    pub async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
+    pub(crate) async fn delete_annotation(&self, org: &str, id: Uuid) -> Result<(), StoreError> {
         execute!(
             self,
             write,
@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Decisions in the given projects, newest first.
-    pub async fn decisions(
+    pub(crate) async fn decisions(
         &self,
         org: &str,
         projects: &[Uuid],

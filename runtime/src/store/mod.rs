@@ -134,10 +134,9 @@ use std::sync::Arc;
 use polaris_config::DatabaseUrl;
 use uuid::Uuid;
 
-pub use agents::{JoinReason, LeaveReason, Membership};
-pub use events::{Append, Appended, Effect, NewEvent, Rejected};
-pub use orgs::UserRow;
-pub use search::{SearchQuery, search_text, snippet};
+pub(crate) use agents::{JoinReason, LeaveReason};
+pub(crate) use events::{Append, Effect, NewEvent, Rejected};
+pub(crate) use search::SearchQuery;
 
 /// A store failure the caller cannot fix by changing its request.
 #[derive(Debug, thiserror::Error)]

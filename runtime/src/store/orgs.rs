@@ -10,13 +10,11 @@ use crate::protocol::{Member, Project, Visibility, to_ms};
 
 /// A user row (for `/team`).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct UserRow {
+pub(crate) struct UserRow {
     /// Participant id.
     pub participant_id: String,
     /// Display name.
     pub name: String,
-    /// E-mail, when known.
-    pub email: Option<String>,
 }
 
 /// A `projects` row as every query reads it (`SELECT *` or `p.*`).
@@ -51,7 +49,7 @@ impl From<ProjectRow> for Project {
 
 impl Store {
     /// Creates the org if it does not exist.
-    pub async fn ensure_org(&self, org: &str) -> Result<(), StoreError> {
+    pub(crate) async fn ensure_org(&self, org: &str) -> Result<(), StoreError> {
         execute!(
             self,
             write,
@@ -63,7 +61,7 @@ impl Store {
     }
 
     /// Records that `who` acted in `org` (creates the org and the user row if needed).
-    pub async fn touch_user(
+    pub(crate) async fn touch_user(
         &self,
         org: &str,
         who: &ParticipantId,
@@ -85,23 +83,23 @@ impl Store {
     }
 
     /// Users of an org, by name.
-    pub async fn list_users(&self, org: &str) -> Result<Vec<UserRow>, StoreError> {
+    pub(crate) async fn list_users(&self, org: &str) -> Result<Vec<UserRow>, StoreError> {
         Ok(fetch!(
             self,
             read,
             fetch_all,
-            "SELECT participant_id, name, email FROM users WHERE org_id = $1 ORDER BY name, participant_id",
+            "SELECT participant_id, name FROM users WHERE org_id = $1 ORDER BY name, participant_id",
             org,
         )?)
     }
 
     /// Every org id.
-    pub async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn list_orgs(&self) -> Result<Vec<String>, StoreError> {
         Ok(fetch!(self, read, scalar fetch_all, "SELECT id FROM orgs ORDER BY id")?)
     }
 
     /// Creates a project; `Conflict` if the name is taken in the org.
-    pub async fn create_project(
+    pub(crate) async fn create_project(
         &self,
         org: &str,
         name: &str,
@@ -135,7 +133,7 @@ impl Store {
     }
 
     /// A project by name within an org.
-    pub async fn project_by_name(
+    pub(crate) async fn project_by_name(
         &self,
         org: &str,
         name: &str,
@@ -152,7 +150,7 @@ impl Store {
     }
 
     /// Every project of an org, oldest first.
-    pub async fn list_projects(&self, org: &str) -> Result<Vec<Project>, StoreError> {
+    pub(crate) async fn list_projects(&self, org: &str) -> Result<Vec<Project>, StoreError> {
         let rows: Vec<ProjectRow> = fetch!(
             self,
             read,
@@ -164,7 +162,7 @@ impl Store {
     }
 
     /// Renames a project; `Conflict` if the new name is taken.
-    pub async fn rename_project(
+    pub(crate) async fn rename_project(
         &self,
         org: &str,
         id: Uuid,
@@ -192,7 +190,7 @@ impl Store {
     }
 
     /// Replaces a project's tags.
-    pub async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
+    pub(crate) async fn set_tags(&self, id: Uuid, tags: &[String]) -> Result<(), StoreError> {
         execute!(
             self,
             write,
@@ -204,7 +202,7 @@ impl Store {
     }
 
     /// Sets who may see a project.
-    pub async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
+    pub(crate) async fn set_visibility(&self, id: Uuid, v: Visibility) -> Result<(), StoreError> {
         execute!(
             self,
             write,
@@ -216,7 +214,7 @@ impl Store {
     }
 
     /// Adds a member or replaces its role.
-    pub async fn add_member(
+    pub(crate) async fn add_member(
         &self,
         project: Uuid,
         who: &str,
@@ -235,7 +233,7 @@ impl Store {
     }
 
     /// Removes a member (no error if absent).
-    pub async fn remove_member(&self, project: Uuid, who: &str) -> Result<(), StoreError> {
+    pub(crate) async fn remove_member(&self, project: Uuid, who: &str) -> Result<(), StoreError> {
         execute!(
             self,
             write,
@@ -247,7 +245,7 @@ impl Store {
     }
 
     /// Members, by participant id.
-    pub async fn list_members(&self, project: Uuid) -> Result<Vec<Member>, StoreError> {
+    pub(crate) async fn list_members(&self, project: Uuid) -> Result<Vec<Member>, StoreError> {
         let rows: Vec<(String, Option<String>)> = fetch!(
             self,
             read,

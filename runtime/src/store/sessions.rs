@@ -40,7 +40,7 @@ impl SessionRow {
 
 impl Store {
     /// Creates a session; `Conflict` if the name is taken in the project.
-    pub async fn create_session(
+    pub(crate) async fn create_session(
         &self,
         project: &ProjectKey,
         name: &str,
@@ -77,7 +77,7 @@ impl Store {
     }
 
     /// A session of a project.
-    pub async fn get_session(
+    pub(crate) async fn get_session(
         &self,
         project: &ProjectKey,
         name: &str,
@@ -94,7 +94,10 @@ impl Store {
     }
 
     /// Every session of a project, oldest first.
-    pub async fn list_sessions(&self, project: &ProjectKey) -> Result<Vec<Session>, StoreError> {
+    pub(crate) async fn list_sessions(
+        &self,
+        project: &ProjectKey,
+    ) -> Result<Vec<Session>, StoreError> {
         let rows: Vec<SessionRow> = fetch!(
             self,
             read,
@@ -117,7 +120,6 @@ pub(super) enum SessionChange<'a> {
         new: Option<&'a str>,
     },
     Label(Option<&'a str>),
-    Agent(Option<&'a str>),
 }
 
 /// A session effect, inside the append transaction that records it: the rows it changed
@@ -144,14 +146,6 @@ pub(super) async fn change_session(
             tx,
             "UPDATE sessions SET label = $1 WHERE project_id = $2 AND name = $3",
             label,
-            Id(project),
-            session,
-        ),
-        SessionChange::Agent(agent) => execute!(
-            tx,
-            tx,
-            "UPDATE sessions SET agent = $1 WHERE project_id = $2 AND name = $3",
-            agent,
             Id(project),
             session,
         ),

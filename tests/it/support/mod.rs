@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use polaris_config::{DatabaseUrl, Env, RateLimits, Secret};
 use polaris_registry::ParticipantId;
+use polaris_runtime::Store;
 use polaris_runtime::api::{self, ApiConfig};
 use polaris_runtime::auth::{Role, TokenKeys};
-use polaris_runtime::store::Store;
 use polaris_runtime::{Runtime, Settings};
 use tokio::sync::oneshot;
 

@@ -19,7 +19,7 @@ use crate::store::{ProjectKey, Store, StoreError, Tx};
 
 /// An event ready to be committed: stamped, validated, with its search text.
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub(crate) struct NewEvent {
     /// Idempotency key.
     pub id: Uuid,
     /// Session name, `None` for floor-wide events.
@@ -62,7 +62,7 @@ impl NewEvent {
 /// A change to the session applied in the same transaction as its event, so the state
 /// and the record of the change can never disagree.
 #[derive(Debug, Clone)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Compare-and-set of the driver seat: applies only if the driver is `expected`.
     Driver {
         /// What the caller saw.
@@ -72,8 +72,6 @@ pub enum Effect {
     },
     /// Sets the label.
     Label(Option<String>),
-    /// Sets the agent identity.
-    Agent(Option<ParticipantId>),
     /// A named agent joins the floor; refused if it is on it already (so two nodes
     /// syncing at once record one join).
     Join {
@@ -95,7 +93,7 @@ pub enum Effect {
 
 /// One item of an append batch.
 #[derive(Debug, Clone)]
-pub struct Append {
+pub(crate) struct Append {
     /// The event.
     pub event: NewEvent,
     /// A state change that must commit with it (or reject it).
@@ -104,7 +102,7 @@ pub struct Append {
 
 /// A committed (or already stored) event.
 #[derive(Debug, Clone)]
-pub struct Appended {
+pub(crate) struct Appended {
     /// The stored event.
     pub event: Event,
     /// False when the id was already stored: nothing was written.
@@ -129,7 +127,7 @@ impl Store {
     /// Commits a batch in one transaction (see the module docs for the guarantees). The
     /// result has one entry per item, in order.
     #[tracing::instrument(name = "store.append", skip_all, fields(project = %project.name, n = batch.len()))]
-    pub async fn append(
+    pub(crate) async fn append(
         &self,
         project: &ProjectKey,
         batch: Vec<Append>,
@@ -321,9 +319,6 @@ async fn apply_effect(
         (Effect::Label(label), Some(session)) => {
             change_session(tx, project, session, SessionChange::Label(label.as_deref())).await?
         }
-        (Effect::Agent(agent), Some(session)) => {
-            change_session(tx, project, session, SessionChange::Agent(text(agent))).await?
-        }
     };
     Ok(if changed == 0 {
         Err(refusal(effect))
@@ -338,7 +333,7 @@ fn refusal(effect: &Effect) -> Rejected {
         Effect::Driver { .. } => {
             "the driver seat changed meanwhile; read the session and try again".into()
         }
-        Effect::Label(_) | Effect::Agent(_) => "session not found".into(),
+        Effect::Label(_) => "session not found".into(),
         Effect::Join { agent, .. } => format!("{agent} is already on this floor"),
         Effect::Leave { agent, .. } => format!("{agent} is not on this floor"),
     })

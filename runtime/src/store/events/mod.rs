@@ -14,7 +14,7 @@ mod append;
 mod postgres;
 mod sqlite;
 
-pub use append::{Append, Appended, Effect, NewEvent, Rejected};
+pub(crate) use append::{Append, Effect, NewEvent, Rejected};
 pub(super) use sqlite::INSERT_CHUNK;
 
 /// The columns [`EventRow`] reads, in the order of its fields; `event_columns!("e.")`
@@ -107,7 +107,7 @@ const BEFORE: [&str; 2] = [
 
 impl Store {
     /// The newest `seq` of a project (0 when it has no events).
-    pub async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
+    pub(crate) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
         let seq: Option<i64> = fetch!(
             self,
             read,
@@ -118,26 +118,8 @@ impl Store {
         Ok(seq.unwrap_or(0))
     }
 
-    /// One event by id, within an org.
-    pub async fn event_by_id(&self, org: &str, id: Uuid) -> Result<Option<Event>, StoreError> {
-        let row: Option<NamedEventRow> = fetch!(
-            self,
-            read,
-            fetch_optional,
-            concat!(
-                "SELECT ",
-                event_columns!("e."),
-                ", p.name AS project_name
-                 FROM events e JOIN projects p ON p.id = e.project_id WHERE e.id = $1 AND e.org_id = $2"
-            ),
-            Id(id),
-            org,
-        )?;
-        Ok(row.map(Event::from))
-    }
-
     /// Events with `seq > after`, oldest first, optionally of one session.
-    pub async fn events_after(
+    pub(crate) async fn events_after(
         &self,
         project: &ProjectKey,
         session: Option<&str>,
@@ -148,7 +130,7 @@ impl Store {
     }
 
     /// Events with `seq < before` (or the newest), newest first.
-    pub async fn events_before(
+    pub(crate) async fn events_before(
         &self,
         project: &ProjectKey,
         session: Option<&str>,
@@ -189,7 +171,7 @@ impl Store {
 
     /// Every event (optionally of one session, optionally with `timestamp > since`),
     /// oldest first. Unbounded, as the original's `/messages`.
-    pub async fn events_since(
+    pub(crate) async fn events_since(
         &self,
         project: &ProjectKey,
         session: Option<&str>,
@@ -216,7 +198,7 @@ impl Store {
     }
 
     /// The `seq` and session of an event of this project.
-    pub async fn locate_event(
+    pub(crate) async fn locate_event(
         &self,
         project: Uuid,
         id: Uuid,

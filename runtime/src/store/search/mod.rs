@@ -16,11 +16,11 @@ mod postgres;
 mod sqlite;
 mod text;
 
-pub use text::{search_text, snippet};
+pub(crate) use text::{search_text, snippet};
 
 /// A full-text query with the original's filters (reference 3.9).
 #[derive(Debug, Clone, Default)]
-pub struct SearchQuery {
+pub(crate) struct SearchQuery {
     /// Web-search syntax: words, "quoted phrases", `or`, `-word`.
     pub q: String,
     /// Restrict to these projects (already ACL-filtered by the caller).
@@ -49,7 +49,11 @@ impl Store {
     /// Indexes up to `limit` not-yet-indexed events of a project for search, in one
     /// transaction with the project's index watermark. Returns how many it indexed (fewer
     /// than `limit`: the project is caught up).
-    pub async fn index_search(&self, project: Uuid, limit: i64) -> Result<usize, StoreError> {
+    pub(crate) async fn index_search(
+        &self,
+        project: Uuid,
+        limit: i64,
+    ) -> Result<usize, StoreError> {
         match self {
             Store::Sqlite(s) => sqlite::index(s, project, limit).await,
             Store::Postgres(s) => postgres::index(&s.pool, project, limit).await,
@@ -57,13 +61,13 @@ impl Store {
     }
 
     /// Projects with committed events not yet indexed for search (after a crash).
-    pub async fn search_backlog(&self) -> Result<Vec<Uuid>, StoreError> {
+    pub(crate) async fn search_backlog(&self) -> Result<Vec<Uuid>, StoreError> {
         let ids: Vec<Id> = fetch!(self, read, scalar fetch_all, BACKLOG.on(self.backend()))?;
         Ok(ids.into_iter().map(|id| id.0).collect())
     }
 
     /// Full-text search, best match first, with a snippet per event.
-    pub async fn search(
+    pub(crate) async fn search(
         &self,
         org: &str,
         q: &SearchQuery,

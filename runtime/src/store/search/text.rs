@@ -18,7 +18,7 @@ const SNIPPET_WORDS: usize = 35;
 /// The searchable text of a payload: its text fields joined by newlines, each once
 /// (the stop hook sends the same text as `stop_response` and `last_assistant_message`),
 /// with NULs removed (PostgreSQL text cannot hold them).
-pub fn search_text(payload: &Value) -> String {
+pub(crate) fn search_text(payload: &Value) -> String {
     let mut out = String::new();
     let mut seen: Vec<&str> = Vec::new();
     for f in TEXT_FIELDS {
@@ -172,7 +172,7 @@ fn stem(w: &str) -> String {
 /// A snippet of `text` around the first match of `q`, matches wrapped in `<b>…</b>` as
 /// PostgreSQL's headline does. The text is HTML-escaped first, so the snippet is safe to
 /// put in a page.
-pub fn snippet(text: &str, q: &str) -> String {
+pub(crate) fn snippet(text: &str, q: &str) -> String {
     let terms: Vec<String> = highlight_words(q).iter().map(|w| stem(w)).collect();
     let tokens: Vec<&str> = text.split_whitespace().collect();
     let is_match = |tok: &str| {
