@@ -139,12 +139,11 @@ impl Store {
     }
 }
 
-/// An event of the batch that is stored already, as the append reads it back.
-#[derive(sqlx::FromRow)]
+/// An event of the batch that is stored already, as the append reads it back (its
+/// `project_id` after the event columns).
 pub(super) struct StoredRow {
-    project_id: Id,
-    #[sqlx(flatten)]
-    event: EventRow,
+    pub(super) event: EventRow,
+    pub(super) project_id: Id,
 }
 
 /// One session's share of a batch, added to its counters in the same transaction.

@@ -47,9 +47,9 @@ pub(super) async fn append(
         Vec::new()
     } else {
         sqlx::query_as(concat!(
-            "SELECT project_id, ",
+            "SELECT ",
             event_columns!(),
-            " FROM events WHERE id = ANY($1)"
+            ", project_id FROM events WHERE id = ANY($1)"
         ))
         .bind(&stored_ids)
         .fetch_all(&mut *tx)

@@ -64,9 +64,9 @@ async fn in_transaction(
         q.push(")");
     }
     q.push(concat!(
-        "; SELECT 'event' AS what, project_id, ",
+        "; SELECT ",
         event_columns!(),
-        " FROM events WHERE id IN ("
+        ", project_id, 'event' AS what FROM events WHERE id IN ("
     ));
     let mut sep = q.separated(", ");
     for a in &batch {
