@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::follow::{self, FollowArgs};
+use crate::follow::{self, FollowArgs, FollowMsg, Frame};
 use crate::uplink::FloorClient;
 use crate::wal::SessionOpen;
 
@@ -215,25 +215,25 @@ pub enum DaemonMsg {
         /// Done.
         reply: RpcReplyPort<()>,
     },
-    /// The cursor of a stream (for a follow task starting or resuming).
-    CursorOf(String, String, RpcReplyPort<Option<i64>>),
-    /// A frame from a followed session stream.
-    Frame {
-        /// Project.
-        project: String,
-        /// Session.
-        session: String,
-        /// Its seq.
-        seq: i64,
-        /// `source`, `sender` and `payload` of the event.
-        source: String,
-        /// Sender.
-        sender: String,
-        /// Payload.
-        payload: Value,
-        /// Event time.
-        timestamp: String,
-    },
+    /// A follow task's request or frame.
+    Follow(FollowMsg),
+}
+
+impl From<FollowMsg> for DaemonMsg {
+    fn from(m: FollowMsg) -> DaemonMsg {
+        DaemonMsg::Follow(m)
+    }
+}
+
+impl TryFrom<DaemonMsg> for FollowMsg {
+    type Error = DaemonMsg;
+
+    fn try_from(m: DaemonMsg) -> Result<FollowMsg, DaemonMsg> {
+        match m {
+            DaemonMsg::Follow(f) => Ok(f),
+            other => Err(other),
+        }
+    }
 }
 
 /// Start-up arguments.
@@ -353,7 +353,7 @@ impl DaemonState {
             }
             let stop = CancellationToken::new();
             follow::spawn(FollowArgs {
-                daemon: myself.clone(),
+                daemon: myself.get_derived(),
                 floor: self.floor.clone(),
                 project: k.0.clone(),
                 session: k.1.clone(),
@@ -600,10 +600,10 @@ impl Actor for Daemon {
                 st.persist().await;
                 let _ = reply.send(());
             }
-            DaemonMsg::CursorOf(p, s, reply) => {
+            DaemonMsg::Follow(FollowMsg::CursorOf(p, s, reply)) => {
                 let _ = reply.send(st.cursor(&p, &s));
             }
-            DaemonMsg::Frame {
+            DaemonMsg::Follow(FollowMsg::Frame(Frame {
                 project,
                 session,
                 seq,
@@ -611,7 +611,7 @@ impl Actor for Daemon {
                 sender,
                 payload,
                 timestamp,
-            } => {
+            })) => {
                 if !st.follows.contains_key(&(project.clone(), session.clone())) {
                     return Ok(());
                 }

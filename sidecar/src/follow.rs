@@ -9,17 +9,45 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ractor::rpc::CallResult;
+use ractor::{DerivedActorRef, RpcReplyPort};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{DaemonMsg, DaemonRef};
 use crate::uplink::{FloorClient, segment};
+
+/// What a follow task asks of, and tells, the actor that owns the cursors and queues (the
+/// daemon), through a derived reference: this module does not know that actor.
+pub enum FollowMsg {
+    /// The cursor of a stream (for a follow task starting or resuming).
+    CursorOf(String, String, RpcReplyPort<Option<i64>>),
+    /// A frame from a followed session stream.
+    Frame(Frame),
+}
+
+/// An event frame of a followed session stream, as much of it as the sidecar uses.
+pub struct Frame {
+    /// Project.
+    pub project: String,
+    /// Session.
+    pub session: String,
+    /// Its seq.
+    pub seq: i64,
+    /// The event's source.
+    pub source: String,
+    /// Sender.
+    pub sender: String,
+    /// Payload of injects and agents' events (`Null` for the others).
+    pub payload: Value,
+    /// Event time.
+    pub timestamp: String,
+}
 
 /// What a follow task needs.
 pub struct FollowArgs {
     /// Where frames go.
-    pub daemon: DaemonRef,
+    pub daemon: DerivedActorRef<FollowMsg>,
     /// The floor.
     pub floor: FloorClient,
     /// Project.
@@ -62,7 +90,7 @@ async fn run(a: FollowArgs) {
         let cursor = match a
             .daemon
             .call(
-                |r| DaemonMsg::CursorOf(a.project.clone(), a.session.clone(), r),
+                |r| FollowMsg::CursorOf(a.project.clone(), a.session.clone(), r),
                 None,
             )
             .await
@@ -130,7 +158,7 @@ async fn follow_once(a: &FollowArgs, url: &str) -> anyhow::Result<bool> {
             "inject" | "agent" => serde_json::from_str(f.payload.get()).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
-        let frame = DaemonMsg::Frame {
+        let frame = Frame {
             project: a.project.clone(),
             session: a.session.clone(),
             seq: f.seq,
@@ -139,7 +167,7 @@ async fn follow_once(a: &FollowArgs, url: &str) -> anyhow::Result<bool> {
             timestamp: f.timestamp.into_owned(),
             payload,
         };
-        if a.daemon.cast(frame).is_err() {
+        if a.daemon.cast(FollowMsg::Frame(frame)).is_err() {
             return Ok(true);
         }
     }
