@@ -13,7 +13,6 @@
 //! bug) stops the floor; the supervisor then starts a new one from the store, and the
 //! hub, shared across restarts, keeps live subscribers connected.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use tracing::Instrument;
 use crate::commit::{Commit, FloorError, Posted, Reply, answer};
 use crate::hub::{Committed, FloorHub};
 use crate::indexer::IndexerSlot;
+use crate::live_sessions::{LiveSession, LiveSessions};
 use crate::session::{Session, SessionArgs, SessionMsg, SessionRef};
 use crate::store::{ProjectKey, Store};
 
@@ -85,14 +85,10 @@ pub(crate) struct FloorArgs {
     pub(crate) project: ProjectKey,
     /// The hub, shared with earlier incarnations of this floor.
     pub(crate) hub: Arc<FloorHub>,
+    /// Where this floor publishes its live session actors (new for each incarnation).
+    pub(crate) sessions: Arc<LiveSessions>,
     /// Runtime services.
     pub(crate) env: FloorEnv,
-}
-
-/// A live session actor and when a request last went to it.
-struct LiveSession {
-    actor: SessionRef,
-    last_used: Instant,
 }
 
 /// State of a running floor.
@@ -102,8 +98,9 @@ pub(crate) struct FloorState {
     env: FloorEnv,
     pending: Batch,
     in_flight: bool,
-    /// The project's live session actors: this map's only reader and writer is the floor.
-    sessions: HashMap<String, LiveSession>,
+    /// The project's live session actors: the floor is this map's only writer; the
+    /// runtime reads it to send straight to a live session.
+    sessions: Arc<LiveSessions>,
     sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -144,7 +141,7 @@ impl Actor for Floor {
             env: args.env,
             pending: Vec::new(),
             in_flight: false,
-            sessions: HashMap::new(),
+            sessions: args.sessions,
             sweeper: Some(sweeper),
         })
     }
@@ -167,8 +164,8 @@ impl Actor for Floor {
         state
             .env
             .live_sessions
-            .fetch_sub(state.sessions.len(), Ordering::Relaxed);
-        state.sessions.clear();
+            .fetch_sub(state.sessions.map().len(), Ordering::Relaxed);
+        state.sessions.map().clear();
         Ok(())
     }
 
@@ -195,7 +192,7 @@ impl Actor for Floor {
             FloorMsg::Sweep => sweep(state),
             #[cfg(feature = "fault-injection")]
             FloorMsg::SessionId(name, reply) => {
-                let id = state.sessions.get(&name).map(|s| s.actor.get_id());
+                let id = state.sessions.map().get(&name).map(|s| s.actor.get_id());
                 // The test may have given up waiting.
                 let _ = reply.send(id);
             }
@@ -223,8 +220,12 @@ impl Actor for Floor {
                     .increment(1);
                 tracing::error!(project = %state.project.name, session = %name, error = %err,
                     "session actor failed; restarting it from the store");
-                if let Err(e) = start_session(&myself, state, &name).await {
-                    tracing::error!(session = %name, error = %e, "session restart failed; it will start on next use");
+                match start_session(&myself, state, &name).await {
+                    Ok(Some(actor)) => publish(state, &name, actor),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(session = %name, error = %e, "session restart failed; it will start on next use")
+                    }
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
@@ -241,10 +242,11 @@ impl Actor for Floor {
 fn forget(state: &mut FloorState, id: ractor::ActorId) -> Option<String> {
     let name = state
         .sessions
+        .map()
         .iter()
-        .find(|(_, s)| s.actor.get_id() == id)
-        .map(|(n, _)| n.clone())?;
-    state.sessions.remove(&name);
+        .find(|s| s.actor.get_id() == id)
+        .map(|s| s.key().clone())?;
+    state.sessions.map().remove(&name);
     state.env.live_sessions.fetch_sub(1, Ordering::Relaxed);
     Some(name)
 }
@@ -256,12 +258,16 @@ fn forget(state: &mut FloorState, id: ractor::ActorId) -> Option<String> {
 async fn route(myself: &FloorRef, state: &mut FloorState, name: String, msg: SessionMsg) {
     let mut msg = msg;
     for fresh in [false, true] {
-        let actor = match state.sessions.get_mut(&name) {
-            Some(live) if !fresh => {
+        let live = match state.sessions.map().get_mut(&name) {
+            Some(mut live) if !fresh => {
                 live.last_used = Instant::now();
-                live.actor.clone()
+                Some(live.actor.clone())
             }
-            _ => {
+            _ => None,
+        };
+        let actor = match live {
+            Some(actor) => actor,
+            None => {
                 if fresh {
                     forget_named(state, &name);
                 }
@@ -272,7 +278,13 @@ async fn route(myself: &FloorRef, state: &mut FloorState, name: String, msg: Ses
                 }
             }
         };
-        match actor.send_message(msg) {
+        let sent = actor.send_message(msg);
+        // Published only now, after the request that started it is in its mailbox, so
+        // that the caller's next request, sent straight to the actor, comes after it.
+        if !state.sessions.map().contains_key(&name) {
+            publish(state, &name, actor);
+        }
+        match sent {
             Ok(()) => return,
             Err(MessagingErr::SendErr(back)) => msg = back,
             // Only a send can fail for a local actor; nothing else comes back.
@@ -282,8 +294,19 @@ async fn route(myself: &FloorRef, state: &mut FloorState, name: String, msg: Ses
     msg.refuse(FloorError::Unavailable);
 }
 
+/// Makes a started actor the session's live one.
+fn publish(state: &FloorState, name: &str, actor: SessionRef) {
+    let before = state
+        .sessions
+        .map()
+        .insert(name.to_owned(), LiveSession::new(actor));
+    if before.is_none() {
+        state.env.live_sessions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn forget_named(state: &mut FloorState, name: &str) {
-    if state.sessions.remove(name).is_some() {
+    if state.sessions.map().remove(name).is_some() {
         state.env.live_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -316,25 +339,22 @@ async fn start_session(
             tracing::error!(session = %name, error = %e, "session actor did not start");
             FloorError::Unavailable
         })?;
-    state.sessions.insert(
-        name.to_owned(),
-        LiveSession {
-            actor: actor.clone(),
-            last_used: Instant::now(),
-        },
-    );
-    state.env.live_sessions.fetch_add(1, Ordering::Relaxed);
     Ok(Some(actor))
 }
 
 /// Stops session actors nobody used for the idle timeout. The entry leaves the map first,
 /// then the actor drains what is already in its mailbox and stops; the next request for
-/// the session starts a fresh actor from the store.
+/// the session starts a fresh actor from the store. A request sent straight to an actor
+/// counts as a use at the next sweep, so an actor stops after between one and one and a
+/// half idle timeouts (sweeps run every half timeout).
 fn sweep(state: &mut FloorState) {
     let idle = state.env.session_idle;
     let now = Instant::now();
-    let before = state.sessions.len();
-    state.sessions.retain(|_, live| {
+    let before = state.sessions.map().len();
+    state.sessions.map().retain(|_, live| {
+        if live.take_used() {
+            live.last_used = now;
+        }
         let keep = now.saturating_duration_since(live.last_used) < idle;
         if !keep {
             // A drain that fails means the actor is already stopping.
@@ -342,7 +362,7 @@ fn sweep(state: &mut FloorState) {
         }
         keep
     });
-    let stopped = before - state.sessions.len();
+    let stopped = before - state.sessions.map().len();
     state
         .env
         .live_sessions

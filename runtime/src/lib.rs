@@ -19,6 +19,7 @@ mod floor;
 mod hub;
 mod indexer;
 mod live;
+mod live_sessions;
 mod roster;
 mod runtime;
 mod session;

@@ -18,7 +18,7 @@ use crate::commit::{FloorError, Posted, Reply};
 use crate::floor::{FloorEnv, FloorMsg, FloorRef};
 use crate::hub::Committed;
 use crate::indexer::{IndexerMsg, IndexerSlot};
-use crate::live::Floors;
+use crate::live::{Floors, LiveFloor};
 use crate::protocol::Project;
 use crate::roster::Roster;
 use crate::session::SessionMsg;
@@ -171,13 +171,17 @@ impl Runtime {
 
     /// The floor of a project, started if needed.
     pub(crate) async fn floor(&self, project: &ProjectKey) -> Result<FloorRef, FloorError> {
+        Ok(self.live_floor(project).await?.floor)
+    }
+
+    async fn live_floor(&self, project: &ProjectKey) -> Result<LiveFloor, FloorError> {
         if let Some(f) = self.inner.floors.get(project.id) {
             return Ok(f);
         }
         self.open_floor(project).await
     }
 
-    async fn open_floor(&self, project: &ProjectKey) -> Result<FloorRef, FloorError> {
+    async fn open_floor(&self, project: &ProjectKey) -> Result<LiveFloor, FloorError> {
         match self
             .inner
             .supervisor
@@ -206,21 +210,25 @@ impl Runtime {
         rx.await.unwrap_or(Err(FloorError::Unavailable))
     }
 
-    /// Hands a request to a session's floor. A floor that stopped after it was looked up
-    /// (drained by a rename, or crashed) gives the request back, and it goes to the floor
-    /// the supervisor has now.
+    /// Hands a request to a session: straight to its actor when it is live, else through
+    /// its floor, which starts it. A floor that stopped after it was looked up (drained by
+    /// a rename, or crashed) gives the request back, and it goes to the floor the
+    /// supervisor has now.
     async fn route(&self, project: &ProjectKey, session: &str, msg: SessionMsg) {
-        let floor = match self.floor(project).await {
+        let live = match self.live_floor(project).await {
             Ok(f) => f,
             Err(e) => return msg.refuse(e),
         };
+        let Err(msg) = live.sessions.send(session, msg) else {
+            return;
+        };
         let Err(MessagingErr::SendErr(FloorMsg::Session(name, msg))) =
-            floor.cast(FloorMsg::Session(session.to_owned(), msg))
+            live.floor.cast(FloorMsg::Session(session.to_owned(), msg))
         else {
             return;
         };
         let floor = match self.open_floor(project).await {
-            Ok(f) => f,
+            Ok(f) => f.floor,
             Err(e) => return msg.refuse(e),
         };
         if let Err(MessagingErr::SendErr(FloorMsg::Session(_, msg))) =
@@ -344,7 +352,7 @@ impl Runtime {
         project: Uuid,
         session: &str,
     ) -> (Option<ractor::ActorId>, Option<ractor::ActorId>) {
-        let Some(floor) = self.inner.floors.get(project) else {
+        let Some(LiveFloor { floor, .. }) = self.inner.floors.get(project) else {
             return (None, None);
         };
         let session = floor

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use uuid::Uuid;
 
-use crate::floor::{Floor, FloorArgs, FloorEnv, FloorRef};
-use crate::live::Floors;
+use crate::floor::{Floor, FloorArgs, FloorEnv};
+use crate::live::{Floors, LiveFloor};
+use crate::live_sessions::LiveSessions;
 use crate::store::ProjectKey;
 
 /// Restarts allowed per floor within [`RESTART_WINDOW`].
@@ -38,7 +39,7 @@ pub(crate) struct SupervisorArgs {
 /// Messages of the supervisor.
 pub(crate) enum SupervisorMsg {
     /// Start (or find) the floor of a project.
-    OpenFloor(ProjectKey, RpcReplyPort<Result<FloorRef, String>>),
+    OpenFloor(ProjectKey, RpcReplyPort<Result<LiveFloor, String>>),
     /// Stop a project's floor after it drains (its name changed); it starts again, with
     /// the new name, on next use. The reply comes once no new request can reach it.
     CloseFloor(Uuid, RpcReplyPort<()>),
@@ -162,21 +163,24 @@ async fn start_floor(
     myself: &SupervisorRef,
     state: &mut SupervisorState,
     project: ProjectKey,
-) -> Result<FloorRef, String> {
+) -> Result<LiveFloor, String> {
     let hub = state
         .floors_live
         .hub(&state.env.store, &project)
         .await
         .map_err(|e| e.to_string())?;
+    let sessions = Arc::new(LiveSessions::default());
     let args = FloorArgs {
         project: project.clone(),
         hub,
+        sessions: sessions.clone(),
         env: state.env.clone(),
     };
     let floor = Floor::spawn_linked(args, myself.get_cell())
         .await
         .map_err(|e| format!("floor did not start: {e}"))?;
     state.floors.insert(floor.get_id(), project.clone());
-    state.floors_live.insert(project.id, floor.clone());
-    Ok(floor)
+    let live = LiveFloor { floor, sessions };
+    state.floors_live.insert(project.id, live.clone());
+    Ok(live)
 }

@@ -190,6 +190,38 @@ both_stores!(
     }
 );
 
+both_stores!(
+    a_session_in_use_is_not_swept,
+    Options {
+        session_idle: Duration::from_secs(1),
+        ..Options::default()
+    },
+    |srv| {
+        // Posts to a live session go straight to its actor, past the floor that sweeps
+        // idle ones: the sweep must still count them as use. Three idle timeouts of
+        // steady posting keep the one actor; then, left alone, it stops.
+        let c = srv.client();
+        c.project_session("pj", "s").await;
+        let k = key(&c, "pj").await;
+        c.prompt("pj", "s", "user:manu", "first").await;
+        let (_, first) = srv.runtime.actor_ids(k.id, "s").await;
+        let first = first.expect("session running");
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut n = 1;
+        while std::time::Instant::now() < until {
+            n += 1;
+            let r = c.prompt("pj", "s", "user:manu", &format!("p{n}")).await;
+            assert_eq!(r.json["seq"], n);
+            assert_eq!(srv.runtime.actor_ids(k.id, "s").await.1, Some(first));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eventually(10, || async {
+            srv.runtime.actor_ids(k.id, "s").await.1.is_none().then_some(())
+        })
+        .await;
+    }
+);
+
 both_stores!(a_restarted_server_continues_the_sequence, |srv| {
     let c = srv.client();
     c.project_session("pj", "s").await;
