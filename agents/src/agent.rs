@@ -385,6 +385,7 @@ fn reply_to(
         "persona": {"name": spec.shown_name(), "icon": spec.shown_icon()},
     });
     Incoming {
+        term: None,
         id: Uuid::new_v5(
             &ANSWER_NAMESPACE,
             format!("{}/{kind}/{}", spec.id, e.id).as_bytes(),

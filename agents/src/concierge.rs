@@ -239,6 +239,7 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
         let payload =
             json!({"type": "notice", "content": content, "in_reply_to": e.id, "agent": spec.id});
         let incoming = Incoming {
+            term: None,
             id: Uuid::new_v5(
                 &ANSWER_NAMESPACE,
                 format!("{SYSTEM_SENDER}/absent/{}/{}", spec.id, e.id).as_bytes(),

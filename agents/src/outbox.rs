@@ -84,6 +84,7 @@ pub fn to_body(incoming: Incoming) -> NewEventBody {
         other => other,
     };
     NewEventBody {
+        term: incoming.term,
         id: Some(incoming.id),
         timestamp: incoming.timestamp,
         source: Some(source),

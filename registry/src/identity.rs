@@ -108,6 +108,16 @@ impl ParticipantId {
         self.kind == ParticipantKind::Agent
     }
 
+    /// The top-level participant: `agent:dean` for `agent:dean.dbt.models`, itself for
+    /// anything without a dot.
+    pub fn root(&self) -> &str {
+        let prefix = self.kind.as_str().len() + 1;
+        match self.raw[prefix..].find('.') {
+            Some(dot) => &self.raw[..prefix + dot],
+            None => &self.raw,
+        }
+    }
+
     /// True when `self` is `other` or one of its subagents (`agent:dean.dbt` is within
     /// `agent:dean`; `agent:deanna` is not).
     pub fn is_within(&self, other: &ParticipantId) -> bool {
@@ -221,6 +231,11 @@ mod tests {
         assert!(dean.is_within(&dean));
         assert!(!deanna.is_within(&dean));
         assert!(!dean.is_within(&dbt));
+        assert_eq!(dbt.root(), "agent:dean");
+        assert_eq!(dean.root(), "agent:dean");
+        let deep = ParticipantId::parse("agent:dean.dbt.models").unwrap();
+        assert_eq!(deep.root(), "agent:dean");
+        assert_eq!(ParticipantId::parse("user:a.b").unwrap().root(), "user:a");
     }
 
     #[test]

@@ -485,7 +485,11 @@ impl Directory {
         effect: Option<Effect>,
     ) -> Result<Posted, FloorError> {
         let floor = self.rt.floor(key).await?;
-        let item = Append { event, effect };
+        let item = Append {
+            event,
+            effect,
+            fence: None,
+        };
         let commit = |reply| FloorMsg::Commit(crate::commit::Commit { item, reply });
         match floor.call(commit, None).await {
             Ok(ractor::rpc::CallResult::Success(r)) => r,

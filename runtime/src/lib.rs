@@ -18,6 +18,7 @@ mod directory;
 mod floor;
 mod hub;
 mod indexer;
+mod leases;
 mod live;
 mod live_sessions;
 mod roster;
@@ -30,11 +31,12 @@ mod supervisor;
 pub use commit::{FloorError, Posted};
 pub use directory::{Directory, DirectoryError, FloorAgent};
 pub use hub::Committed;
+pub use leases::Leases;
 pub use runtime::{Runtime, Settings};
 pub use session::SYSTEM_SENDER;
 #[cfg(feature = "fault-injection")]
 pub use session::Seat;
-pub use store::{Backend, ProjectKey, Store, StoreError};
+pub use store::{Backend, Lease, ProjectKey, Store, StoreError};
 pub use subscription::{Start, SubscriptionSpec};
 
 // The wire types and checks live in polaris-protocol, shared with the sidecar; inside this

@@ -18,6 +18,7 @@ use crate::commit::{FloorError, Posted, Reply};
 use crate::floor::{FloorEnv, FloorMsg, FloorRef};
 use crate::hub::Committed;
 use crate::indexer::{IndexerMsg, IndexerSlot};
+use crate::leases::LeaseBoard;
 use crate::live::{Floors, LiveFloor};
 use crate::protocol::Project;
 use crate::roster::Roster;
@@ -52,6 +53,8 @@ struct Inner {
     roster: Arc<Roster>,
     supervisor: SupervisorRef,
     projects: DashMap<(Arc<str>, String), Project>,
+    /// Releases and waiting contenders of leases.
+    leases: LeaseBoard,
 }
 
 /// The runtime: cheap to clone, shared by everything.
@@ -94,6 +97,7 @@ impl Runtime {
                 roster: Arc::new(Roster::new()),
                 supervisor,
                 projects: DashMap::new(),
+                leases: LeaseBoard::new(),
             }),
         })
     }
@@ -104,6 +108,10 @@ impl Runtime {
 
     pub(crate) fn roster(&self) -> &Arc<Roster> {
         &self.inner.roster
+    }
+
+    pub(crate) fn lease_board(&self) -> &LeaseBoard {
+        &self.inner.leases
     }
 
     /// Live floor and session actors (for `/metrics` and tests).

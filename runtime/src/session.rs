@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::commit::{Commit, FloorError, Posted, Reply, answer};
 use crate::protocol::{Session as SessionRow, Source, to_ms};
-use crate::store::{Append, Effect, NewEvent, ProjectKey, Rejected, Store};
+use crate::store::{Append, Effect, Fence, NewEvent, ProjectKey, Rejected, Store};
 use crate::validate::Incoming;
 
 /// The floor's own identity, the sender of changes made by an anonymous caller.
@@ -254,6 +254,12 @@ impl SessionState {
                     );
                     return Ok(());
                 }
+                // An agent's lease is its top-level agent's: subagents run in its process.
+                let fence = incoming.term.map(|term| Fence {
+                    org: self.project.org.clone(),
+                    lease: incoming.sender.root().to_owned(),
+                    term,
+                });
                 let now = to_ms(Utc::now());
                 let event = NewEvent {
                     id: incoming.id,
@@ -265,7 +271,7 @@ impl SessionState {
                     sender: incoming.sender,
                     payload: incoming.payload,
                 };
-                self.commit(event, None, reply);
+                self.commit_fenced(event, None, fence, reply);
             }
             SessionMsg::Inject {
                 content,
@@ -379,7 +385,22 @@ impl SessionState {
 
     /// Hands an event to the floor's group commit; the floor answers `reply`.
     fn commit(&self, event: NewEvent, effect: Option<Effect>, reply: Reply) {
-        let item = Append { event, effect };
+        self.commit_fenced(event, effect, None, reply);
+    }
+
+    /// As [`SessionState::commit`], refused unless the writer's lease is at its term.
+    fn commit_fenced(
+        &self,
+        event: NewEvent,
+        effect: Option<Effect>,
+        fence: Option<Fence>,
+        reply: Reply,
+    ) {
+        let item = Append {
+            event,
+            effect,
+            fence,
+        };
         if let Err(MessagingErr::SendErr(c)) = self.floor.send_message(Commit { item, reply }) {
             answer(c.reply, Err(FloorError::Unavailable));
         }

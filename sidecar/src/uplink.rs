@@ -686,6 +686,7 @@ mod tests {
             payload[m] = json!(true);
         }
         NewEventBody {
+            term: None,
             id: None,
             timestamp: None,
             source: None,
@@ -711,6 +712,7 @@ mod tests {
 
         // Refused before it reaches the log.
         let bad = NewEventBody {
+            term: None,
             payload: json!({"hook_event_name": "Stop"}),
             ..event(9, None)
         };

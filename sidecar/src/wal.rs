@@ -566,6 +566,7 @@ mod tests {
 
     fn body(n: u64) -> NewEventBody {
         NewEventBody {
+            term: None,
             id: Some(uuid::Uuid::new_v4()),
             timestamp: Some(chrono::Utc::now()),
             source: None,

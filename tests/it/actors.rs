@@ -216,7 +216,12 @@ both_stores!(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         eventually(10, || async {
-            srv.runtime.actor_ids(k.id, "s").await.1.is_none().then_some(())
+            srv.runtime
+                .actor_ids(k.id, "s")
+                .await
+                .1
+                .is_none()
+                .then_some(())
         })
         .await;
     }

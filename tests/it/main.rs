@@ -15,6 +15,7 @@ mod auth;
 mod bad_input;
 mod hook;
 mod install;
+mod leases;
 mod mcp;
 mod process;
 mod recover;

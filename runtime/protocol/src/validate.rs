@@ -59,6 +59,8 @@ pub struct Incoming {
     pub sender: ParticipantId,
     /// The payload, whole, as JSON.
     pub payload: Box<RawValue>,
+    /// The lease term the sender writes under (see [`NewEventBody::term`]).
+    pub term: Option<i64>,
 }
 
 /// Checks a project or session name: 1 to [`MAX_NAME_LEN`] characters, no control
@@ -86,6 +88,17 @@ pub fn name(field: &str, s: &str) -> Result<(), FieldError> {
 /// Checks the body of `POST …/events`.
 pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
     let source = body.source.unwrap_or(Source::Hook);
+    if let Some(term) = body.term {
+        if !body.sender.is_agent() {
+            return Err(FieldError::new(
+                "term",
+                "only agents write under a lease term",
+            ));
+        }
+        if term < 1 {
+            return Err(FieldError::new("term", "must be a positive integer"));
+        }
+    }
     let Value::Object(obj) = &body.payload else {
         return Err(FieldError::new("payload", "must be a JSON object"));
     };
@@ -119,6 +132,7 @@ pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
         kind,
         sender: body.sender,
         payload,
+        term: body.term,
     })
 }
 
@@ -243,6 +257,7 @@ mod tests {
 
     fn body(sender: &str, payload: Value) -> NewEventBody {
         NewEventBody {
+            term: None,
             id: None,
             timestamp: None,
             source: None,

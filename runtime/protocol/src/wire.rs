@@ -207,6 +207,12 @@ pub struct NewEventBody {
     pub sender: ParticipantId,
     /// The hook payload, or `{"type", "content", …}` for agent posts and replies.
     pub payload: serde_json::Value,
+    /// For an agent that runs under a lease (one active instance in the deployment): the
+    /// term of the lease it writes under. The floor refuses the event (409) when the lease
+    /// of the sender's top-level agent has passed to a newer term, so an old holder that
+    /// was paused, or whose answers waited in its sidecar, cannot write after a takeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
 }
 
 /// Truncates to milliseconds, the precision every API shows.

@@ -46,7 +46,7 @@ fn listed_json(l: &Listed) -> Value {
 }
 
 /// `agent:dean` or just `dean`.
-fn agent_id(raw: &str) -> Result<ParticipantId, ApiError> {
+pub(super) fn agent_id(raw: &str) -> Result<ParticipantId, ApiError> {
     let full = if raw.contains(':') {
         raw.to_owned()
     } else {

@@ -139,6 +139,7 @@ impl From<FloorError> for ApiError {
             FloorError::Rejected(Rejected::Conflict(m)) | FloorError::Conflict(m) => {
                 ApiError::Conflict(m)
             }
+            FloorError::Rejected(Rejected::Fenced(m)) => ApiError::Conflict(format!("term: {m}")),
             FloorError::Rejected(Rejected::NoSession(_)) | FloorError::NoSession => {
                 ApiError::NotFound("Session not found".into())
             }

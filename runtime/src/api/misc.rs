@@ -46,6 +46,7 @@ pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     let (floors, sessions) = st.runtime.live_actors();
     metrics::gauge!("polaris_floors_live").set(floors as f64);
     metrics::gauge!("polaris_sessions_live").set(sessions as f64);
+    metrics::gauge!("polaris_lease_waiters").set(st.runtime.leases().waiting() as f64);
     match &st.metrics {
         Some(h) => (
             [(

@@ -9,6 +9,7 @@
 mod agents;
 mod error;
 mod extract;
+mod leases;
 mod misc;
 mod projects;
 mod sessions;
@@ -220,6 +221,13 @@ fn router(state: AppState, max_body: usize) -> Router {
         .route(
             "/agents/{id}",
             get(agents::get).put(agents::replace).delete(agents::delete),
+        )
+        .route(
+            "/agents/{id}/lease",
+            get(leases::get)
+                .post(leases::take)
+                .put(leases::renew)
+                .delete(leases::release),
         )
         .route(
             "/projects/{project}/tags",

@@ -20,7 +20,7 @@
 //!
 //! One module per concern, each written once for both engines: `orgs` (orgs, users,
 //! projects, members), `sessions`, `events` (reads and the append), `agents` (the
-//! agents table, floor memberships, cursors), `annotations` and `search`. A query is
+//! agents table, floor memberships, cursors), `leases`, `annotations` and `search`. A query is
 //! one SQL text with `$n` placeholders (sqlx's SQLite driver numbers them as PostgreSQL
 //! does), run through `run!`, `execute!` or `fetch!`, which expand it for whichever
 //! engine the store holds; rows decode through one `FromRow` struct per table. Values the
@@ -121,6 +121,7 @@ mod agents;
 mod annotations;
 mod column;
 mod events;
+mod leases;
 mod orgs;
 mod postgres;
 mod search;
@@ -135,7 +136,8 @@ use polaris_config::DatabaseUrl;
 use uuid::Uuid;
 
 pub(crate) use agents::{JoinReason, LeaveReason};
-pub(crate) use events::{Append, Effect, NewEvent, Rejected};
+pub(crate) use events::{Append, Effect, Fence, NewEvent, Rejected};
+pub use leases::Lease;
 pub(crate) use search::SearchQuery;
 
 /// A store failure the caller cannot fix by changing its request.
@@ -249,6 +251,15 @@ enum Tx<'c> {
     Sqlite(&'c mut sqlx::SqliteConnection),
     /// A PostgreSQL transaction's connection.
     Postgres(&'c mut sqlx::PgConnection),
+}
+
+impl Tx<'_> {
+    fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
 }
 
 /// The two texts of a statement written with `dialects!`.

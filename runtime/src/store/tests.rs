@@ -105,6 +105,7 @@ async fn project(store: &Store, name: &str) -> ProjectKey {
 
 fn event(session: Option<&str>, payload: &str, at: DateTime<Utc>) -> Append {
     Append {
+        fence: None,
         event: NewEvent {
             id: Uuid::new_v4(),
             session: session.map(str::to_owned),

@@ -14,6 +14,7 @@ use super::EventRow;
 use crate::protocol::{Event, Source};
 use crate::store::agents::{FloorChange, JoinReason, LeaveReason, change_floor};
 use crate::store::column::Id;
+use crate::store::leases::fence_term;
 use crate::store::sessions::{SessionChange, change_session};
 use crate::store::{ProjectKey, Store, StoreError, Tx};
 
@@ -98,6 +99,20 @@ pub(crate) struct Append {
     pub event: NewEvent,
     /// A state change that must commit with it (or reject it).
     pub effect: Option<Effect>,
+    /// The lease the writer claims to hold; checked in the transaction.
+    pub fence: Option<Fence>,
+}
+
+/// A writer's claim to write under a lease's term: the item is refused unless the lease
+/// is at that term when the transaction reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct Fence {
+    /// The org of the lease.
+    pub org: std::sync::Arc<str>,
+    /// The lease (`agent:dean`).
+    pub lease: String,
+    /// The term claimed.
+    pub term: i64,
 }
 
 /// A committed (or already stored) event.
@@ -121,6 +136,10 @@ pub enum Rejected {
     /// The session does not exist.
     #[error("session {0:?} not found")]
     NoSession(String),
+    /// The writer's lease term is not the lease's current one: another instance took
+    /// over (or the claimed lease does not exist).
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl Store {
@@ -232,6 +251,12 @@ impl<'p> Plan<'p> {
                 self.results.push(Err(Rejected::NoSession(s.clone())));
                 continue;
             }
+            if let Some(fence) = &item.fence
+                && let Err(rejected) = check_fence(tx, fence).await?
+            {
+                self.results.push(Err(rejected));
+                continue;
+            }
             if let Some(effect) = &item.effect
                 && let Err(rejected) =
                     apply_effect(tx, self.project.id, item.event.session.as_deref(), effect).await?
@@ -275,6 +300,22 @@ impl<'p> Plan<'p> {
     pub(super) fn into_results(self) -> Vec<Result<Appended, Rejected>> {
         self.results
     }
+}
+
+/// Checks a writer's lease term inside the append transaction (see [`Fence`]).
+async fn check_fence(tx: &mut Tx<'_>, fence: &Fence) -> Result<Result<(), Rejected>, StoreError> {
+    let current = fence_term(tx, &fence.org, &fence.lease).await?;
+    Ok(match current {
+        Some(t) if t == fence.term => Ok(()),
+        Some(t) => Err(Rejected::Fenced(format!(
+            "the lease of {} is at term {t}, not {}: another instance took over",
+            fence.lease, fence.term
+        ))),
+        None => Err(Rejected::Fenced(format!(
+            "{} holds no lease; take it before writing under a term",
+            fence.lease
+        ))),
+    })
 }
 
 /// Applies a session effect inside the append transaction. `Ok(Err(_))` rejects this

@@ -18,7 +18,7 @@ mod postgres;
 mod sqlite;
 
 use append::StoredRow;
-pub(crate) use append::{Append, Effect, NewEvent, Rejected};
+pub(crate) use append::{Append, Effect, Fence, NewEvent, Rejected};
 pub(super) use sqlite::INSERT_CHUNK;
 
 /// The columns [`EventRow`] reads, in the order of its fields; `event_columns!("e.")`

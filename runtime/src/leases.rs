@@ -1,0 +1,183 @@
+//! Leases, as the runtime offers them: work that must run once in a deployment (each named
+//! agent, each Slack bridge) runs only in the instance that holds its lease.
+//!
+//! The store decides who holds what in one statement (see `store::leases`); this facade
+//! adds the waiting. A contender that finds the lease held waits until the holder's expiry
+//! or until the lease is released through this runtime, whichever comes first, and tries
+//! again, so a clean hand-over is taken at once rather than at the next poll. (Releases on
+//! other nodes reach it by the expiry for now; the relay between nodes will carry them.)
+//!
+//! The term a holder gets is its fencing token: an agent's events carry it
+//! (`NewEventBody::term`) and the floor refuses them once the lease has passed to a newer
+//! term.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::broadcast;
+
+use crate::runtime::Runtime;
+use crate::store::{Lease, StoreError};
+
+/// A release, as announced to waiting contenders: (org, lease name).
+type Released = (Arc<str>, String);
+
+/// What the runtime keeps for its leases: the releases made through it, for contenders
+/// waiting on them, and how many wait.
+pub(crate) struct LeaseBoard {
+    released: broadcast::Sender<Released>,
+    waiting: AtomicUsize,
+}
+
+impl LeaseBoard {
+    pub(crate) fn new() -> LeaseBoard {
+        LeaseBoard {
+            released: broadcast::channel(64).0,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a contender as waiting for as long as it lives (a request whose client went
+/// away is dropped mid-wait).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Waiting<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long after the holder's expiry a contender tries again: the holder's clock and ours
+/// may differ by a little, and the database compares with the contender's.
+const EXPIRY_SLACK: Duration = Duration::from_millis(5);
+
+/// The leases of this runtime's store.
+#[derive(Clone)]
+pub struct Leases {
+    rt: Runtime,
+}
+
+impl Runtime {
+    /// Leases: who does the work that must run once.
+    pub fn leases(&self) -> Leases {
+        Leases { rt: self.clone() }
+    }
+}
+
+impl Leases {
+    /// Takes the lease `name` of `org` for `holder`, for `ttl`: `Ok` with the lease when
+    /// `holder` has it (the same term if it already held it, else a new one), `Err` with
+    /// the holder's lease if someone else still has it after waiting up to `wait`.
+    pub async fn acquire(
+        &self,
+        org: &Arc<str>,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Result<Lease, Lease>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first try, so a release between a refusal and the wait
+        // is not missed.
+        let board = self.rt.lease_board();
+        let mut released = board.released.subscribe();
+        let mut waiting = None;
+        loop {
+            let store = self.rt.store();
+            let held = match store
+                .acquire_lease(org, name, holder, ttl, Utc::now())
+                .await?
+            {
+                Ok(lease) => return Ok(Ok(lease)),
+                Err(held) => held,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Err(held));
+            }
+            waiting.get_or_insert_with(|| Waiting::new(&board.waiting));
+            let to_expiry = (held.expires_at - Utc::now()).to_std().unwrap_or_default();
+            let wake = deadline.min(now + to_expiry + EXPIRY_SLACK);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = wait_release(&mut released, org, name) => {}
+            }
+        }
+    }
+
+    /// Extends a lease `holder` holds under `term`; `None` when it no longer does (it must
+    /// stop the leased work and take the lease again).
+    pub async fn renew(
+        &self,
+        org: &str,
+        name: &str,
+        holder: &str,
+        term: i64,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.rt
+            .store()
+            .renew_lease(org, name, holder, term, ttl, Utc::now())
+            .await
+    }
+
+    /// Gives a lease up and tells waiting contenders at once. False when `holder` did not
+    /// hold it under `term`.
+    pub async fn release(
+        &self,
+        org: &Arc<str>,
+        name: &str,
+        holder: &str,
+        term: i64,
+    ) -> Result<bool, StoreError> {
+        let released = self
+            .rt
+            .store()
+            .release_lease(org, name, holder, term, Utc::now())
+            .await?;
+        if released {
+            // Nobody waiting is fine.
+            let _ = self
+                .rt
+                .lease_board()
+                .released
+                .send((org.clone(), name.to_owned()));
+        }
+        Ok(released)
+    }
+
+    /// Contenders waiting in this runtime for a lease someone else holds (for `/metrics`
+    /// and tests).
+    pub fn waiting(&self) -> usize {
+        self.rt.lease_board().waiting.load(Ordering::Relaxed)
+    }
+
+    /// The lease as stored (held or expired), if it was ever taken.
+    pub async fn get(&self, org: &str, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.rt.store().lease(org, name).await
+    }
+}
+
+/// Returns when `name` of `org` is released, or when releases may have been missed (the
+/// receiver lagged): either way the caller tries again.
+async fn wait_release(rx: &mut broadcast::Receiver<Released>, org: &str, name: &str) {
+    loop {
+        match rx.recv().await {
+            Ok((o, n)) if &*o == org && n == name => return,
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            // The runtime is going away; the deadline or the expiry ends the wait.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
