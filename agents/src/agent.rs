@@ -72,6 +72,9 @@ pub struct AgentArgs {
     pub floors: Vec<ProjectKey>,
     /// Its subagents, each with the floors it reads.
     pub children: Vec<(AgentSpec, Vec<ProjectKey>)>,
+    /// The term of the lease it runs under: every post carries it, and the floor refuses
+    /// them once another instance took the lease over. `None`: it runs unleased.
+    pub term: Option<i64>,
 }
 
 impl AgentArgs {
@@ -86,6 +89,7 @@ impl AgentArgs {
             router: self.router.clone(),
             floors,
             children: Vec::new(),
+            term: self.term,
         }
     }
 }
@@ -371,6 +375,7 @@ fn strip_mentions(text: &str) -> String {
 /// What the agent posts in reply to `event`: the same id however often it is posted.
 fn reply_to(
     spec: &AgentSpec,
+    term: Option<i64>,
     event: &Committed,
     kind: &str,
     source: Source,
@@ -385,7 +390,7 @@ fn reply_to(
         "persona": {"name": spec.shown_name(), "icon": spec.shown_icon()},
     });
     Incoming {
-        term: None,
+        term,
         id: Uuid::new_v5(
             &ANSWER_NAMESPACE,
             format!("{}/{kind}/{}", spec.id, e.id).as_bytes(),
@@ -405,6 +410,7 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
     };
     let incoming = reply_to(
         &state.args.spec,
+        state.args.term,
         &a.event,
         "message",
         Source::Agent,
@@ -458,7 +464,14 @@ fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
         spec.rate.per_floor_per_minute,
         spec.rate.per_agent_per_minute
     );
-    let incoming = reply_to(spec, c, "rate_limited", Source::System, &content);
+    let incoming = reply_to(
+        spec,
+        state.args.term,
+        c,
+        "rate_limited",
+        Source::System,
+        &content,
+    );
     let outbox = state.args.outbox.clone();
     let org = state.args.org.clone();
     let project = key.clone();

@@ -4,6 +4,14 @@
 //! the directory's watch channel and reconciles: new agents start, changed ones are
 //! updated in place (they keep their cursors), removed ones stop after saving theirs.
 //!
+//! Each top-level agent (with its subagents) runs only while this host holds the agent's
+//! lease in its org: a keeper task per agent takes it (waiting while another instance, a
+//! `polaris agent run` or another node, holds it), renews it every third of its time, and
+//! tells the host when it is taken or lost. The agent's posts carry the lease's term, so
+//! after a takeover the floor refuses anything this instance still had in flight; a lost
+//! lease stops the agent at once. A clean stop releases the leases, so a standby takes
+//! over without waiting for them to expire.
+//!
 //! Error policy: an agent that fails is restarted on the next reconcile, which the
 //! failure itself triggers; a reconcile that cannot read the store is retried.
 
@@ -13,7 +21,7 @@ use std::time::Duration;
 
 use polaris_registry::{AgentSpec, ContextMode, ParticipantId};
 use polaris_runtime::Runtime;
-use polaris_runtime::{ProjectKey, StoreError};
+use polaris_runtime::{Leases, ProjectKey, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
@@ -22,10 +30,16 @@ use crate::concierge::{Concierge, ConciergeArgs, ConciergeMsg, ConciergeRef};
 use crate::outbox::{InProcess, Outbox};
 use crate::route::Router;
 
+/// How long an in-process agent's lease lasts unless renewed (it is renewed every third of
+/// it): the longest a standby waits after this process dies without releasing it.
+pub const LEASE_TTL: Duration = Duration::from_millis(1500);
+
 /// Messages of the host.
 pub enum HostMsg {
     /// Reconcile the running agents with the directory.
     Sync,
+    /// The keeper of an agent's lease took it (`Some(term)`) or lost it (`None`).
+    Lease(LeaseKey, Option<i64>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,13 +49,30 @@ struct Instance {
     floor: Option<Uuid>,
 }
 
+/// Whose lease: a top-level agent in an org.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseKey {
+    org: String,
+    agent: ParticipantId,
+}
+
+/// A running lease keeper and the term it holds, if any.
+struct Keeper {
+    term: Option<i64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 /// State of the host.
 pub struct HostState {
     runtime: Runtime,
     outbox: Arc<dyn Outbox>,
-    agents: HashMap<Instance, AgentRef>,
+    /// Running agent instances and the lease term each runs under.
+    agents: HashMap<Instance, (AgentRef, i64)>,
     concierges: HashMap<String, ConciergeRef>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Who this host is, as a lease holder: unique to this process and start.
+    holder: String,
+    keepers: HashMap<LeaseKey, Keeper>,
 }
 
 /// The agent host actor.
@@ -117,6 +148,12 @@ impl Actor for AgentHost {
             agents: HashMap::new(),
             concierges: HashMap::new(),
             watcher: Some(watcher),
+            holder: format!(
+                "polaris-serve/{}/{}",
+                std::process::id(),
+                Uuid::new_v4().simple()
+            ),
+            keepers: HashMap::new(),
         };
         if let Err(e) = reconcile(&myself, &mut state).await {
             tracing::error!(error = %e, "agents not started; retrying");
@@ -133,6 +170,12 @@ impl Actor for AgentHost {
         if let Some(w) = state.watcher.take() {
             w.abort();
         }
+        // The agents stopped before the host (see `HostHandle::shutdown`): give their
+        // leases up so a standby takes over now, not when they expire.
+        let keys: Vec<LeaseKey> = state.keepers.keys().cloned().collect();
+        for key in keys {
+            release(state, &key).await;
+        }
         Ok(())
     }
 
@@ -144,6 +187,33 @@ impl Actor for AgentHost {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             HostMsg::Sync => {
+                if let Err(e) = reconcile(&myself, state).await {
+                    tracing::error!(error = %e, "agent reconcile failed; retrying");
+                    myself.send_after(Duration::from_secs(1), || HostMsg::Sync);
+                }
+            }
+            HostMsg::Lease(key, term) => {
+                let Some(keeper) = state.keepers.get_mut(&key) else {
+                    return Ok(());
+                };
+                keeper.term = term;
+                match term {
+                    Some(t) => {
+                        tracing::info!(agent = %key.agent, org = %key.org, term = t, "agent lease taken; the agent runs here")
+                    }
+                    None => {
+                        tracing::warn!(agent = %key.agent, org = %key.org, "agent lease lost; the agent stops here")
+                    }
+                }
+                // Instances under another term stop now; the reconcile starts them again
+                // under the new one, from their saved cursors.
+                state.agents.retain(|inst, (r, t)| {
+                    let keep = inst.org != key.org || inst.agent != key.agent || term == Some(*t);
+                    if !keep {
+                        r.stop(Some("lease".into()));
+                    }
+                    keep
+                });
                 if let Err(e) = reconcile(&myself, state).await {
                     tracing::error!(error = %e, "agent reconcile failed; retrying");
                     myself.send_after(Duration::from_secs(1), || HostMsg::Sync);
@@ -162,7 +232,7 @@ impl Actor for AgentHost {
         match evt {
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
-                state.agents.retain(|k, r| {
+                state.agents.retain(|k, (r, _)| {
                     if r.get_id() == id {
                         tracing::error!(agent = %k.agent, org = %k.org, error = %err, "agent failed; restarting it");
                         metrics::counter!("polaris_actor_restarts_total", "actor" => "agent").increment(1);
@@ -177,7 +247,7 @@ impl Actor for AgentHost {
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 let id = cell.get_id();
-                state.agents.retain(|_, r| r.get_id() != id);
+                state.agents.retain(|_, (r, _)| r.get_id() != id);
                 state.concierges.retain(|_, r| r.get_id() != id);
             }
             _ => {}
@@ -245,6 +315,7 @@ async fn plan(
                 router: router.clone(),
                 floors,
                 children,
+                term: None,
             };
         match top.context {
             ContextMode::Shared => {
@@ -292,6 +363,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
     let base_dir = state.runtime.directory().file().base_dir.clone();
     let mut wanted: HashSet<Instance> = HashSet::new();
     let mut orgs_wanted: HashSet<String> = HashSet::new();
+    let mut leases_wanted: HashSet<LeaseKey> = HashSet::new();
     for org in state.runtime.directory().orgs().await? {
         let Some(plan) = plan(&state.runtime, &state.outbox, &org, &base_dir).await? else {
             continue;
@@ -309,15 +381,25 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
                 Err(e) => tracing::error!(org, error = %e, "concierge did not start"),
             },
         }
-        for (inst, args) in plan.agents {
+        for (inst, mut args) in plan.agents {
+            let key = LeaseKey {
+                org: inst.org.clone(),
+                agent: inst.agent.clone(),
+            };
+            leases_wanted.insert(key.clone());
+            // Runs only under the lease; the keeper's news brings it here again.
+            let Some(term) = keeper(myself, state, key).term else {
+                continue;
+            };
+            args.term = Some(term);
             wanted.insert(inst.clone());
             match state.agents.get(&inst) {
-                Some(r) => {
+                Some((r, _)) => {
                     let _ = r.cast(AgentMsg::Update(Box::new(args)));
                 }
                 None => match Agent::spawn_linked(args, myself.get_cell()).await {
                     Ok(r) => {
-                        state.agents.insert(inst, r);
+                        state.agents.insert(inst, (r, term));
                     }
                     Err(e) => {
                         tracing::error!(agent = %inst.agent, error = %e, "agent did not start")
@@ -326,6 +408,15 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
             }
         }
     }
+    let gone: Vec<LeaseKey> = state
+        .keepers
+        .keys()
+        .filter(|k| !leases_wanted.contains(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        release(state, &key).await;
+    }
     let stale: Vec<Instance> = state
         .agents
         .keys()
@@ -333,7 +424,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
         .cloned()
         .collect();
     for inst in stale {
-        if let Some(r) = state.agents.remove(&inst) {
+        if let Some((r, _)) = state.agents.remove(&inst) {
             tracing::info!(agent = %inst.agent, org = %inst.org, "agent stopped: no longer defined or on no floor");
             r.stop(Some("removed".into()));
         }
@@ -346,4 +437,90 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
         keep
     });
     Ok(())
+}
+
+/// The keeper of an agent's lease, started if there is none.
+fn keeper<'s>(myself: &ActorRef<HostMsg>, state: &'s mut HostState, key: LeaseKey) -> &'s Keeper {
+    let (runtime, holder) = (&state.runtime, &state.holder);
+    state.keepers.entry(key.clone()).or_insert_with(|| Keeper {
+        term: None,
+        task: tokio::spawn(keep_lease(
+            myself.clone(),
+            runtime.leases(),
+            key,
+            holder.clone(),
+            LEASE_TTL,
+        )),
+    })
+}
+
+/// Stops an agent's keeper and gives its lease up (its instances stop with it).
+async fn release(state: &mut HostState, key: &LeaseKey) {
+    let Some(keeper) = state.keepers.remove(key) else {
+        return;
+    };
+    keeper.task.abort();
+    state.agents.retain(|inst, (r, _)| {
+        let keep = inst.org != key.org || inst.agent != key.agent;
+        if !keep {
+            r.stop(Some("lease released".into()));
+        }
+        keep
+    });
+    if let Some(term) = keeper.term {
+        let org: Arc<str> = key.org.as_str().into();
+        let leases = state.runtime.leases();
+        if let Err(e) = leases
+            .release(&org, key.agent.as_str(), &state.holder, term)
+            .await
+        {
+            // It expires by itself within its ttl.
+            tracing::warn!(agent = %key.agent, error = %e, "lease not released");
+        }
+    }
+}
+
+/// Takes an agent's lease (waiting while another instance holds it), keeps it renewed, and
+/// tells the host each time it is taken or lost, until the host aborts it.
+async fn keep_lease(
+    host: ActorRef<HostMsg>,
+    leases: Leases,
+    key: LeaseKey,
+    holder: String,
+    ttl: Duration,
+) {
+    let org: Arc<str> = key.org.as_str().into();
+    let name = key.agent.as_str();
+    loop {
+        // Wait as long as a lease lasts, then ask again: a dead holder's lease expires
+        // within that, and a release wakes the wait at once.
+        let term = match leases.acquire(&org, name, &holder, ttl, ttl).await {
+            Ok(Ok(lease)) => lease.term,
+            Ok(Err(_held)) => continue,
+            Err(e) => {
+                tracing::warn!(agent = %name, error = %e, "lease not taken; retrying");
+                tokio::time::sleep(ttl / 3).await;
+                continue;
+            }
+        };
+        if host.cast(HostMsg::Lease(key.clone(), Some(term))).is_err() {
+            return;
+        }
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match leases.renew(&org, name, &holder, term, ttl).await {
+                Ok(Some(_)) => renewed = tokio::time::Instant::now(),
+                Ok(None) => break,
+                // The store may be down for a moment; the lease is ours until it expires.
+                Err(e) if renewed.elapsed() < ttl => {
+                    tracing::warn!(agent = %name, error = %e, "lease not renewed; retrying")
+                }
+                Err(_) => break,
+            }
+        }
+        if host.cast(HostMsg::Lease(key.clone(), None)).is_err() {
+            return;
+        }
+    }
 }

@@ -291,3 +291,91 @@ both_stores!(bad_lease_requests_name_the_field, with_agents(), |srv| {
     assert_eq!(r.status, 400);
     assert!(r.error().contains("term"), "{}", r.error());
 });
+
+both_stores!(
+    the_floors_own_agents_run_only_under_their_lease,
+    with_agents(),
+    |srv| {
+        use std::time::Duration;
+
+        let c = srv.client();
+        c.post("/projects", json!({"name": "p", "tags": ["forecasts"]}))
+            .await;
+        c.project_session("p", "s").await;
+        // Another instance (a `polaris agent run`, say) holds Riley's lease before Riley is
+        // defined here.
+        let org: std::sync::Arc<str> = polaris_runtime::auth::DEFAULT_ORG.into();
+        let leases = srv.runtime.leases();
+        let outside = leases
+            .acquire(
+                &org,
+                "agent:riley",
+                "outside",
+                Duration::from_secs(60),
+                Duration::ZERO,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(outside.term, 1);
+        let riley = json!({"id": "agent:riley", "name": "Riley", "tags": ["forecasts"],
+        "skills": ["forecasting"]});
+        assert_eq!(c.post("/agents", riley).await.status, 201);
+        // The floor's host waits for the lease instead of starting a second Riley.
+        crate::support::eventually(10, || async { (leases.waiting() == 1).then_some(()) }).await;
+        let question = c
+            .prompt("p", "s", "user:manu", "@riley what is the forecast?")
+            .await;
+        assert_eq!(question.status, 201, "{question:?}");
+        let marker = c.prompt("p", "s", "user:manu", "marker").await;
+        // The outside holder writes under its term meanwhile.
+        assert_eq!(
+            answer(&c, "agent:riley", Some(1), "from outside")
+                .await
+                .status,
+            201
+        );
+
+        // It lets go: the host takes the lease under term 2, Riley starts here and answers
+        // the question asked while it was held elsewhere, after the marker.
+        assert!(
+            leases
+                .release(&org, "agent:riley", "outside", 1)
+                .await
+                .unwrap()
+        );
+        let id = question.json["id"].clone();
+        let answered = crate::support::eventually(15, || async {
+            let all = c.get("/projects/p/sessions/s/messages").await.json;
+            all.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["payload"]["in_reply_to"] == id)
+                .cloned()
+        })
+        .await;
+        assert_eq!(answered["sender"], "agent:riley");
+        assert!(answered["seq"].as_i64() > marker.json["seq"].as_i64());
+        let lease = c.get("/agents/agent:riley/lease").await.json;
+        assert_eq!(lease["term"], 2, "{lease}");
+        assert!(
+            lease["holder"]
+                .as_str()
+                .unwrap()
+                .starts_with("polaris-serve/"),
+            "{lease}"
+        );
+        // The old holder's late write is refused.
+        assert_eq!(answer(&c, "agent:riley", Some(1), "late").await.status, 409);
+
+        // A clean restart releases the lease, and the new host takes it at once (term 3).
+        srv.restart().await;
+        let c = srv.client();
+        let lease = crate::support::eventually(10, || async {
+            let l = c.get("/agents/agent:riley/lease").await.json;
+            (l["term"] == 3 && l["held"] == true).then_some(l)
+        })
+        .await;
+        assert_ne!(lease["holder"], "outside");
+    }
+);
