@@ -3,9 +3,9 @@
 //!
 //! The store decides who holds what in one statement (see `store::leases`); this facade
 //! adds the waiting. A contender that finds the lease held waits until the holder's expiry
-//! or until the lease is released through this runtime, whichever comes first, and tries
-//! again, so a clean hand-over is taken at once rather than at the next poll. (Releases on
-//! other nodes reach it by the expiry for now; the relay between nodes will carry them.)
+//! or until the lease is released, whichever comes first, and tries again, so a clean
+//! hand-over is taken at once rather than at the next poll. Releases made through this
+//! runtime wake it directly; on PostgreSQL every node's releases reach it by NOTIFY.
 //!
 //! The term a holder gets is its fencing token: an agent's events carry it
 //! (`NewEventBody::term`) and the floor refuses them once the lease has passed to a newer
@@ -19,24 +19,66 @@ use chrono::Utc;
 use tokio::sync::broadcast;
 
 use crate::runtime::Runtime;
-use crate::store::{Lease, StoreError};
+use crate::store::{Backend, Lease, Store, StoreError};
 
 /// A release, as announced to waiting contenders: (org, lease name).
 type Released = (Arc<str>, String);
 
-/// What the runtime keeps for its leases: the releases made through it, for contenders
-/// waiting on them, and how many wait.
+/// What the runtime keeps for its leases: the releases made through it (and, on
+/// PostgreSQL, on every node), for contenders waiting on them, and how many wait.
 pub(crate) struct LeaseBoard {
     released: broadcast::Sender<Released>,
     waiting: AtomicUsize,
+    /// Relays other nodes' releases into `released` (PostgreSQL only).
+    relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LeaseBoard {
-    pub(crate) fn new() -> LeaseBoard {
+    /// A board over `store`; on PostgreSQL it starts relaying releases from every node.
+    pub(crate) fn new(store: &Store) -> LeaseBoard {
+        let released = broadcast::channel(64).0;
+        let relay = matches!(store.backend(), Backend::Postgres)
+            .then(|| tokio::spawn(relay_releases(store.clone(), released.clone())));
         LeaseBoard {
-            released: broadcast::channel(64).0,
+            released,
             waiting: AtomicUsize::new(0),
+            relay: std::sync::Mutex::new(relay),
         }
+    }
+
+    /// Stops relaying (the runtime is shutting down): closes the LISTEN connection.
+    pub(crate) fn close(&self) {
+        let relay = match self.relay.lock() {
+            Ok(mut r) => r.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(r) = relay {
+            r.abort();
+        }
+    }
+}
+
+/// Hands every node's releases to this runtime's waiting contenders, listening again after
+/// a failure (a release missed meanwhile is taken at its expiry).
+async fn relay_releases(store: Store, released: broadcast::Sender<Released>) {
+    loop {
+        match store.lease_releases().await {
+            Ok(Some(mut listener)) => loop {
+                match listener.next().await {
+                    // Nobody waiting is fine.
+                    Ok((org, name)) => drop(released.send((org.into(), name))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease releases from other nodes: listening again");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease releases from other nodes: cannot listen; retrying")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -89,6 +89,7 @@ impl Runtime {
             env,
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args).await?;
+        let leases = LeaseBoard::new(&store);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,
@@ -97,7 +98,7 @@ impl Runtime {
                 roster: Arc::new(Roster::new()),
                 supervisor,
                 projects: DashMap::new(),
-                leases: LeaseBoard::new(),
+                leases,
             }),
         })
     }
@@ -312,6 +313,7 @@ impl Runtime {
     /// Stops every floor after it has committed what it accepted. Call it once the HTTP
     /// server has finished its in-flight requests.
     pub async fn shutdown(&self) {
+        self.inner.leases.close();
         let cell = self.inner.supervisor.get_cell();
         cell.drain_children_and_wait(Some(Duration::from_secs(30)))
             .await;

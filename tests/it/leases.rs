@@ -138,7 +138,12 @@ both_stores!(
             .method_json("DELETE", LEASE, json!({"holder": "node-a", "term": 1}))
             .await;
         assert_eq!(released.status, 204);
-        let b = standby.await.unwrap();
+        // Woken by the release, not by its 30 s deadline (whose last try would also
+        // succeed).
+        let b = tokio::time::timeout(std::time::Duration::from_secs(10), standby)
+            .await
+            .expect("the standby was not woken by the release")
+            .unwrap();
         assert_eq!(b.status, 200, "{b:?}");
         assert_eq!(srv.runtime.leases().waiting(), 0);
         assert_eq!(b.json["holder"], "node-b");
@@ -379,3 +384,53 @@ both_stores!(
         assert_ne!(lease["holder"], "outside");
     }
 );
+
+/// Two nodes on one PostgreSQL: a release on one wakes a contender waiting on the other at
+/// once (NOTIFY), long before the lease would have expired. PostgreSQL only: SQLite is one
+/// node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_on_one_node_wakes_a_contender_on_another() {
+    use crate::support::{Backend, TestServer};
+    use std::time::Duration;
+
+    let Some(srv) = TestServer::start(Backend::Postgres, Options::default()).await else {
+        return;
+    };
+    let store = polaris_runtime::Store::open(srv.database_url())
+        .await
+        .unwrap();
+    let other = polaris_runtime::Runtime::start(store.clone(), Default::default())
+        .await
+        .unwrap();
+    let org: std::sync::Arc<str> = "acme".into();
+    let here = srv.runtime.leases();
+    let there = other.leases();
+    let minute = Duration::from_secs(60);
+    let held = here
+        .acquire(&org, "bridge:t1", "node-a", minute, Duration::ZERO)
+        .await;
+    assert_eq!(held.unwrap().unwrap().term, 1);
+    // Node B waits 30 s for a lease that expires in 60: only the release can give it.
+    let waiter = {
+        let there = there.clone();
+        let org = org.clone();
+        tokio::spawn(async move {
+            there
+                .acquire(&org, "bridge:t1", "node-b", minute, Duration::from_secs(30))
+                .await
+        })
+    };
+    crate::support::eventually(10, || async { (there.waiting() == 1).then_some(()) }).await;
+    assert!(here.release(&org, "bridge:t1", "node-a", 1).await.unwrap());
+    // Woken by the release, not by its 30 s deadline (whose last try would also succeed).
+    let taken = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not woken by the release")
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((taken.holder.as_str(), taken.term), ("node-b", 2));
+    other.shutdown().await;
+    store.close().await;
+    srv.finish().await;
+}

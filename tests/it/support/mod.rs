@@ -162,6 +162,11 @@ impl TestServer {
         Some(Self::start_on(backend, opts, db, store).await)
     }
 
+    /// The URL of this server's database (for a second node on it).
+    pub fn database_url(&self) -> &DatabaseUrl {
+        &self.db.url
+    }
+
     pub async fn start_on(backend: Backend, opts: Options, db: TestDb, store: Store) -> TestServer {
         let runtime = Runtime::start(
             store.clone(),
