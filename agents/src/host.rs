@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use polaris_registry::{AgentSpec, ContextMode, ParticipantId};
+use polaris_registry::{AgentSpec, ContextMode, Hosting, ParticipantId};
 use polaris_runtime::Runtime;
 use polaris_runtime::{Leases, ProjectKey, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -290,7 +290,10 @@ async fn plan(
     }
 
     let mut agents = HashMap::new();
-    for top in specs.iter().filter(|s| s.parent.is_none()) {
+    // An agent hosted elsewhere (`polaris agent run`) is still known to the floor (its
+    // joins, its persona, the concierge's notices), but never runs here.
+    let here = |s: &&AgentSpec| s.parent.is_none() && s.hosting == Hosting::Server;
+    for top in specs.iter().filter(here) {
         let own = floors_of.get(top.id.as_str()).cloned().unwrap_or_default();
         let children: Vec<&AgentSpec> = specs
             .iter()

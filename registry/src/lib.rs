@@ -22,5 +22,5 @@ pub use identity::{IdentityError, MAX_PARTICIPANT_LEN, ParticipantId, Participan
 pub use persona::{Persona, PersonaInfo};
 pub use spec::{
     AgentSpec, Brain, ContextMode, DEFAULT_MAX_HOPS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool,
-    RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
+    Hosting, RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
 };

@@ -58,6 +58,27 @@ pub struct AgentSpec {
     /// Relevance needed to speak up unasked (0..=1).
     #[serde(default = "default_passive_threshold")]
     pub passive_threshold: f32,
+    /// Where it runs: inside `polaris serve` (the default) or only as a process of its own
+    /// (`polaris agent run`). The floor knows it either way (joins, personas, notices).
+    #[serde(default, skip_serializing_if = "Hosting::is_server")]
+    pub hosting: Hosting,
+}
+
+/// Where a top-level agent runs (its subagents run with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Hosting {
+    /// In `polaris serve`, under the agent's lease.
+    #[default]
+    Server,
+    /// Only in a process of its own; `polaris serve` never runs it.
+    External,
+}
+
+impl Hosting {
+    fn is_server(&self) -> bool {
+        *self == Hosting::Server
+    }
 }
 
 fn default_max_hops() -> u32 {
@@ -223,6 +244,12 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
             "must be 1 to 32 characters (an emoji or :name:)".into(),
         );
     }
+    if s.parent.is_some() && s.hosting != Hosting::Server {
+        bad(
+            "hosting",
+            "is set on the top-level agent only: a subagent runs where its parent runs".into(),
+        );
+    }
     if s.description.chars().count() > 2000 {
         bad("description", "must be at most 2000 characters".into());
     }
@@ -339,7 +366,32 @@ mod tests {
             rate: RateSpec::default(),
             max_hops: 3,
             passive_threshold: 0.6,
+            hosting: Hosting::Server,
         }
+    }
+
+    #[test]
+    fn hosting_is_a_top_level_setting() {
+        let dean: AgentSpec = serde_json::from_value(serde_json::json!({
+            "id": "agent:dean", "name": "Dean", "hosting": "external"}))
+        .unwrap();
+        assert_eq!(dean.hosting, Hosting::External);
+        assert!(check_one(&dean).is_empty());
+        // The default is not written out, so stored specs read as before.
+        let sean = spec("agent:sean");
+        assert!(
+            serde_json::to_value(&sean)
+                .unwrap()
+                .get("hosting")
+                .is_none()
+        );
+        let mut dbt = spec("agent:dean.dbt");
+        dbt.parent = Some(ParticipantId::parse("agent:dean").unwrap());
+        dbt.hosting = Hosting::External;
+        assert_eq!(check_one(&dbt)[0].0, "hosting");
+        let bad = serde_json::from_value::<AgentSpec>(serde_json::json!({
+            "id": "agent:dean", "name": "Dean", "hosting": "sandbox"}));
+        assert!(bad.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[test]

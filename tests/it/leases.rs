@@ -434,3 +434,54 @@ async fn a_release_on_one_node_wakes_a_contender_on_another() {
     store.close().await;
     srv.finish().await;
 }
+
+both_stores!(
+    an_externally_hosted_agent_is_known_but_never_run_here,
+    with_agents(),
+    |srv| {
+        let c = srv.client();
+        c.post("/projects", json!({"name": "p", "tags": ["forecasts"]}))
+            .await;
+        c.project_session("p", "s").await;
+        let ext =
+            json!({"id": "agent:ext", "name": "Ext", "tags": ["forecasts"], "hosting": "external"});
+        let r = c.post("/agents", ext).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.json["hosting"], "external");
+        // A second agent, hosted here: once the host holds its lease, it has planned both.
+        let here = json!({"id": "agent:riley", "name": "Riley", "tags": ["forecasts"]});
+        assert_eq!(c.post("/agents", here).await.status, 201);
+        crate::support::eventually(10, || async {
+            let l = c.get("/agents/agent:riley/lease").await;
+            (l.status == 200 && l.json["held"] == true).then_some(())
+        })
+        .await;
+        // The floor knows Ext (it joined by tag), but serve never took its lease.
+        let on_floor = c.get("/projects/p/agents").await.json["agents"].clone();
+        assert!(
+            on_floor
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["agent"] == "agent:ext"),
+            "{on_floor}"
+        );
+        assert_eq!(c.get("/agents/agent:ext/lease").await.status, 404);
+        // Its own process takes the lease and writes under it.
+        let lease = c
+            .post("/agents/agent:ext/lease", take("ext-1", 60_000, 0))
+            .await;
+        assert_eq!(lease.json["term"], 1);
+        assert_eq!(
+            answer(&c, "agent:ext", Some(1), "from my own process")
+                .await
+                .status,
+            201
+        );
+        // Only a top-level agent says where it runs.
+        let sub = json!({"id": "agent:ext.sub", "name": "Sub", "parent": "agent:ext", "hosting": "external"});
+        let r = c.post("/agents", sub).await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.error().contains("hosting"), "{}", r.error());
+    }
+);
