@@ -18,7 +18,6 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::runtime::Runtime;
 use crate::store::{Backend, Lease, Store, StoreError};
 
 /// A release, as announced to waiting contenders: (org, lease name).
@@ -103,20 +102,18 @@ impl Drop for Waiting<'_> {
 /// may differ by a little, and the database compares with the contender's.
 const EXPIRY_SLACK: Duration = Duration::from_millis(5);
 
-/// The leases of this runtime's store.
+/// The leases of a runtime's store (`Runtime::leases`).
 #[derive(Clone)]
 pub struct Leases {
-    rt: Runtime,
-}
-
-impl Runtime {
-    /// Leases: who does the work that must run once.
-    pub fn leases(&self) -> Leases {
-        Leases { rt: self.clone() }
-    }
+    store: Store,
+    board: Arc<LeaseBoard>,
 }
 
 impl Leases {
+    pub(crate) fn new(store: Store, board: Arc<LeaseBoard>) -> Leases {
+        Leases { store, board }
+    }
+
     /// Takes the lease `name` of `org` for `holder`, for `ttl`: `Ok` with the lease when
     /// `holder` has it (the same term if it already held it, else a new one), `Err` with
     /// the holder's lease if someone else still has it after waiting up to `wait`.
@@ -131,12 +128,12 @@ impl Leases {
         let deadline = tokio::time::Instant::now() + wait;
         // Subscribed before the first try, so a release between a refusal and the wait
         // is not missed.
-        let board = self.rt.lease_board();
+        let board = &self.board;
         let mut released = board.released.subscribe();
         let mut waiting = None;
         loop {
-            let store = self.rt.store();
-            let held = match store
+            let held = match self
+                .store
                 .acquire_lease(org, name, holder, ttl, Utc::now())
                 .await?
             {
@@ -167,8 +164,7 @@ impl Leases {
         term: i64,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.rt
-            .store()
+        self.store
             .renew_lease(org, name, holder, term, ttl, Utc::now())
             .await
     }
@@ -183,17 +179,12 @@ impl Leases {
         term: i64,
     ) -> Result<bool, StoreError> {
         let released = self
-            .rt
-            .store()
+            .store
             .release_lease(org, name, holder, term, Utc::now())
             .await?;
         if released {
             // Nobody waiting is fine.
-            let _ = self
-                .rt
-                .lease_board()
-                .released
-                .send((org.clone(), name.to_owned()));
+            let _ = self.board.released.send((org.clone(), name.to_owned()));
         }
         Ok(released)
     }
@@ -201,12 +192,12 @@ impl Leases {
     /// Contenders waiting in this runtime for a lease someone else holds (for `/metrics`
     /// and tests).
     pub fn waiting(&self) -> usize {
-        self.rt.lease_board().waiting.load(Ordering::Relaxed)
+        self.board.waiting.load(Ordering::Relaxed)
     }
 
     /// The lease as stored (held or expired), if it was ever taken.
     pub async fn get(&self, org: &str, name: &str) -> Result<Option<Lease>, StoreError> {
-        self.rt.store().lease(org, name).await
+        self.store.lease(org, name).await
     }
 }
 

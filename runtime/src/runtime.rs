@@ -18,7 +18,7 @@ use crate::commit::{FloorError, Posted, Reply};
 use crate::floor::{FloorEnv, FloorMsg, FloorRef};
 use crate::hub::Committed;
 use crate::indexer::{IndexerMsg, IndexerSlot};
-use crate::leases::LeaseBoard;
+use crate::leases::{LeaseBoard, Leases};
 use crate::live::{Floors, LiveFloor};
 use crate::protocol::Project;
 use crate::roster::Roster;
@@ -54,7 +54,7 @@ struct Inner {
     supervisor: SupervisorRef,
     projects: DashMap<(Arc<str>, String), Project>,
     /// Releases and waiting contenders of leases.
-    leases: LeaseBoard,
+    leases: Arc<LeaseBoard>,
 }
 
 /// The runtime: cheap to clone, shared by everything.
@@ -89,7 +89,7 @@ impl Runtime {
             env,
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args).await?;
-        let leases = LeaseBoard::new(&store);
+        let leases = Arc::new(LeaseBoard::new(&store));
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,
@@ -111,8 +111,9 @@ impl Runtime {
         &self.inner.roster
     }
 
-    pub(crate) fn lease_board(&self) -> &LeaseBoard {
-        &self.inner.leases
+    /// Leases: who does the work that must run once.
+    pub fn leases(&self) -> Leases {
+        Leases::new(self.inner.store.clone(), self.inner.leases.clone())
     }
 
     /// Live floor and session actors (for `/metrics` and tests).

@@ -16,7 +16,7 @@ use crate::store::agents::{FloorChange, JoinReason, LeaveReason, change_floor};
 use crate::store::column::Id;
 use crate::store::leases::fence_term;
 use crate::store::sessions::{SessionChange, change_session};
-use crate::store::{ProjectKey, Store, StoreError, Tx};
+use crate::store::{ProjectKey, StoreError, Tx};
 
 /// An event ready to be committed: stamped, validated, with its search text.
 #[derive(Debug, Clone)]
@@ -140,22 +140,6 @@ pub enum Rejected {
     /// over (or the claimed lease does not exist).
     #[error("{0}")]
     Fenced(String),
-}
-
-impl Store {
-    /// Commits a batch in one transaction (see the module docs for the guarantees). The
-    /// result has one entry per item, in order.
-    #[tracing::instrument(name = "store.append", skip_all, fields(project = %project.name, n = batch.len()))]
-    pub(crate) async fn append(
-        &self,
-        project: &ProjectKey,
-        batch: Vec<Append>,
-    ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
-        match self {
-            Store::Sqlite(s) => super::sqlite::append(&s.write, project, batch).await,
-            Store::Postgres(s) => super::postgres::append(&s.pool, project, batch).await,
-        }
-    }
 }
 
 /// An event of the batch that is stored already, as the append reads it back (its

@@ -17,8 +17,8 @@ mod append;
 mod postgres;
 mod sqlite;
 
-use append::StoredRow;
 pub(crate) use append::{Append, Effect, Fence, NewEvent, Rejected};
+use append::{Appended, StoredRow};
 pub(super) use sqlite::INSERT_CHUNK;
 
 /// The columns [`EventRow`] reads, in the order of its fields; `event_columns!("e.")`
@@ -156,6 +156,20 @@ const BEFORE: [&str; 2] = [
 ];
 
 impl Store {
+    /// Commits a batch in one transaction (see `append` for what is the same on both
+    /// engines, and the guarantees). The result has one entry per item, in order.
+    #[tracing::instrument(name = "store.append", skip_all, fields(project = %project.name, n = batch.len()))]
+    pub(crate) async fn append(
+        &self,
+        project: &ProjectKey,
+        batch: Vec<Append>,
+    ) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => sqlite::append(&s.write, project, batch).await,
+            Store::Postgres(s) => postgres::append(&s.pool, project, batch).await,
+        }
+    }
+
     /// The newest `seq` of a project (0 when it has no events).
     pub(crate) async fn last_seq(&self, project: Uuid) -> Result<i64, StoreError> {
         let seq: Option<i64> = fetch!(
