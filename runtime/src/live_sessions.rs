@@ -59,8 +59,9 @@ impl LiveSessions {
         match live.actor.send_message(msg) {
             Ok(()) => Ok(()),
             Err(MessagingErr::SendErr(back)) => Err(back),
-            // A local actor's send fails only with the message given back; nothing else
-            // reaches here, and nothing was taken.
+            // Only a message of the wrong type fails otherwise, which a typed reference
+            // cannot send; were it to, the message would be dropped and its caller answered
+            // `Unavailable` through the dropped reply port.
             Err(_) => Ok(()),
         }
     }
