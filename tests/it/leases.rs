@@ -21,6 +21,18 @@ fn take(holder: &str, ttl_ms: u64, wait_ms: u64) -> Value {
 
 const LEASE: &str = "/agents/agent:dean/lease";
 
+/// Renews Dean's lease as `holder` under `term`.
+async fn renew(c: &Client, holder: &str, term: i64, ttl_ms: u64) -> crate::support::client::Resp {
+    let body = json!({"holder": holder, "term": term, "ttl_ms": ttl_ms});
+    c.method_json("PUT", LEASE, body).await
+}
+
+/// Releases Dean's lease as `holder` under `term`.
+async fn release(c: &Client, holder: &str, term: i64) -> crate::support::client::Resp {
+    c.method_json("DELETE", LEASE, json!({"holder": holder, "term": term}))
+        .await
+}
+
 /// An answer from `sender` under `term`, into session `s` of `p`.
 async fn answer(
     c: &Client,
@@ -61,54 +73,31 @@ both_stores!(
             c.post(LEASE, take("node-a", 60_000, 0)).await.json["term"],
             1
         );
-        let renewed = c
-            .method_json(
-                "PUT",
-                LEASE,
-                json!({"holder": "node-a", "term": 1, "ttl_ms": 60_000}),
-            )
-            .await;
+        let renewed = renew(&c, "node-a", 1, 60_000).await;
         assert_eq!(renewed.status, 200, "{renewed:?}");
         assert_eq!(renewed.json["term"], 1);
         // Only the holder renews or releases.
-        let not_yours = c
-            .method_json(
-                "PUT",
-                LEASE,
-                json!({"holder": "node-b", "term": 1, "ttl_ms": 60_000}),
-            )
-            .await;
+        let not_yours = renew(&c, "node-b", 1, 60_000).await;
         assert_eq!(not_yours.status, 409);
         assert!(
             not_yours.error().starts_with("term:"),
             "{}",
             not_yours.error()
         );
-        let not_yours = c
-            .method_json("DELETE", LEASE, json!({"holder": "node-b", "term": 1}))
-            .await;
+        let not_yours = release(&c, "node-b", 1).await;
         assert_eq!(not_yours.status, 409);
 
         // Released: the next holder gets a new term, and the old one can no longer renew.
-        let released = c
-            .method_json("DELETE", LEASE, json!({"holder": "node-a", "term": 1}))
-            .await;
+        let released = release(&c, "node-a", 1).await;
         assert_eq!(released.status, 204, "{released:?}");
         assert_eq!(c.get(LEASE).await.json["held"], false);
         let b = c.post(LEASE, take("node-b", 60_000, 0)).await;
         assert_eq!(b.status, 200);
         assert_eq!(b.json["term"], 2);
-        let stale = c
-            .method_json(
-                "PUT",
-                LEASE,
-                json!({"holder": "node-a", "term": 1, "ttl_ms": 60_000}),
-            )
-            .await;
+        let stale = renew(&c, "node-a", 1, 60_000).await;
         assert_eq!(stale.status, 409);
         // A holder coming back after a release starts a new term too.
-        c.method_json("DELETE", LEASE, json!({"holder": "node-b", "term": 2}))
-            .await;
+        release(&c, "node-b", 2).await;
         assert_eq!(
             c.post(LEASE, take("node-b", 60_000, 0)).await.json["term"],
             3
@@ -134,9 +123,7 @@ both_stores!(
             (srv.runtime.leases().waiting() == 1).then_some(())
         })
         .await;
-        let released = c
-            .method_json("DELETE", LEASE, json!({"holder": "node-a", "term": 1}))
-            .await;
+        let released = release(&c, "node-a", 1).await;
         assert_eq!(released.status, 204);
         // Woken by the release, not by its 30 s deadline (whose last try would also
         // succeed).
@@ -159,13 +146,7 @@ both_stores!(an_expired_lease_is_taken_over, with_agents(), |srv| {
     assert_eq!(b.status, 200, "{b:?}");
     assert_eq!(b.json["term"], 2);
     // A's late renewal is refused: it must stop and take the lease again.
-    let late = c
-        .method_json(
-            "PUT",
-            LEASE,
-            json!({"holder": "node-a", "term": 1, "ttl_ms": 300}),
-        )
-        .await;
+    let late = renew(&c, "node-a", 1, 300).await;
     assert_eq!(late.status, 409);
 });
 
@@ -184,8 +165,7 @@ both_stores!(
         // The term is checked, not stored: the event reads as any other.
         assert!(ok.json.get("term").is_none());
 
-        c.method_json("DELETE", LEASE, json!({"holder": "node-a", "term": 1}))
-            .await;
+        release(&c, "node-a", 1).await;
         assert_eq!(
             c.post(LEASE, take("node-b", 60_000, 0)).await.json["term"],
             2
