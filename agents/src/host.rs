@@ -207,13 +207,7 @@ impl Actor for AgentHost {
                 }
                 // Instances under another term stop now; the reconcile starts them again
                 // under the new one, from their saved cursors.
-                state.agents.retain(|inst, (r, t)| {
-                    let keep = inst.org != key.org || inst.agent != key.agent || term == Some(*t);
-                    if !keep {
-                        r.stop(Some("lease".into()));
-                    }
-                    keep
-                });
+                stop_instances(state, &key, term);
                 if let Err(e) = reconcile(&myself, state).await {
                     tracing::error!(error = %e, "agent reconcile failed; retrying");
                     myself.send_after(Duration::from_secs(1), || HostMsg::Sync);
@@ -457,19 +451,24 @@ fn keeper<'s>(myself: &ActorRef<HostMsg>, state: &'s mut HostState, key: LeaseKe
     })
 }
 
+/// Stops the running instances of the agent `key` names, except those under `keep_term`.
+fn stop_instances(state: &mut HostState, key: &LeaseKey, keep_term: Option<i64>) {
+    state.agents.retain(|inst, (r, t)| {
+        let keep = inst.org != key.org || inst.agent != key.agent || keep_term == Some(*t);
+        if !keep {
+            r.stop(Some("lease".into()));
+        }
+        keep
+    });
+}
+
 /// Stops an agent's keeper and gives its lease up (its instances stop with it).
 async fn release(state: &mut HostState, key: &LeaseKey) {
     let Some(keeper) = state.keepers.remove(key) else {
         return;
     };
     keeper.task.abort();
-    state.agents.retain(|inst, (r, _)| {
-        let keep = inst.org != key.org || inst.agent != key.agent;
-        if !keep {
-            r.stop(Some("lease released".into()));
-        }
-        keep
-    });
+    stop_instances(state, key, None);
     if let Some(term) = keeper.term {
         let org: Arc<str> = key.org.as_str().into();
         let leases = state.runtime.leases();

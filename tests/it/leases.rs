@@ -33,6 +33,13 @@ async fn release(c: &Client, holder: &str, term: i64) -> crate::support::client:
         .await
 }
 
+/// Project `p`, tagged `forecasts`, with session `s`.
+async fn forecasts_floor(c: &Client) {
+    c.post("/projects", json!({"name": "p", "tags": ["forecasts"]}))
+        .await;
+    c.project_session("p", "s").await;
+}
+
 /// An answer from `sender` under `term`, into session `s` of `p`.
 async fn answer(
     c: &Client,
@@ -284,9 +291,7 @@ both_stores!(
         use std::time::Duration;
 
         let c = srv.client();
-        c.post("/projects", json!({"name": "p", "tags": ["forecasts"]}))
-            .await;
-        c.project_session("p", "s").await;
+        forecasts_floor(&c).await;
         // Another instance (a `polaris agent run`, say) holds Riley's lease before Riley is
         // defined here.
         let org: std::sync::Arc<str> = polaris_runtime::auth::DEFAULT_ORG.into();
@@ -420,9 +425,7 @@ both_stores!(
     with_agents(),
     |srv| {
         let c = srv.client();
-        c.post("/projects", json!({"name": "p", "tags": ["forecasts"]}))
-            .await;
-        c.project_session("p", "s").await;
+        forecasts_floor(&c).await;
         let ext =
             json!({"id": "agent:ext", "name": "Ext", "tags": ["forecasts"], "hosting": "external"});
         let r = c.post("/agents", ext).await;
