@@ -1,6 +1,9 @@
 //! The `polaris` command: parses arguments, builds the world each subcommand needs and
 //! hands it over. Nothing here knows how a floor works.
 
+mod agent_run;
+mod remote;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +33,9 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a bearer token for a participant (needs the server's JWT secret).
     Token(TokenArgs),
+    /// Run one named agent as a process of its own (a container, say), beside the floor.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -115,6 +121,13 @@ struct SidecarArgs {
 enum SidecarCommand {
     /// Pending events, dead letters, the floor and whether it is reachable.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Host the agent and its subagents: read its floors, answer, hold its lease (a second
+    /// process of the same agent waits as a standby).
+    Run(agent_run::AgentRunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +280,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
+        Command::Agent(AgentCommand::Run(args)) => agent_run::run(args, &env),
         Command::Sidecar(args) => sidecar(args, &env),
         Command::Mcp(args) => mcp(args, &env),
         Command::Recover(args) => recover(args, &env),
@@ -352,7 +366,7 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

@@ -23,13 +23,15 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use polaris_protocol::Source;
 use polaris_protocol::validate::Incoming;
 use polaris_registry::{AgentSpec, ParticipantId};
+use polaris_runtime::Committed;
 use polaris_runtime::ProjectKey;
-use polaris_runtime::{Committed, Runtime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::brain::OfflineBrain;
+use crate::health::Health;
+use crate::link::FloorLink;
 use crate::outbox::Outbox;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
@@ -56,8 +58,10 @@ pub type AgentRef = ActorRef<AgentMsg>;
 
 /// What an agent needs to run.
 pub struct AgentArgs {
-    /// The floor service.
-    pub runtime: Runtime,
+    /// The floor, for reading (streams, cursors).
+    pub link: Arc<dyn FloorLink>,
+    /// Where its open streams are counted (readiness).
+    pub health: Arc<Health>,
     /// Where its posts go.
     pub outbox: Arc<dyn Outbox>,
     /// Its org.
@@ -81,7 +85,8 @@ impl AgentArgs {
     /// A subagent's arguments: this agent's world, its own definition and floors.
     fn for_child(&self, spec: AgentSpec, floors: Vec<ProjectKey>) -> AgentArgs {
         AgentArgs {
-            runtime: self.runtime.clone(),
+            link: self.link.clone(),
+            health: self.health.clone(),
             outbox: self.outbox.clone(),
             org: self.org.clone(),
             spec,
@@ -110,6 +115,8 @@ pub enum AgentMsg {
     Open(ProjectKey),
     /// Save cursors.
     Flush,
+    /// The answer to the event at this seq of a floor is on the floor.
+    Delivered(Uuid, i64),
 }
 
 /// An answer on its way to the floor.
@@ -171,12 +178,14 @@ impl Actor for Agent {
         let mut state = AgentState {
             brain: Arc::new(OfflineBrain::new(&args.spec, &args.base_dir)),
             reader: Reader::new(
-                args.runtime.clone(),
+                args.link.clone(),
                 args.org.clone(),
                 args.spec.id.to_string(),
                 std::iter::once(args.spec.id.to_string())
                     .chain(args.spec.parent.iter().map(ToString::to_string))
                     .collect(),
+                args.term,
+                args.health.clone(),
             ),
             children: HashMap::new(),
             per_floor: RateLimiter::keyed(quota(rate.per_floor_per_minute)),
@@ -230,6 +239,7 @@ impl Actor for Agent {
                 }
             }
             AgentMsg::Flush => state.reader.flush().await,
+            AgentMsg::Delivered(project, seq) => state.reader.done(&project, seq),
         }
         Ok(())
     }
@@ -422,7 +432,19 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         .post(&state.args.org, &a.project, &session, incoming)
         .await;
     match result {
-        Ok(_) => metrics::counter!("polaris_agent_answers_total").increment(1),
+        Ok(delivered) => {
+            metrics::counter!("polaris_agent_answers_total").increment(1);
+            if a.tracked {
+                // Done once it is on the floor, not when it is queued for it: an answer
+                // still queued when another instance takes over is given again there.
+                let (me, project, seq) = (myself.clone(), a.project.id, a.event.event.seq);
+                tokio::spawn(async move {
+                    delivered.await;
+                    let _ = me.cast(AgentMsg::Delivered(project, seq));
+                });
+            }
+            return;
+        }
         Err(e) if a.attempts + 1 < POST_ATTEMPTS => {
             a.attempts += 1;
             tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "answer not posted; retrying");

@@ -19,6 +19,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::agent::ANSWER_NAMESPACE;
+use crate::health::Health;
+use crate::link::FloorLink;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
 use crate::text::event_text;
@@ -36,8 +38,10 @@ pub type ConciergeRef = ActorRef<ConciergeMsg>;
 
 /// What a concierge needs.
 pub struct ConciergeArgs {
-    /// The floor service.
+    /// The floor service (the concierge runs in its process and posts as the floor).
     pub runtime: Runtime,
+    /// The floor, for reading.
+    pub link: Arc<dyn FloorLink>,
     /// Its org.
     pub org: Arc<str>,
     /// The org's agents.
@@ -97,10 +101,13 @@ impl Actor for Concierge {
     ) -> Result<ConciergeState, ActorProcessingErr> {
         let mut state = ConciergeState {
             reader: Reader::new(
-                args.runtime.clone(),
+                args.link.clone(),
                 args.org.clone(),
                 SYSTEM_SENDER.to_owned(),
                 Vec::new(),
+                None,
+                // Not part of any agent's readiness.
+                Arc::new(Health::default()),
             ),
             removed: HashMap::new(),
             flusher: Some(myself.send_interval(FLUSH_EVERY, || ConciergeMsg::Flush)),

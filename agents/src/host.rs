@@ -16,17 +16,21 @@
 //! failure itself triggers; a reconcile that cannot read the store is retried.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use polaris_registry::{AgentSpec, ContextMode, Hosting, ParticipantId};
+use polaris_runtime::ProjectKey;
 use polaris_runtime::Runtime;
-use polaris_runtime::{Leases, ProjectKey, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use crate::agent::{Agent, AgentArgs, AgentMsg, AgentRef};
 use crate::concierge::{Concierge, ConciergeArgs, ConciergeMsg, ConciergeRef};
+use crate::health::{Health, HealthReport};
+use crate::link::{FloorLink, LinkError, Local, Roster};
 use crate::outbox::{InProcess, Outbox};
 use crate::route::Router;
 
@@ -40,6 +44,8 @@ pub enum HostMsg {
     Sync,
     /// The keeper of an agent's lease took it (`Some(term)`) or lost it (`None`).
     Lease(LeaseKey, Option<i64>),
+    /// Stop every agent (they save their cursors) and start none again; keep the leases.
+    Quiesce(ractor::RpcReplyPort<()>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,9 +68,43 @@ struct Keeper {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Which agents a host runs.
+pub enum Scope {
+    /// `polaris serve`: in every org, each agent with `hosting: server`, and a concierge
+    /// per org answering mentions of agents that are not on a floor.
+    Server(Runtime),
+    /// `polaris agent run`: one top-level agent (whatever its hosting) with its subagents.
+    One {
+        /// Its org.
+        org: Arc<str>,
+        /// The agent.
+        agent: ParticipantId,
+        /// Definitions read from a local agents file (with the directory its knowledge
+        /// paths start from), used instead of the floor's.
+        file: Option<(Vec<AgentSpec>, PathBuf)>,
+    },
+}
+
+/// What a host is started with.
+pub struct HostArgs {
+    /// The floor, for reading and leases.
+    pub link: Arc<dyn FloorLink>,
+    /// Where agents' posts go.
+    pub outbox: Arc<dyn Outbox>,
+    /// Which agents run.
+    pub scope: Scope,
+    /// Who this host is, as a lease holder: unique to this process and start.
+    pub holder: String,
+    /// How long its leases last unless renewed.
+    pub lease_ttl: Duration,
+}
+
 /// State of the host.
 pub struct HostState {
-    runtime: Runtime,
+    link: Arc<dyn FloorLink>,
+    scope: Scope,
+    health: Arc<Health>,
+    lease_ttl: Duration,
     outbox: Arc<dyn Outbox>,
     /// Running agent instances and the lease term each runs under.
     agents: HashMap<Instance, (AgentRef, i64)>,
@@ -73,14 +113,18 @@ pub struct HostState {
     /// Who this host is, as a lease holder: unique to this process and start.
     holder: String,
     keepers: HashMap<LeaseKey, Keeper>,
+    /// Stopping: no agent starts again.
+    quiet: bool,
 }
 
 /// The agent host actor.
 pub struct AgentHost;
 
 /// A running host.
+#[derive(Clone)]
 pub struct HostHandle {
     host: ActorRef<HostMsg>,
+    health: Arc<Health>,
 }
 
 impl AgentHost {
@@ -96,20 +140,44 @@ impl AgentHost {
         runtime: Runtime,
         outbox: Arc<dyn Outbox>,
     ) -> Result<HostHandle, ractor::SpawnErr> {
-        let (host, _) = Actor::spawn(None, AgentHost, (runtime, outbox)).await?;
-        Ok(HostHandle { host })
+        AgentHost::spawn(HostArgs {
+            link: Local::shared(runtime.clone()),
+            outbox,
+            scope: Scope::Server(runtime),
+            holder: format!(
+                "polaris-serve/{}/{}",
+                std::process::id(),
+                Uuid::new_v4().simple()
+            ),
+            lease_ttl: LEASE_TTL,
+        })
+        .await
+    }
+
+    /// Starts a host as `args` say.
+    pub async fn spawn(args: HostArgs) -> Result<HostHandle, ractor::SpawnErr> {
+        let health = Arc::new(Health::default());
+        let (host, _) = Actor::spawn(None, AgentHost, (args, health.clone())).await?;
+        Ok(HostHandle { host, health })
     }
 }
 
 impl HostHandle {
-    /// Stops every agent after it saves its cursors, then the host.
+    /// Stops every agent after it saves its cursors, keeping the leases: whoever started
+    /// the host may still have to deliver what the agents posted (an embedded sidecar)
+    /// before [`HostHandle::shutdown`] lets another instance take over.
+    pub async fn stop_agents(&self) {
+        // A host that is gone has no agents.
+        let _ = self
+            .host
+            .call(HostMsg::Quiesce, Some(Duration::from_secs(30)))
+            .await;
+    }
+
+    /// Stops every agent after it saves its cursors, then the host, which gives its
+    /// leases up.
     pub async fn shutdown(self) {
-        for child in self.host.get_cell().get_children() {
-            // An agent saves its cursors in post_stop; one that is already gone is fine.
-            let _ = child
-                .stop_and_wait(None, Some(Duration::from_secs(10)))
-                .await;
-        }
+        self.stop_agents().await;
         let _ = self
             .host
             .stop_and_wait(None, Some(Duration::from_secs(10)))
@@ -121,19 +189,24 @@ impl HostHandle {
         // A stopped host has nothing to reconcile.
         let _ = self.host.cast(HostMsg::Sync);
     }
+
+    /// How its agents are doing.
+    pub fn health(&self) -> HealthReport {
+        self.health.report()
+    }
 }
 
 impl Actor for AgentHost {
     type Msg = HostMsg;
     type State = HostState;
-    type Arguments = (Runtime, Arc<dyn Outbox>);
+    type Arguments = (HostArgs, Arc<Health>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<HostMsg>,
-        (runtime, outbox): (Runtime, Arc<dyn Outbox>),
+        (args, health): (HostArgs, Arc<Health>),
     ) -> Result<HostState, ActorProcessingErr> {
-        let mut changes = runtime.directory().subscribe();
+        let mut changes = args.link.changes();
         let me = myself.clone();
         let watcher = tokio::spawn(async move {
             while changes.changed().await.is_ok() {
@@ -143,17 +216,17 @@ impl Actor for AgentHost {
             }
         });
         let mut state = HostState {
-            runtime,
-            outbox,
+            link: args.link,
+            scope: args.scope,
+            health,
+            lease_ttl: args.lease_ttl,
+            outbox: args.outbox,
             agents: HashMap::new(),
             concierges: HashMap::new(),
             watcher: Some(watcher),
-            holder: format!(
-                "polaris-serve/{}/{}",
-                std::process::id(),
-                Uuid::new_v4().simple()
-            ),
+            holder: args.holder,
             keepers: HashMap::new(),
+            quiet: false,
         };
         if let Err(e) = reconcile(&myself, &mut state).await {
             tracing::error!(error = %e, "agents not started; retrying");
@@ -191,6 +264,21 @@ impl Actor for AgentHost {
                     tracing::error!(error = %e, "agent reconcile failed; retrying");
                     myself.send_after(Duration::from_secs(1), || HostMsg::Sync);
                 }
+            }
+            HostMsg::Quiesce(reply) => {
+                state.quiet = true;
+                if let Some(w) = state.watcher.take() {
+                    w.abort();
+                }
+                for child in myself.get_cell().get_children() {
+                    // An agent saves its cursors in post_stop; one already gone is fine.
+                    let _ = child
+                        .stop_and_wait(None, Some(Duration::from_secs(10)))
+                        .await;
+                }
+                state.agents.clear();
+                state.concierges.clear();
+                let _ = reply.send(());
             }
             HostMsg::Lease(key, term) => {
                 let Some(keeper) = state.keepers.get_mut(&key) else {
@@ -250,43 +338,56 @@ impl Actor for AgentHost {
     }
 }
 
-/// What should run for one org, computed from the directory.
+/// What should run for one org, computed from its roster.
 struct Plan {
     agents: HashMap<Instance, AgentArgs>,
-    concierge: ConciergeArgs,
+    /// Only in `polaris serve`.
+    concierge: Option<ConciergeArgs>,
 }
 
-async fn plan(
-    runtime: &Runtime,
-    outbox: &Arc<dyn Outbox>,
-    org: &str,
-    base_dir: &std::path::Path,
-) -> Result<Option<Plan>, StoreError> {
-    let directory = runtime.directory();
-    let listed = directory.agents(org).await?;
-    if listed.is_empty() {
+/// What to plan with: the host's link and outbox, its scope, and its health counters.
+struct Planning<'a> {
+    link: &'a Arc<dyn FloorLink>,
+    outbox: &'a Arc<dyn Outbox>,
+    scope: &'a Scope,
+    health: &'a Arc<Health>,
+}
+
+async fn plan(p: &Planning<'_>, org: &str) -> Result<Option<Plan>, LinkError> {
+    let org_arc: Arc<str> = org.into();
+    let Roster {
+        agents: mut specs,
+        seats,
+        mut base_dir,
+    } = p.link.roster(org_arc.clone()).await?;
+    if let Scope::One {
+        file: Some((file, dir)),
+        ..
+    } = p.scope
+    {
+        specs = file.clone();
+        base_dir = dir.clone();
+    }
+    if specs.is_empty() {
         return Ok(None);
     }
-    let specs: Vec<AgentSpec> = listed.into_iter().map(|l| l.spec).collect();
     let router = Arc::new(Router::new(&specs));
-    let org_arc: Arc<str> = org.into();
     let mut floors_of: HashMap<String, Vec<ProjectKey>> = HashMap::new();
-    for (p, agent) in directory.seats(org).await? {
-        floors_of.entry(agent).or_default().push(p);
-    }
-    let projects: Vec<ProjectKey> = directory.floors(org).await?;
-
-    let mut present: HashMap<Uuid, HashSet<ParticipantId>> = HashMap::new();
-    for s in &specs {
-        for f in floors_of.get(s.id.as_str()).into_iter().flatten() {
-            present.entry(f.id).or_default().insert(s.id.clone());
-        }
+    for (f, agent) in seats {
+        floors_of.entry(agent).or_default().push(f);
     }
 
     let mut agents = HashMap::new();
-    // An agent hosted elsewhere (`polaris agent run`) is still known to the floor (its
-    // joins, its persona, the concierge's notices), but never runs here.
-    let here = |s: &&AgentSpec| s.parent.is_none() && s.hosting == Hosting::Server;
+    // In `polaris serve`, an agent hosted elsewhere (`polaris agent run`) is still known to
+    // the floor (its joins, its persona, the concierge's notices), but never runs here.
+    // `polaris agent run` runs its one agent, whatever its hosting: both take the lease.
+    let here = |s: &&AgentSpec| {
+        s.parent.is_none()
+            && match p.scope {
+                Scope::Server(_) => s.hosting == Hosting::Server,
+                Scope::One { agent, .. } => s.id == *agent,
+            }
+    };
     for top in specs.iter().filter(here) {
         let own = floors_of.get(top.id.as_str()).cloned().unwrap_or_default();
         let children: Vec<&AgentSpec> = specs
@@ -304,11 +405,12 @@ async fn plan(
         };
         let args =
             |floors: Vec<ProjectKey>, children: Vec<(AgentSpec, Vec<ProjectKey>)>| AgentArgs {
-                runtime: runtime.clone(),
-                outbox: outbox.clone(),
+                link: p.link.clone(),
+                health: p.health.clone(),
+                outbox: p.outbox.clone(),
                 org: org_arc.clone(),
                 spec: top.clone(),
-                base_dir: base_dir.to_path_buf(),
+                base_dir: base_dir.clone(),
                 router: router.clone(),
                 floors,
                 children,
@@ -346,37 +448,77 @@ async fn plan(
             }
         }
     }
-    let concierge = ConciergeArgs {
-        runtime: runtime.clone(),
-        org: org_arc,
-        router: router.clone(),
-        floors: projects,
-        present,
+    let concierge = match p.scope {
+        Scope::Server(runtime) => {
+            let mut present: HashMap<Uuid, HashSet<ParticipantId>> = HashMap::new();
+            for s in &specs {
+                for f in floors_of.get(s.id.as_str()).into_iter().flatten() {
+                    present.entry(f.id).or_default().insert(s.id.clone());
+                }
+            }
+            Some(ConciergeArgs {
+                runtime: runtime.clone(),
+                link: p.link.clone(),
+                org: org_arc,
+                router: router.clone(),
+                floors: runtime
+                    .directory()
+                    .floors(org)
+                    .await
+                    .map_err(LinkError::of)?,
+                present,
+            })
+        }
+        Scope::One { .. } => None,
     };
     Ok(Some(Plan { agents, concierge }))
 }
 
-async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<(), StoreError> {
-    let base_dir = state.runtime.directory().file().base_dir.clone();
+/// The orgs a host plans for.
+async fn orgs(scope: &Scope) -> Result<Vec<String>, LinkError> {
+    match scope {
+        Scope::Server(runtime) => runtime.directory().orgs().await.map_err(LinkError::of),
+        Scope::One { org, .. } => Ok(vec![org.to_string()]),
+    }
+}
+
+/// Floor streams an agent's instance reads, its subagents' included.
+fn streams_of(args: &AgentArgs) -> usize {
+    args.floors.len() + args.children.iter().map(|(_, f)| f.len()).sum::<usize>()
+}
+
+async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<(), LinkError> {
+    if state.quiet {
+        return Ok(());
+    }
     let mut wanted: HashSet<Instance> = HashSet::new();
     let mut orgs_wanted: HashSet<String> = HashSet::new();
     let mut leases_wanted: HashSet<LeaseKey> = HashSet::new();
-    for org in state.runtime.directory().orgs().await? {
-        let Some(plan) = plan(&state.runtime, &state.outbox, &org, &base_dir).await? else {
+    let mut streams = 0;
+    for org in orgs(&state.scope).await? {
+        let planning = Planning {
+            link: &state.link,
+            outbox: &state.outbox,
+            scope: &state.scope,
+            health: &state.health,
+        };
+        let Some(plan) = plan(&planning, &org).await? else {
             continue;
         };
-        orgs_wanted.insert(org.clone());
-        match state.concierges.get(&org) {
-            Some(c) => {
-                // A concierge that is stopping is replaced on the next reconcile.
-                let _ = c.cast(ConciergeMsg::Update(Box::new(plan.concierge)));
-            }
-            None => match Concierge::spawn_linked(plan.concierge, myself.get_cell()).await {
-                Ok(c) => {
-                    state.concierges.insert(org.clone(), c);
+        if let Some(concierge) = plan.concierge {
+            orgs_wanted.insert(org.clone());
+            match state.concierges.get(&org) {
+                Some(c) => {
+                    // A concierge that is stopping is replaced on the next reconcile.
+                    let _ = c.cast(ConciergeMsg::Update(Box::new(concierge)));
                 }
-                Err(e) => tracing::error!(org, error = %e, "concierge did not start"),
-            },
+                None => match Concierge::spawn_linked(concierge, myself.get_cell()).await {
+                    Ok(c) => {
+                        state.concierges.insert(org.clone(), c);
+                    }
+                    Err(e) => tracing::error!(org, error = %e, "concierge did not start"),
+                },
+            }
         }
         for (inst, mut args) in plan.agents {
             let key = LeaseKey {
@@ -389,6 +531,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
                 continue;
             };
             args.term = Some(term);
+            streams += streams_of(&args);
             wanted.insert(inst.clone());
             match state.agents.get(&inst) {
                 Some((r, _)) => {
@@ -433,20 +576,28 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
         }
         keep
     });
+    let h = &state.health;
+    h.leases_wanted
+        .store(state.keepers.len(), Ordering::Relaxed);
+    h.leases_held.store(
+        state.keepers.values().filter(|k| k.term.is_some()).count(),
+        Ordering::Relaxed,
+    );
+    h.streams_wanted.store(streams, Ordering::Relaxed);
     Ok(())
 }
 
 /// The keeper of an agent's lease, started if there is none.
 fn keeper<'s>(myself: &ActorRef<HostMsg>, state: &'s mut HostState, key: LeaseKey) -> &'s Keeper {
-    let (runtime, holder) = (&state.runtime, &state.holder);
+    let (link, holder, ttl) = (&state.link, &state.holder, state.lease_ttl);
     state.keepers.entry(key.clone()).or_insert_with(|| Keeper {
         term: None,
         task: tokio::spawn(keep_lease(
             myself.clone(),
-            runtime.leases(),
+            link.clone(),
             key,
             holder.clone(),
-            LEASE_TTL,
+            ttl,
         )),
     })
 }
@@ -470,12 +621,13 @@ async fn release(state: &mut HostState, key: &LeaseKey) {
     keeper.task.abort();
     stop_instances(state, key, None);
     if let Some(term) = keeper.term {
-        let org: Arc<str> = key.org.as_str().into();
-        let leases = state.runtime.leases();
-        if let Err(e) = leases
-            .release(&org, key.agent.as_str(), &state.holder, term)
-            .await
-        {
+        let released = state.link.release(
+            key.org.as_str().into(),
+            key.agent.to_string(),
+            state.holder.clone(),
+            term,
+        );
+        if let Err(e) = released.await {
             // It expires by itself within its ttl.
             tracing::warn!(agent = %key.agent, error = %e, "lease not released");
         }
@@ -486,19 +638,20 @@ async fn release(state: &mut HostState, key: &LeaseKey) {
 /// tells the host each time it is taken or lost, until the host aborts it.
 async fn keep_lease(
     host: ActorRef<HostMsg>,
-    leases: Leases,
+    link: Arc<dyn FloorLink>,
     key: LeaseKey,
     holder: String,
     ttl: Duration,
 ) {
     let org: Arc<str> = key.org.as_str().into();
-    let name = key.agent.as_str();
+    let name = key.agent.to_string();
     loop {
         // Wait as long as a lease lasts, then ask again: a dead holder's lease expires
         // within that, and a release wakes the wait at once.
-        let term = match leases.acquire(&org, name, &holder, ttl, ttl).await {
-            Ok(Ok(lease)) => lease.term,
-            Ok(Err(_held)) => continue,
+        let acquired = link.acquire(org.clone(), name.clone(), holder.clone(), ttl, ttl);
+        let term = match acquired.await {
+            Ok(Some(term)) => term,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(agent = %name, error = %e, "lease not taken; retrying");
                 tokio::time::sleep(ttl / 3).await;
@@ -511,10 +664,12 @@ async fn keep_lease(
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(ttl / 3).await;
-            match leases.renew(&org, name, &holder, term, ttl).await {
-                Ok(Some(_)) => renewed = tokio::time::Instant::now(),
-                Ok(None) => break,
-                // The store may be down for a moment; the lease is ours until it expires.
+            let renewal = link.renew(org.clone(), name.clone(), holder.clone(), term, ttl);
+            match renewal.await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
+                Ok(false) => break,
+                // The floor may be out of reach for a moment; the lease is ours until it
+                // expires.
                 Err(e) if renewed.elapsed() < ttl => {
                     tracing::warn!(agent = %name, error = %e, "lease not renewed; retrying")
                 }

@@ -11,8 +11,10 @@
 pub mod agent;
 pub mod brain;
 pub mod concierge;
+pub mod health;
 pub mod host;
 pub mod knowledge;
+pub mod link;
 pub mod mentions;
 pub mod outbox;
 mod reader;
@@ -21,4 +23,5 @@ pub mod route;
 pub mod text;
 pub mod tools;
 
-pub use host::{AgentHost, HostHandle};
+pub use health::HealthReport;
+pub use host::{AgentHost, HostArgs, HostHandle, Scope};

@@ -21,18 +21,23 @@ use polaris_runtime::auth::{Caller, Role};
 #[error("{0}")]
 pub struct OutboxError(pub String);
 
+/// Completes once the floor has handled a posted event (committed it, or refused it for
+/// good): an agent moves its read position past a question only then.
+pub type Delivered = BoxFuture<'static, ()>;
+
 /// The one way an agent posts to a floor.
 pub trait Outbox: Send + Sync + 'static {
     /// Posts `incoming` (sent as `incoming.sender`, an agent of `org`) into `session` of
     /// `project`. `Ok` means the event is safe: committed on the floor, or durably queued
-    /// for it. The event's id makes a repeated post harmless.
+    /// for it; the [`Delivered`] it returns says when it is on the floor. The event's id
+    /// makes a repeated post harmless.
     fn post<'a>(
         &'a self,
         org: &'a str,
         project: &'a ProjectKey,
         session: &'a str,
         incoming: Incoming,
-    ) -> BoxFuture<'a, Result<(), OutboxError>>;
+    ) -> BoxFuture<'a, Result<Delivered, OutboxError>>;
 }
 
 /// Posts straight into the session actors of a runtime in this process.
@@ -54,14 +59,15 @@ impl Outbox for InProcess {
         project: &'a ProjectKey,
         session: &'a str,
         incoming: Incoming,
-    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+    ) -> BoxFuture<'a, Result<Delivered, OutboxError>> {
         Box::pin(async move {
             let caller = Caller::participant(org, incoming.sender.clone(), Role::Member);
             self.runtime
                 .post(project, session, incoming, &caller)
                 .await
-                .map(|_| ())
-                .map_err(|e| OutboxError(e.to_string()))
+                .map_err(|e| OutboxError(e.to_string()))?;
+            // Committed already.
+            Ok(Box::pin(std::future::ready(())) as Delivered)
         })
     }
 }
@@ -101,15 +107,16 @@ pub fn to_body(incoming: Incoming) -> NewEventBody {
 pub struct Relay<F>(F);
 
 /// What a [`Relay`] is handed: `(project, session, body)` to a future that is `Ok` once
-/// the event is safe.
-pub type Submit =
-    dyn Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<(), String>> + Send + Sync;
+/// the event is safe, with the [`Delivered`] that completes once it is on the floor.
+pub type Submit = dyn Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<Delivered, String>>
+    + Send
+    + Sync;
 
 impl Relay<Box<Submit>> {
     /// An outbox over `submit`.
     pub fn shared<F>(submit: F) -> Arc<dyn Outbox>
     where
-        F: Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<(), String>>
+        F: Fn(String, String, NewEventBody) -> BoxFuture<'static, Result<Delivered, String>>
             + Send
             + Sync
             + 'static,
@@ -125,7 +132,7 @@ impl Outbox for Relay<Box<Submit>> {
         project: &'a ProjectKey,
         session: &'a str,
         incoming: Incoming,
-    ) -> BoxFuture<'a, Result<(), OutboxError>> {
+    ) -> BoxFuture<'a, Result<Delivered, OutboxError>> {
         // The org is the relay's credentials': a sidecar speaks for one org.
         let sent = (self.0)(
             project.name.to_string(),

@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use polaris_runtime::{Committed, Runtime, Start, SubscriptionSpec};
-use polaris_runtime::{ProjectKey, StoreError};
+use polaris_runtime::{Committed, ProjectKey};
 use ractor::{ActorRef, Message};
 use uuid::Uuid;
+
+use crate::health::Health;
+use crate::link::{FloorLink, LinkError};
 
 /// How an actor's messages are made from what the reader sees.
 pub(crate) struct Wiring<M> {
@@ -45,9 +47,12 @@ impl Floor {
 
 /// The floors one actor reads, under one cursor owner (an agent id).
 pub(crate) struct Reader {
-    runtime: Runtime,
+    link: Arc<dyn FloorLink>,
     org: Arc<str>,
     owner: String,
+    /// The lease term the owner runs under: saves are refused once it is not current.
+    term: Option<i64>,
+    health: Arc<Health>,
     /// Whose `join` event marks where reading starts when there is no cursor: the owner,
     /// then its parent.
     joined_as: Vec<String>,
@@ -56,15 +61,19 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(
-        runtime: Runtime,
+        link: Arc<dyn FloorLink>,
         org: Arc<str>,
         owner: String,
         joined_as: Vec<String>,
+        term: Option<i64>,
+        health: Arc<Health>,
     ) -> Reader {
         Reader {
-            runtime,
+            link,
             org,
             owner,
+            term,
+            health,
             joined_as,
             floors: HashMap::new(),
         }
@@ -89,15 +98,11 @@ impl Reader {
             Ok(c) => c,
             Err(e) => return self.retry_later(me, key, w, &e.to_string()),
         };
-        let spec = SubscriptionSpec {
-            project: key.clone(),
-            session: None,
-            start: Start::After(cursor),
-        };
-        let (me2, key2, runtime) = (me.clone(), key.clone(), self.runtime.clone());
+        let (me2, key2, link) = (me.clone(), key.clone(), self.link.clone());
         let (event, failed) = (w.event, w.failed);
+        let health = self.health.clone();
         let task = tokio::spawn(async move {
-            let stream = match runtime.subscribe(spec).await {
+            let mut stream = match link.subscribe(key2.clone(), cursor).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "subscription failed; reopening");
@@ -105,7 +110,7 @@ impl Reader {
                     return;
                 }
             };
-            let mut stream = std::pin::pin!(stream);
+            let _open = health.stream_opened();
             while let Some(item) = stream.next().await {
                 let sent = match item {
                     Ok(c) => me2.cast(event(key2.clone(), c)),
@@ -115,6 +120,8 @@ impl Reader {
                     return; // the actor stopped
                 }
             }
+            // The floor closed the stream (a restart, say): open it again from the cursor.
+            let _ = me2.cast(failed(key2));
         });
         self.floors.insert(
             key.id,
@@ -128,10 +135,14 @@ impl Reader {
         );
     }
 
-    async fn start_at(&self, project: Uuid) -> Result<i64, StoreError> {
-        self.runtime
-            .directory()
-            .read_position(&self.org, &self.owner, &self.joined_as, project)
+    async fn start_at(&self, project: Uuid) -> Result<i64, LinkError> {
+        self.link
+            .read_position(
+                self.org.clone(),
+                self.owner.clone(),
+                self.joined_as.clone(),
+                project,
+            )
             .await
     }
 
@@ -212,12 +223,21 @@ impl Reader {
             return;
         }
         match self
-            .runtime
-            .directory()
-            .save_read_positions(&self.org, &self.owner, &changed)
+            .link
+            .save_read_positions(
+                self.org.clone(),
+                self.owner.clone(),
+                changed.clone(),
+                self.term,
+            )
             .await
         {
-            Ok(()) => {
+            // Another instance took the agent over: its cursors win, and this one is
+            // about to be stopped by its host.
+            Ok(false) => {
+                tracing::info!(owner = %self.owner, term = ?self.term, "cursors not saved: the lease has passed on")
+            }
+            Ok(true) => {
                 for (p, c) in changed {
                     if let Some(f) = self.floors.get_mut(&p) {
                         f.saved = c;

@@ -157,16 +157,20 @@ impl Directory {
         self.rt.store().agent_cursor(org, reader, project).await
     }
 
-    /// Saves read positions (never moving one backwards).
+    /// Saves read positions (never moving one backwards). With a `term`, only while the
+    /// lease of the reader's top-level agent is still under it: false when another instance
+    /// has taken the agent over since (its own cursors win).
     pub async fn save_read_positions(
         &self,
         org: &str,
         reader: &str,
         positions: &[(Uuid, i64)],
-    ) -> Result<(), StoreError> {
+        term: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let root = reader.split_once('.').map_or(reader, |(r, _)| r);
         self.rt
             .store()
-            .save_agent_cursors(org, reader, positions)
+            .save_agent_cursors(org, reader, positions, term.map(|t| (root, t)))
             .await
     }
 

@@ -232,6 +232,8 @@ struct Inner {
     stats: Mutex<Stats>,
     stop: CancellationToken,
     drain: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The highest WAL record the floor has handled (delivered or refused for good).
+    handled: tokio::sync::watch::Sender<u64>,
 }
 
 /// A handle to the write-ahead log and its drain task.
@@ -261,6 +263,7 @@ impl Uplink {
     ) -> anyhow::Result<Uplink> {
         let dir = wal_dir.to_owned();
         let wal = tokio::task::spawn_blocking(move || Wal::open(&dir)).await??;
+        let (handled, _) = tokio::sync::watch::channel(wal.shared.acked());
         let dead = read_dead_letters(dead_letters)?.len() as u64;
         let inner = Arc::new(Inner {
             wal,
@@ -273,6 +276,7 @@ impl Uplink {
             }),
             stop: CancellationToken::new(),
             drain: tokio::sync::Mutex::new(None),
+            handled,
         });
         let task = tokio::spawn(drain(inner.clone()));
         *inner.drain.lock().await = Some(task);
@@ -289,6 +293,25 @@ impl Uplink {
         self.submit_opening(project, session, body, None).await
     }
 
+    /// Like [`Uplink::submit`], and also returns a future that completes once the floor
+    /// has handled the event: committed it (or refused it for good, which the dead-letter
+    /// file records). An agent moves its read position past a question only then, so an
+    /// answer still waiting here when another instance takes over is given again there,
+    /// under the same id.
+    pub async fn submit_tracked(
+        &self,
+        project: &str,
+        session: &str,
+        body: NewEventBody,
+    ) -> Result<(Uuid, impl Future<Output = ()> + Send + 'static), SubmitError> {
+        let (id, at) = self.append(project, session, body, None).await?;
+        let mut handled = self.inner.handled.subscribe();
+        Ok((id, async move {
+            // Ends early only if the uplink is dropped: then nothing more is handled here.
+            let _ = handled.wait_for(|h| *h >= at).await;
+        }))
+    }
+
     /// Like [`Uplink::submit`], and if the floor has no such session when the event is
     /// delivered, creates the project and session with `open` first.
     #[tracing::instrument(name = "uplink.submit", skip_all, fields(project, session))]
@@ -296,9 +319,20 @@ impl Uplink {
         &self,
         project: &str,
         session: &str,
-        mut body: NewEventBody,
+        body: NewEventBody,
         open: Option<SessionOpen>,
     ) -> Result<Uuid, SubmitError> {
+        Ok(self.append(project, session, body, open).await?.0)
+    }
+
+    /// Checks and appends one event: its id and its position in the log.
+    async fn append(
+        &self,
+        project: &str,
+        session: &str,
+        mut body: NewEventBody,
+        open: Option<SessionOpen>,
+    ) -> Result<(Uuid, u64), SubmitError> {
         let id = *body.id.get_or_insert_with(Uuid::new_v4);
         body.timestamp = Some(to_ms(body.timestamp.unwrap_or_else(Utc::now)));
         // Refuse now what the floor would refuse later: nothing invalid enters the log.
@@ -308,7 +342,8 @@ impl Uplink {
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         polaris_protocol::validate::event(body.clone())
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        self.inner
+        let at = self
+            .inner
             .wal
             .append(vec![Append {
                 project: project.to_owned(),
@@ -317,7 +352,7 @@ impl Uplink {
                 body,
             }])
             .await?;
-        Ok(id)
+        Ok((id, at.first().copied().unwrap_or_default()))
     }
 
     /// Records still to deliver whose project was renamed go to the new name.
@@ -449,6 +484,8 @@ async fn drain(inner: Arc<Inner>) {
                 Ok(Err(e)) => tracing::error!(error = %e, "cannot record the acknowledged mark"),
                 Err(e) => tracing::error!(error = %e, "the ack task failed"),
             }
+            // Handled on the floor whether or not the mark reached the disk.
+            inner.handled.send_replace(last);
             single = false;
         }
         if handled == batch.len() {

@@ -375,6 +375,11 @@ impl Shared {
         Ok(())
     }
 
+    /// The highest record the floor has handled (delivered or refused for good).
+    pub(crate) fn acked(&self) -> u64 {
+        self.lock().acked
+    }
+
     /// Marks everything up to `seq` acknowledged: forgets it, records the mark and
     /// deletes segments that hold nothing else.
     pub(crate) fn ack(&self, seq: u64) -> io::Result<()> {

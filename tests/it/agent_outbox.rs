@@ -44,11 +44,11 @@ both_stores!(
             polaris_agents::outbox::Relay::shared(move |project, session, body| {
                 let uplink = uplink.clone();
                 Box::pin(async move {
-                    uplink
-                        .submit(&project, &session, body)
+                    let (_, delivered) = uplink
+                        .submit_tracked(&project, &session, body)
                         .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.to_string())?;
+                    Ok(Box::pin(delivered) as polaris_agents::outbox::Delivered)
                 })
             })
         };

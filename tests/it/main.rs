@@ -8,12 +8,14 @@ mod support;
 
 mod actors;
 mod agent_outbox;
+mod agent_run;
 mod agents;
 mod answers;
 mod api;
 mod auth;
 mod bad_input;
 mod hook;
+mod hosting;
 mod install;
 mod leases;
 mod mcp;

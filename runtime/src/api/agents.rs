@@ -31,7 +31,7 @@ impl From<DirectoryError> for ApiError {
 
 /// An agent's JSON: its definition, where it comes from, and (for a conflict) the table's
 /// definition that does not run. Secrets appear only as the references they are.
-fn listed_json(l: &Listed) -> Value {
+pub(super) fn listed_json(l: &Listed) -> Value {
     let mut v = serde_json::to_value(&l.spec).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("source".into(), json!(l.source));

@@ -77,14 +77,25 @@ async fn leased_agent(
             id.root()
         )));
     }
+    hosted_agent(st, caller, id).await
+}
+
+/// The agent `id` (or subagent), if it exists in the caller's org and the caller may act
+/// for it as its host: the top-level agent itself, a service or an admin.
+pub(super) async fn hosted_agent(
+    st: &AppState,
+    caller: &Caller,
+    id: ParticipantId,
+) -> Result<ParticipantId, ApiError> {
     let may = match &caller.participant {
         None => true,
         Some(_) if caller.role == Role::Service || caller.is_admin() => true,
-        Some(me) => *me == id,
+        Some(me) => me.as_str() == id.root(),
     };
     if !may {
         return Err(ApiError::Forbidden(format!(
-            "Forbidden: only {id}, a service or an admin may hold its lease"
+            "Forbidden: only {}, a service or an admin may act for {id}",
+            id.root()
         )));
     }
     st.runtime

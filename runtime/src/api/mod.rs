@@ -9,6 +9,7 @@
 mod agents;
 mod error;
 mod extract;
+mod hosting;
 mod leases;
 mod misc;
 mod projects;
@@ -228,6 +229,11 @@ fn router(state: AppState, max_body: usize) -> Router {
                 .post(leases::take)
                 .put(leases::renew)
                 .delete(leases::release),
+        )
+        .route("/agents/{id}/roster", get(hosting::get_roster))
+        .route(
+            "/agents/{id}/cursors",
+            get(hosting::get_cursor).put(hosting::save_cursors),
         )
         .route(
             "/projects/{project}/tags",

@@ -70,6 +70,13 @@ const SAVE_CURSORS: Sql = dialects!(
         sqlite: "p.value, $4 ->> p.key FROM json_each($3) p WHERE true",
         postgres: "u.p, u.s FROM UNNEST($3::uuid[], $4::bigint[]) AS u(p, s)"
     }
+    // Fenced: only while the lease named by $5 (the agent's root) is under term $6. A
+    // term of 0 is never a lease's, so an unleased save passes NULLs and skips the check.
+    {
+        sqlite: " AND ($5 IS NULL OR ",
+        postgres: " WHERE ($5::text IS NULL OR "
+    }
+    "EXISTS (SELECT 1 FROM leases WHERE org_id = $1 AND name = $5 AND term = $6))"
     " ON CONFLICT (org_id, agent_id, project_id) DO UPDATE SET seq = "
     // Same function, two names.
     {
@@ -203,18 +210,21 @@ impl Store {
         )?)
     }
 
-    /// Saves read positions (never moving one backwards).
+    /// Saves read positions (never moving one backwards). With `fence` (the lease's name
+    /// and the term the reader runs under), only while that lease is still under that term:
+    /// false when it was not (another instance took the agent over, and its cursors win).
     pub(crate) async fn save_agent_cursors(
         &self,
         org: &str,
         agent: &str,
         cursors: &[(Uuid, i64)],
-    ) -> Result<(), StoreError> {
+        fence: Option<(&str, i64)>,
+    ) -> Result<bool, StoreError> {
         if cursors.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let (projects, seqs): (Vec<Uuid>, Vec<i64>) = cursors.iter().copied().unzip();
-        execute!(
+        let n = execute!(
             self,
             write,
             SAVE_CURSORS.on(self.backend()),
@@ -222,8 +232,10 @@ impl Store {
             agent,
             List(projects),
             List(seqs),
+            fence.map(|f| f.0),
+            fence.map(|f| f.1),
         )?;
-        Ok(())
+        Ok(n > 0)
     }
 }
 

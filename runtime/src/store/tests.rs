@@ -162,19 +162,66 @@ async fn cursors_never_move_back() {
     for t in stores().await {
         let s = &t.store;
         let (a, b) = (project(s, "a").await.id, project(s, "b").await.id);
-        s.save_agent_cursors("org", "dean", &[(a, 5), (b, 3)])
+        s.save_agent_cursors("org", "dean", &[(a, 5), (b, 3)], None)
             .await
             .expect("save");
-        s.save_agent_cursors("org", "dean", &[(a, 2), (b, 7)])
+        s.save_agent_cursors("org", "dean", &[(a, 2), (b, 7)], None)
             .await
             .expect("save again");
-        s.save_agent_cursors("org", "dean", &[])
+        s.save_agent_cursors("org", "dean", &[], None)
             .await
             .expect("none");
         let at = |p| s.agent_cursor("org", "dean", p);
         assert_eq!(
             (at(a).await.expect("a"), at(b).await.expect("b")),
             (Some(5), Some(7))
+        );
+        t.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn fenced_cursors_move_only_under_the_current_term() {
+    for t in stores().await {
+        let s = &t.store;
+        let a = project(s, "a").await.id;
+        let now = chrono::Utc::now();
+        let ttl = std::time::Duration::from_secs(60);
+        let first = s
+            .acquire_lease("org", "agent:dean", "one", ttl, now)
+            .await
+            .expect("take")
+            .expect("free");
+        let fence = Some(("agent:dean", first.term));
+        assert!(
+            s.save_agent_cursors("org", "agent:dean.sql", &[(a, 4)], fence)
+                .await
+                .expect("save")
+        );
+        // Another instance takes the agent over once the first's lease has lapsed.
+        let later = now + chrono::Duration::seconds(120);
+        let second = s
+            .acquire_lease("org", "agent:dean", "two", ttl, later)
+            .await
+            .expect("take over")
+            .expect("expired");
+        assert!(second.term > first.term);
+        assert!(
+            !s.save_agent_cursors("org", "agent:dean.sql", &[(a, 9)], fence)
+                .await
+                .expect("fenced save")
+        );
+        assert_eq!(
+            s.agent_cursor("org", "agent:dean.sql", a)
+                .await
+                .expect("read"),
+            Some(4)
+        );
+        let current = Some(("agent:dean", second.term));
+        assert!(
+            s.save_agent_cursors("org", "agent:dean.sql", &[(a, 9)], current)
+                .await
+                .expect("save under the new term")
         );
         t.finish().await;
     }

@@ -62,6 +62,15 @@ impl Client {
         }
     }
 
+    /// A GET with extra headers (conditional requests, say).
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut r = self.req(reqwest::Method::GET, path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        Self::send(r).await
+    }
+
     async fn send(r: reqwest::RequestBuilder) -> Resp {
         let res = r.send().await.expect("request");
         let status = res.status().as_u16();

@@ -1,0 +1,245 @@
+//! How agents reach the floor for everything but posting (which goes through an
+//! [`Outbox`](crate::outbox::Outbox)): its streams from a cursor, their saved read
+//! positions, their roster (the org's agents and the floors each is on) and their leases.
+//!
+//! Inside `polaris serve` that is [`Local`], the runtime's own facade. `polaris agent run`
+//! has no database: it hands in a link over the floor's HTTP API and WebSocket streams.
+//! The agents' code is the same either way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use polaris_registry::AgentSpec;
+use polaris_runtime::{Committed, ProjectKey, Runtime, Start, SubscriptionSpec};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Why the floor could not be reached or did not answer; the caller retries.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LinkError(pub String);
+
+impl LinkError {
+    /// Wraps any error's message.
+    pub fn of(e: impl std::fmt::Display) -> LinkError {
+        LinkError(e.to_string())
+    }
+}
+
+/// A floor's events from a cursor on: every event once, in `seq` order. It ends, or yields
+/// an error, when the connection is lost; the reader opens it again from its cursor.
+pub type Events = BoxStream<'static, Result<Arc<Committed>, LinkError>>;
+
+/// What an agent host needs to know of an org to plan its agents.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    /// Every agent of the org (the router needs them all).
+    pub agents: Vec<AgentSpec>,
+    /// The floors agents are on: `(floor, agent id)`.
+    pub seats: Vec<(ProjectKey, String)>,
+    /// The directory knowledge paths start from.
+    pub base_dir: PathBuf,
+}
+
+/// The floor, as agents see it. Every method may fail with a [`LinkError`]; none blocks
+/// longer than its own `wait` (for leases) or the link's request timeout.
+pub trait FloorLink: Send + Sync + 'static {
+    /// A floor's events after `after`.
+    fn subscribe(
+        &self,
+        project: ProjectKey,
+        after: i64,
+    ) -> BoxFuture<'static, Result<Events, LinkError>>;
+
+    /// Where `reader` starts on a floor: its saved position, else just before the newest
+    /// join of any of `joined_as`, else the floor's head.
+    fn read_position(
+        &self,
+        org: Arc<str>,
+        reader: String,
+        joined_as: Vec<String>,
+        project: Uuid,
+    ) -> BoxFuture<'static, Result<i64, LinkError>>;
+
+    /// Saves read positions (never moving one back). Under a `term`, only while the
+    /// reader's top-level agent's lease is still under it: `Ok(false)` when it is not.
+    fn save_read_positions(
+        &self,
+        org: Arc<str>,
+        reader: String,
+        positions: Vec<(Uuid, i64)>,
+        term: Option<i64>,
+    ) -> BoxFuture<'static, Result<bool, LinkError>>;
+
+    /// The org's agents and who is on which floor.
+    fn roster(&self, org: Arc<str>) -> BoxFuture<'static, Result<Roster, LinkError>>;
+
+    /// Changes whenever the roster may have changed.
+    fn changes(&self) -> watch::Receiver<u64>;
+
+    /// Takes the lease `name`, waiting up to `wait` while another holder has it: its term,
+    /// or `None` if it is still held by someone else.
+    fn acquire(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        ttl: Duration,
+        wait: Duration,
+    ) -> BoxFuture<'static, Result<Option<i64>, LinkError>>;
+
+    /// Extends the lease; `Ok(false)` when `holder` no longer holds it under `term`.
+    fn renew(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        term: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<bool, LinkError>>;
+
+    /// Gives the lease up, so a waiting instance takes it at once.
+    fn release(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        term: i64,
+    ) -> BoxFuture<'static, Result<bool, LinkError>>;
+}
+
+/// The floor of this process: the runtime's facade.
+pub struct Local {
+    runtime: Runtime,
+}
+
+impl Local {
+    /// A link over `runtime`.
+    pub fn shared(runtime: Runtime) -> Arc<dyn FloorLink> {
+        Arc::new(Local { runtime })
+    }
+}
+
+impl FloorLink for Local {
+    fn subscribe(
+        &self,
+        project: ProjectKey,
+        after: i64,
+    ) -> BoxFuture<'static, Result<Events, LinkError>> {
+        let runtime = self.runtime.clone();
+        Box::pin(async move {
+            let spec = SubscriptionSpec {
+                project,
+                session: None,
+                start: Start::After(after),
+            };
+            let stream = runtime.subscribe(spec).await.map_err(LinkError::of)?;
+            Ok(stream.map(|r| r.map_err(LinkError::of)).boxed())
+        })
+    }
+
+    fn read_position(
+        &self,
+        org: Arc<str>,
+        reader: String,
+        joined_as: Vec<String>,
+        project: Uuid,
+    ) -> BoxFuture<'static, Result<i64, LinkError>> {
+        let directory = self.runtime.directory();
+        Box::pin(async move {
+            directory
+                .read_position(&org, &reader, &joined_as, project)
+                .await
+                .map_err(LinkError::of)
+        })
+    }
+
+    fn save_read_positions(
+        &self,
+        org: Arc<str>,
+        reader: String,
+        positions: Vec<(Uuid, i64)>,
+        term: Option<i64>,
+    ) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let directory = self.runtime.directory();
+        Box::pin(async move {
+            directory
+                .save_read_positions(&org, &reader, &positions, term)
+                .await
+                .map_err(LinkError::of)
+        })
+    }
+
+    fn roster(&self, org: Arc<str>) -> BoxFuture<'static, Result<Roster, LinkError>> {
+        let directory = self.runtime.directory();
+        Box::pin(async move {
+            let agents = directory.agents(&org).await.map_err(LinkError::of)?;
+            let seats = directory.seats(&org).await.map_err(LinkError::of)?;
+            Ok(Roster {
+                agents: agents.into_iter().map(|l| l.spec).collect(),
+                seats,
+                base_dir: directory.file().base_dir.clone(),
+            })
+        })
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.runtime.directory().subscribe()
+    }
+
+    fn acquire(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        ttl: Duration,
+        wait: Duration,
+    ) -> BoxFuture<'static, Result<Option<i64>, LinkError>> {
+        let leases = self.runtime.leases();
+        Box::pin(async move {
+            let got = leases
+                .acquire(&org, &name, &holder, ttl, wait)
+                .await
+                .map_err(LinkError::of)?;
+            Ok(got.ok().map(|l| l.term))
+        })
+    }
+
+    fn renew(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        term: i64,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let leases = self.runtime.leases();
+        Box::pin(async move {
+            let renewed = leases
+                .renew(&org, &name, &holder, term, ttl)
+                .await
+                .map_err(LinkError::of)?;
+            Ok(renewed.is_some())
+        })
+    }
+
+    fn release(
+        &self,
+        org: Arc<str>,
+        name: String,
+        holder: String,
+        term: i64,
+    ) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let leases = self.runtime.leases();
+        Box::pin(async move {
+            leases
+                .release(&org, &name, &holder, term)
+                .await
+                .map_err(LinkError::of)
+        })
+    }
+}

@@ -1,0 +1,294 @@
+//! `polaris agent run` as an operator runs it: Dean as a process of its own beside the
+//! floor, a second one as a hot standby, kill -9, SIGTERM, a restart from the same state
+//! directory, and a paused holder that must not answer once it has been replaced.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use polaris_runtime::auth::Role;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::answers::{TEAM, agents_dir, wait_for};
+use crate::both_stores;
+use crate::support::{BIN, Client, Options, TestServer, eventually, spawn_listening, token};
+
+/// TEAM with Dean hosted outside the floor's process.
+fn external_team() -> String {
+    TEAM.replacen(
+        "  - id: agent:dean\n",
+        "  - id: agent:dean\n    hosting: external\n",
+        1,
+    )
+}
+
+/// `polaris agent run agent:dean` against `floor`, with Dean's own token by reference.
+fn agent_run(floor: &str, file: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "run", "agent:dean", "--floor", floor, "--agents"])
+        .arg(file)
+        .arg("--state")
+        .arg(state)
+        .args(["--listen", "127.0.0.1:0", "--token", "env:DEAN_TOKEN"])
+        .env("DEAN_TOKEN", token("default", "agent:dean", Role::Member))
+        .env_remove("POLARIS_SERVICE_URL")
+        .env_remove("POLARIS_AUTH_TOKEN")
+        .env_remove("POLARIS_AGENTS")
+        .env_remove("POLARIS_SIDECAR_URL")
+        .env("POLARIS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running `agent run`: the process and its health address.
+struct Run {
+    child: Child,
+    health: String,
+}
+
+impl Run {
+    async fn start(srv: &TestServer, file: &Path, state: &Path) -> Run {
+        let (child, health) = spawn_listening(agent_run(&srv.base, file, state)).await;
+        Run { child, health }
+    }
+
+    async fn ready(&self) -> (u16, Value) {
+        let r = crate::support::http()
+            .get(format!("{}/readyz", self.health))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Waits until it holds the lease with its streams open.
+    async fn until_ready(&self) {
+        eventually(20, || async { (self.ready().await.0 == 200).then_some(()) }).await;
+    }
+
+    /// Waits until it has planned its agent and waits for the lease.
+    async fn until_standby(&self) {
+        eventually(20, || async {
+            let (status, v) = self.ready().await;
+            (status == 503 && v["agents"]["leases_wanted"] == 1 && v["agents"]["leases_held"] == 0)
+                .then_some(())
+        })
+        .await;
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+async fn floor(srv: &TestServer) -> (Client, std::path::PathBuf) {
+    let dir = agents_dir(&external_team());
+    let file = polaris_registry::AgentFile::load(&dir.file).unwrap();
+    srv.runtime
+        .directory()
+        .load_agent_file(Some(file))
+        .await
+        .unwrap();
+    let c = srv.client_as("default", "user:manu", Role::Member);
+    let r = c
+        .post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = c
+        .post(
+            "/projects/warehouse/sessions",
+            json!({"name": "s-1", "driver": "user:manu"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    (c, dir.file)
+}
+
+async fn ask(c: &Client, text: &str) -> Value {
+    let r = c.prompt("warehouse", "s-1", "user:manu", text).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json["id"].clone()
+}
+
+/// Dean's answers to `id` on the floor.
+async fn answers(c: &Client, id: &Value) -> usize {
+    let all = c
+        .get("/projects/warehouse/sessions/s-1/messages")
+        .await
+        .json;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == "agent:dean" && e["payload"]["in_reply_to"] == *id)
+        .count()
+}
+
+both_stores!(
+    a_standby_takes_over_and_a_restart_answers_what_it_missed,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file) = floor(&srv).await;
+        let states = tempfile::tempdir().unwrap();
+        let (one, two) = (states.path().join("one"), states.path().join("two"));
+        let mut active = Run::start(&srv, &file, &one).await;
+        active.until_ready().await;
+        let mut standby = Run::start(&srv, &file, &two).await;
+        standby.until_standby().await;
+
+        let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
+        let q1 = ask(&c, "@dean how do we name staging tables?").await;
+        let a = wait_for(&mut ws, "the container Dean's answer", |e: &Value| {
+            e["payload"]["in_reply_to"] == q1
+        })
+        .await;
+        assert_eq!(a["sender"], "agent:dean");
+        assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+        let content = a["payload"]["content"].as_str().unwrap();
+        assert!(content.contains("stg_<source>__<entity>"), "{content}");
+
+        // The active one dies without a word; the standby takes over within the lease.
+        active.child.start_kill().unwrap();
+        active.child.wait().await.unwrap();
+        standby.until_ready().await;
+        let q2 = ask(&c, "@dean how long are raw events kept?").await;
+        wait_for(&mut ws, "the standby's answer", |e: &Value| {
+            e["payload"]["in_reply_to"] == q2
+        })
+        .await;
+
+        // SIGTERM: it saves its cursor, releases the lease and exits 0.
+        standby.signal("-TERM");
+        let status = tokio::time::timeout(Duration::from_secs(20), standby.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        let lease = srv
+            .client_as("default", "user:admin", Role::Admin)
+            .get("/agents/dean/lease")
+            .await;
+        assert_eq!(lease.json["held"], false, "{lease:?}");
+
+        // Asked while no Dean runs: the next one to start answers it, once.
+        let q3 = ask(&c, "@dean how do we name staging tables, again?").await;
+        let restarted = Run::start(&srv, &file, &one).await;
+        restarted.until_ready().await;
+        wait_for(
+            &mut ws,
+            "the answer to what came in while Dean was down",
+            |e: &Value| e["payload"]["in_reply_to"] == q3,
+        )
+        .await;
+        // A later question answered means everything before it was read again.
+        let q4 = ask(&c, "@dean how long are raw events kept, once more?").await;
+        wait_for(&mut ws, "the marker's answer", |e: &Value| {
+            e["payload"]["in_reply_to"] == q4
+        })
+        .await;
+        for q in [&q1, &q2, &q3, &q4] {
+            assert_eq!(answers(&c, q).await, 1, "answers to {q}");
+        }
+    }
+);
+
+both_stores!(
+    a_paused_holder_is_replaced_and_does_not_answer_again,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file) = floor(&srv).await;
+        let states = tempfile::tempdir().unwrap();
+        let (one, two) = (states.path().join("one"), states.path().join("two"));
+        let paused = Run::start(&srv, &file, &one).await;
+        paused.until_ready().await;
+        let standby = Run::start(&srv, &file, &two).await;
+        standby.until_standby().await;
+
+        let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
+        // Frozen with the question on its way to it: its lease runs out meanwhile.
+        paused.signal("-STOP");
+        let q1 = ask(&c, "@dean how do we name staging tables?").await;
+        standby.until_ready().await;
+        wait_for(&mut ws, "the new holder's answer", |e: &Value| {
+            e["payload"]["in_reply_to"] == q1
+        })
+        .await;
+
+        // Woken, it finds its lease gone and waits as the standby now.
+        paused.signal("-CONT");
+        paused.until_standby().await;
+        let lease = srv
+            .client_as("default", "user:admin", Role::Admin)
+            .get("/agents/dean/lease")
+            .await;
+        let pid = standby.child.id().unwrap().to_string();
+        let holder = lease.json["holder"].as_str().unwrap();
+        assert!(
+            holder.contains(&format!("/{pid}/")),
+            "{holder} is not {pid}"
+        );
+
+        let q2 = ask(&c, "@dean how long are raw events kept?").await;
+        wait_for(&mut ws, "the marker's answer", |e: &Value| {
+            e["payload"]["in_reply_to"] == q2
+        })
+        .await;
+        assert_eq!(answers(&c, &q1).await, 1);
+        // Whatever it had queued under its old term was refused by the floor, not posted.
+        if let Ok(text) = std::fs::read_to_string(one.join("dead-letter.jsonl")) {
+            for line in text.lines() {
+                let d: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(d["status"], 409, "{d}");
+                assert!(d["error"].as_str().unwrap().starts_with("term:"), "{d}");
+            }
+        }
+    }
+);
+
+#[tokio::test]
+async fn agent_run_refuses_bad_arguments_by_name() {
+    let dir = agents_dir(&external_team());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["agent:dean.dbt"],
+            "is a subagent: run its parent, agent:dean",
+        ),
+        (&["user:manu"], "is not an agent id"),
+        (
+            &["agent:nobody", "--agents", dir.file.to_str().unwrap()],
+            "defines no agent agent:nobody",
+        ),
+        (
+            &["agent:dean", "--token", "sk-literal"],
+            "--token: secrets must be references",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(BIN)
+            .args(["agent", "run"])
+            .args(args)
+            .args(["--floor", "http://127.0.0.1:9"])
+            .env("POLARIS_LOG", "warn")
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
