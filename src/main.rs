@@ -36,6 +36,12 @@ enum Command {
     /// Run one named agent as a process of its own (a container, say), beside the floor.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Exit 0 if URL answers 2xx within two seconds, else 1: a container's HEALTHCHECK
+    /// (the runtime image has no curl).
+    Probe {
+        /// E.g. http://127.0.0.1:4330/healthz
+        url: String,
+    },
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
@@ -284,6 +290,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Sidecar(args) => sidecar(args, &env),
         Command::Mcp(args) => mcp(args, &env),
         Command::Recover(args) => recover(args, &env),
+        Command::Probe { url } => probe(&url),
     }
 }
 
@@ -417,6 +424,28 @@ fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
     Ok(())
+}
+
+fn probe(url: &str) -> anyhow::Result<()> {
+    polaris_sidecar::uplink::install_tls_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let status = rt.block_on(async {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?
+            .get(url)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    match status {
+        Ok(s) if s.is_success() => Ok(()),
+        Ok(s) => bail!("{url} answered {s}"),
+        Err(e) => bail!("{url}: {e}"),
+    }
 }
 
 fn recover(args: RecoverArgs, env: &Env) -> anyhow::Result<()> {

@@ -341,6 +341,9 @@ impl Actor for AgentHost {
 /// What should run for one org, computed from its roster.
 struct Plan {
     agents: HashMap<Instance, AgentArgs>,
+    /// Agents whose lease is held even while they are on no floor: `polaris agent run`'s
+    /// one agent, so exactly one process of it is the active one, floors or not.
+    always_leased: Vec<ParticipantId>,
     /// Only in `polaris serve`.
     concierge: Option<ConciergeArgs>,
 }
@@ -471,7 +474,15 @@ async fn plan(p: &Planning<'_>, org: &str) -> Result<Option<Plan>, LinkError> {
         }
         Scope::One { .. } => None,
     };
-    Ok(Some(Plan { agents, concierge }))
+    let always_leased = match p.scope {
+        Scope::One { agent, .. } if specs.iter().any(|s| s.id == *agent) => vec![agent.clone()],
+        _ => Vec::new(),
+    };
+    Ok(Some(Plan {
+        agents,
+        always_leased,
+        concierge,
+    }))
 }
 
 /// The orgs a host plans for.
@@ -519,6 +530,14 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
                     Err(e) => tracing::error!(org, error = %e, "concierge did not start"),
                 },
             }
+        }
+        for agent in plan.always_leased {
+            let key = LeaseKey {
+                org: org.clone(),
+                agent,
+            };
+            leases_wanted.insert(key.clone());
+            keeper(myself, state, key);
         }
         for (inst, mut args) in plan.agents {
             let key = LeaseKey {
