@@ -57,7 +57,8 @@ q=$(api -XPOST "$FLOOR/projects/warehouse/sessions/s-1/events" \
 answered() { api "$FLOOR/projects/warehouse/sessions/s-1/messages" | jq -e --arg q "$q" 'any(.[]; .payload.in_reply_to == $q)' >/dev/null; }
 wait_until "the answer" answered
 sleep 5
-echo "RESULT {\"test\":\"agent_run_rss\",\"rss_kib\":$(awk '/^VmRSS/ {print $2}' "/proc/${PID[a]}/status"),\"hwm_kib\":$(awk '/^VmHWM/ {print $2}' "/proc/${PID[a]}/status")}"
+st() { awk -v k="$1:" '$1 == k {print $2}' "/proc/${PID[a]}/status"; }
+echo "RESULT {\"test\":\"agent_run_rss\",\"rss_kib\":$(st VmRSS),\"anon_kib\":$(st RssAnon),\"file_kib\":$(st RssFile),\"hwm_kib\":$(st VmHWM)}"
 
 active=a standby=b
 declare -A PORTS=([a]=4731 [b]=4732)

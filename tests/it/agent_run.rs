@@ -292,3 +292,35 @@ async fn agent_run_refuses_bad_arguments_by_name() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+both_stores!(
+    agent_run_rides_out_a_floor_restart,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file) = floor(&srv).await;
+        let states = tempfile::tempdir().unwrap();
+        let dean = Run::start(&srv, &file, &states.path().join("one")).await;
+        dean.until_ready().await;
+        let q1 = ask(&c, "@dean how do we name staging tables?").await;
+        eventually(20, || async { (answers(&c, &q1).await == 1).then_some(()) }).await;
+
+        // The floor goes away (its streams close, renewals fail) and comes back at the
+        // same address; Dean finds it again, under a new term, from its saved position.
+        srv.restart_in_place().await;
+        // The same agents file, as `polaris serve --agents` loads it at every start.
+        let agents = polaris_registry::AgentFile::load(&file).unwrap();
+        srv.runtime
+            .directory()
+            .load_agent_file(Some(agents))
+            .await
+            .unwrap();
+        let c = srv.client_as("default", "user:manu", Role::Member);
+        dean.until_ready().await;
+        let q2 = ask(&c, "@dean how long are raw events kept?").await;
+        eventually(30, || async { (answers(&c, &q2).await == 1).then_some(()) }).await;
+        assert_eq!(answers(&c, &q1).await, 1);
+    }
+);

@@ -168,6 +168,16 @@ impl TestServer {
     }
 
     pub async fn start_on(backend: Backend, opts: Options, db: TestDb, store: Store) -> TestServer {
+        Self::start_at(backend, opts, db, store, "127.0.0.1:0").await
+    }
+
+    async fn start_at(
+        backend: Backend,
+        opts: Options,
+        db: TestDb,
+        store: Store,
+        addr: &str,
+    ) -> TestServer {
         let runtime = Runtime::start(
             store.clone(),
             Settings {
@@ -190,9 +200,7 @@ impl TestServer {
                 .expect("agents");
             agents = Some(host);
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let config = ApiConfig {
             jwt_secret: opts.secret.then(|| Secret::new(SECRET.into())),
@@ -287,18 +295,33 @@ impl TestServer {
         self.reopen().await;
     }
 
-    /// Starts a new server on the same database after [`TestServer::stop`].
-    pub async fn reopen(&mut self) {
+    /// Stops the server and starts a new one on the same database and the same address,
+    /// as a floor restarted by its supervisor: clients outside the test find it again.
+    pub async fn restart_in_place(&mut self) {
+        self.stop().await;
+        self.store.close().await;
+        let addr = self.base.trim_start_matches("http://").to_owned();
         let store = Store::open(&self.db.url).await.expect("reopen store");
+        let db = self.take_db();
+        *self = TestServer::start_at(self.backend, self.opts.clone(), db, store, &addr).await;
+    }
+
+    fn take_db(&mut self) -> TestDb {
         let url = self.db.url.clone();
-        let db = std::mem::replace(
+        std::mem::replace(
             &mut self.db,
             TestDb {
                 url,
                 _dir: None,
                 pg_drop: None,
             },
-        );
+        )
+    }
+
+    /// Starts a new server on the same database after [`TestServer::stop`].
+    pub async fn reopen(&mut self) {
+        let store = Store::open(&self.db.url).await.expect("reopen store");
+        let db = self.take_db();
         *self = TestServer::start_on(self.backend, self.opts.clone(), db, store).await;
     }
 }
