@@ -30,6 +30,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::brain::OfflineBrain;
+use crate::driver::{self, Drive, Signal, Task};
 use crate::health::Health;
 use crate::link::FloorLink;
 use crate::outbox::Outbox;
@@ -44,8 +45,7 @@ const POST_ATTEMPTS: u32 = 5;
 /// At most one rate-limit notice per floor per this long.
 const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
-/// Namespace of the ids of what agents post: `v5(namespace, "<agent>/<kind>/<event id>")`.
-pub const ANSWER_NAMESPACE: Uuid = Uuid::from_u128(0x8c1e_7b0a_5d2f_4e61_9a3b_2c4d_6e8f_0a1b);
+pub use crate::text::ANSWER_NAMESPACE;
 
 const WIRING: Wiring<AgentMsg> = Wiring {
     event: AgentMsg::Event,
@@ -117,6 +117,16 @@ pub enum AgentMsg {
     Flush,
     /// The answer to the event at this seq of a floor is on the floor.
     Delivered(Uuid, i64),
+    /// A task the agent drove (its `task` event at this seq) has ended, its `Stop` on the
+    /// floor.
+    TaskEnded(Uuid, String, i64),
+}
+
+/// A task the agent is driving, by (floor, session).
+struct Driving {
+    task: Uuid,
+    signals: tokio::sync::mpsc::UnboundedSender<Signal>,
+    run: tokio::task::JoinHandle<()>,
 }
 
 /// An answer on its way to the floor.
@@ -143,7 +153,15 @@ pub struct AgentState {
     /// host gets round to closing the subscription.
     left: HashMap<Uuid, bool>,
     flusher: Option<tokio::task::JoinHandle<()>>,
+    /// Tasks it is driving.
+    driving: HashMap<(Uuid, String), Driving>,
+    /// Recent injects in sessions it does not drive (yet): advice given before a task is
+    /// handed over is the first thing the task takes in.
+    advice: HashMap<(Uuid, String), Vec<(String, String)>>,
 }
+
+/// Injects kept per session for a task to come, and sessions kept.
+const ADVICE_KEPT: (usize, usize) = (20, 1_000);
 
 /// The agent actor.
 pub struct Agent;
@@ -193,6 +211,8 @@ impl Actor for Agent {
             noticed: HashMap::new(),
             left: HashMap::new(),
             flusher: Some(myself.send_interval(FLUSH_EVERY, || AgentMsg::Flush)),
+            driving: HashMap::new(),
+            advice: HashMap::new(),
             args,
         };
         for key in state.args.floors.clone() {
@@ -212,6 +232,11 @@ impl Actor for Agent {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(f) = state.flusher.take() {
             f.abort();
+        }
+        // A task cut short here runs again where the agent runs next (its `task` event is
+        // read again: the read position stays below it while it runs).
+        for (_, d) in state.driving.drain() {
+            d.run.abort();
         }
         state.reader.close_all().await;
         Ok(())
@@ -240,6 +265,10 @@ impl Actor for Agent {
             }
             AgentMsg::Flush => state.reader.flush().await,
             AgentMsg::Delivered(project, seq) => state.reader.done(&project, seq),
+            AgentMsg::TaskEnded(project, session, seq) => {
+                state.driving.remove(&(project, session));
+                state.reader.done(&project, seq);
+            }
         }
         Ok(())
     }
@@ -301,7 +330,15 @@ fn on_event(
     if e.sender == me || state.left.get(&key.id).copied().unwrap_or(false) {
         return;
     }
+    if on_task_event(myself, state, &key, &c) {
+        return;
+    }
     let text = event_text(e);
+    // `@dean take: …` is a hand-over, which the floor makes (the concierge): the task
+    // arrives as a `task` event, not as a question.
+    if state.args.router.take(&text).is_some_and(|(a, _)| a == me) {
+        return;
+    }
     if !delegated {
         let routing = state.args.router.route(&text, Some(&e.sender), false);
         if !routing.responders.contains(&me) {
@@ -463,6 +500,115 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
     if a.tracked {
         state.reader.done(&a.project.id, a.event.event.seq);
     }
+}
+
+/// Events about tasks: a `task` for this agent starts driving it; in a session it drives, a
+/// stop request or someone else in the seat stops it at its next step, and an inject is
+/// advice it takes in (and does not answer as a mention). True when the event was consumed.
+fn on_task_event(
+    myself: &AgentRef,
+    state: &mut AgentState,
+    key: &ProjectKey,
+    c: &Arc<Committed>,
+) -> bool {
+    let e = &c.event;
+    let Some(session) = e.session.clone() else {
+        return false;
+    };
+    let me = state.args.spec.id.as_str();
+    if e.kind == "task" && e.source == Source::System {
+        let payload = e.payload_value();
+        let Some(task) = Task::from_event(
+            &payload,
+            me,
+            e.id,
+            e.timestamp,
+            key.clone(),
+            session.clone(),
+        ) else {
+            return true;
+        };
+        let slot = (key.id, session);
+        if state.driving.get(&slot).is_some_and(|d| d.task == task.id) {
+            return true;
+        }
+        tracing::info!(agent = %me, task = %task.id, session = %slot.1, "driving a task");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let drive = Drive {
+            task,
+            spec: state.args.spec.clone(),
+            term: state.args.term,
+            org: state.args.org.clone(),
+            outbox: state.args.outbox.clone(),
+            brain: state.brain.clone(),
+            signals: rx,
+            tools_used: 0,
+        };
+        // Advice given before the hand-over comes first.
+        for (sender, content) in state.advice.remove(&slot).unwrap_or_default() {
+            let _ = tx.send(Signal::Inject { sender, content });
+        }
+        // The read position stays below the task until it has ended.
+        state.reader.begin(&key.id, e.seq);
+        let (me_ref, project, session, seq) = (myself.clone(), key.id, slot.1.clone(), e.seq);
+        let run = tokio::spawn(async move {
+            if let Some(delivered) = driver::run(drive).await {
+                delivered.await;
+            }
+            let _ = me_ref.cast(AgentMsg::TaskEnded(project, session, seq));
+        });
+        state.driving.insert(
+            slot,
+            Driving {
+                task: e.id,
+                signals: tx,
+                run,
+            },
+        );
+        return true;
+    }
+    let slot = (key.id, session);
+    let Some(d) = state.driving.get(&slot) else {
+        if e.source == Source::Inject && state.args.spec.parent.is_none() {
+            let content = e.payload_value()["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if state.advice.len() >= ADVICE_KEPT.1 && !state.advice.contains_key(&slot) {
+                state.advice.clear();
+            }
+            let kept = state.advice.entry(slot).or_default();
+            if kept.len() >= ADVICE_KEPT.0 {
+                kept.remove(0);
+            }
+            kept.push((e.sender.to_string(), content));
+        }
+        return false;
+    };
+    let payload = e.payload_value();
+    let signal = match (e.kind.as_str(), e.source) {
+        ("task_stop", Source::System)
+            if payload["task_id"].as_str() == Some(&d.task.to_string()) =>
+        {
+            let by = payload["by"].as_str().unwrap_or("the floor");
+            Signal::Stop(format!("stop requested by {by}"))
+        }
+        ("handoff", Source::System) => Signal::Stop(format!("{} handed the seat back", e.sender)),
+        ("driver", Source::System) if payload["driver"].as_str() != Some(me) => {
+            Signal::Stop(format!(
+                "{} took the seat",
+                payload["driver"].as_str().unwrap_or("someone")
+            ))
+        }
+        (_, Source::Inject) => Signal::Inject {
+            sender: e.sender.to_string(),
+            content: payload["content"].as_str().unwrap_or_default().to_owned(),
+        },
+        _ => return false,
+    };
+    // A task that has just ended has no receiver left: nothing to tell it.
+    let _ = d.signals.send(signal);
+    true
 }
 
 /// Tells the session, at most once a minute per floor, that the agent is holding back.

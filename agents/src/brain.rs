@@ -180,7 +180,12 @@ impl OfflineBrain {
         Some(out)
     }
 
-    async fn warehouse(&self) -> Result<Arc<Warehouse>, String> {
+    /// True when the agent has a database tool.
+    pub(crate) fn has_database(&self) -> bool {
+        self.database.is_some()
+    }
+
+    pub(crate) async fn warehouse(&self) -> Result<Arc<Warehouse>, String> {
         let Some((url, cell)) = &self.database else {
             return Err("no database configured".into());
         };

@@ -14,15 +14,16 @@ use polaris_runtime::ProjectKey;
 use polaris_runtime::Runtime;
 use polaris_runtime::SYSTEM_SENDER;
 use polaris_runtime::auth::{Caller, Role};
+use polaris_runtime::{Budget, NewTask};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::agent::ANSWER_NAMESPACE;
 use crate::health::Health;
 use crate::link::FloorLink;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
+use crate::text::ANSWER_NAMESPACE;
 use crate::text::event_text;
 
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -217,10 +218,15 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
     if e.sender.as_str() == SYSTEM_SENDER {
         return;
     }
-    let routing = state
-        .args
-        .router
-        .route(&event_text(e), Some(&e.sender), false);
+    let text = event_text(e);
+    if let Some((agent, task)) = state.args.router.take(&text)
+        && e.sender != agent
+        && is_present(state, &key.id, &agent)
+    {
+        hand_over(state, &key, &session, e, agent, task);
+        return;
+    }
+    let routing = state.args.router.route(&text, Some(&e.sender), false);
     for agent in routing.responders {
         if is_present(state, &key.id, &agent) {
             continue;
@@ -270,4 +276,66 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
             }
         });
     }
+}
+
+/// `@dean take: …`: hands the task to the agent (a session of its own) and says where it
+/// runs, or why it could not be handed over, in the session it was asked in. The task's id
+/// comes from the asking event, so reading that event again hands nothing over twice.
+fn hand_over(
+    state: &ConciergeState,
+    key: &ProjectKey,
+    session: &str,
+    e: &polaris_protocol::Event,
+    agent: ParticipantId,
+    task: String,
+) {
+    let id = Uuid::new_v5(
+        &ANSWER_NAMESPACE,
+        format!("{SYSTEM_SENDER}/take/{agent}/{}", e.id).as_bytes(),
+    );
+    let new = NewTask {
+        id: Some(id),
+        agent: agent.clone(),
+        task,
+        session: None,
+        budget: Budget::default(),
+        by: Some(e.sender.clone()),
+    };
+    let shown = state
+        .args
+        .router
+        .agent(&agent)
+        .map_or_else(|| agent.to_string(), |s| s.shown_name().to_owned());
+    let runtime = state.args.runtime.clone();
+    let (project, session, asked) = (key.clone(), session.to_owned(), e.id);
+    tokio::spawn(async move {
+        let content = match runtime.hand_task(&project, new).await {
+            Ok(h) => format!(
+                "{shown} took the task: it runs in session {} (task {}).",
+                h.session, h.id
+            ),
+            Err(err) => format!("{shown} could not take the task: {err}"),
+        };
+        let payload = json!({"type": "notice", "content": content, "in_reply_to": asked, "agent": agent, "task_id": id});
+        let incoming = Incoming {
+            term: None,
+            id: Uuid::new_v5(
+                &ANSWER_NAMESPACE,
+                format!("{SYSTEM_SENDER}/took/{id}").as_bytes(),
+            ),
+            timestamp: None,
+            source: Source::System,
+            kind: "notice".into(),
+            sender: match ParticipantId::parse(SYSTEM_SENDER) {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            payload: serde_json::value::to_raw_value(&payload)
+                .unwrap_or_else(|_| unreachable!("a Value serializes")),
+        };
+        let caller = Caller::participant(&project.org, incoming.sender.clone(), Role::Service);
+        if let Err(e) = runtime.post(&project, &session, incoming, &caller).await {
+            tracing::warn!(error = %e, "hand-over notice not posted");
+        }
+    });
 }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod brain;
 pub mod concierge;
+mod driver;
 pub mod health;
 pub mod host;
 pub mod knowledge;

@@ -77,6 +77,21 @@ impl Router {
         r
     }
 
+    /// A hand-over written on the floor: `@dean take: <task>` (the mention, then `take:`
+    /// with nothing but spaces between) gives `(agent:dean, "<task>")`. The task runs to the
+    /// end of the text.
+    pub fn take(&self, text: &str) -> Option<(ParticipantId, String)> {
+        mentions(text, &self.handles).into_iter().find_map(|m| {
+            let rest = text[m.end..].trim_start();
+            let head = rest.get(..5)?;
+            if !head.eq_ignore_ascii_case("take:") {
+                return None;
+            }
+            let task = rest[5..].trim();
+            (!task.is_empty()).then(|| (m.agent, task.to_owned()))
+        })
+    }
+
     /// The subagent of `parent` best suited to `text` by its skills, if one clearly is.
     pub fn delegate(&self, parent: &ParticipantId, text: &str) -> Option<&AgentSpec> {
         let lower = text.to_lowercase();
@@ -226,5 +241,36 @@ mod tests {
         assert!(r.delegate(&dean, "what tables hold PII?").is_none());
         assert!(contains_phrase("run dbt tests", "dbt"));
         assert!(!contains_phrase("dbtx", "dbt"));
+    }
+}
+
+#[cfg(test)]
+mod take_tests {
+    use super::*;
+
+    fn router() -> Router {
+        let spec: AgentSpec =
+            serde_json::from_value(serde_json::json!({"id": "agent:dean", "name": "Dean"}))
+                .unwrap();
+        Router::new(&[spec])
+    }
+
+    #[test]
+    fn a_take_names_the_agent_and_the_task() {
+        let r = router();
+        let dean = ParticipantId::parse("agent:dean").unwrap();
+        assert_eq!(
+            r.take("@dean take: PII audit of prod"),
+            Some((dean.clone(), "PII audit of prod".into()))
+        );
+        assert_eq!(
+            r.take("hey @Dean  TAKE:  audit slow queries\nplease"),
+            Some((dean, "audit slow queries\nplease".into()))
+        );
+        assert_eq!(r.take("@dean take:   "), None);
+        assert_eq!(r.take("@dean, take: it"), None);
+        assert_eq!(r.take("@dean what does take: mean"), None);
+        assert_eq!(r.take("take: @dean"), None);
+        assert_eq!(r.take("@nobody take: x"), None);
     }
 }

@@ -5,6 +5,11 @@
 use polaris_protocol::{Event, Source};
 use serde_json::Value;
 
+/// Namespace of the ids of what agents post: `v5(namespace, "<agent>/<kind>/<event id>")`,
+/// so an event handled twice is answered once.
+pub const ANSWER_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8c1e_7b0a_5d2f_4e61_9a3b_2c4d_6e8f_0a1b);
+
 /// Longest tool input or output rendered (a large file write is mostly noise).
 const MAX_TOOL_TEXT: usize = 8 * 1024;
 

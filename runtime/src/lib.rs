@@ -27,6 +27,7 @@ mod session;
 mod store;
 mod subscription;
 mod supervisor;
+mod tasks;
 
 pub use commit::{FloorError, Posted};
 pub use directory::{Directory, DirectoryError, FloorAgent};
@@ -38,6 +39,7 @@ pub use session::SYSTEM_SENDER;
 pub use session::Seat;
 pub use store::{Backend, Lease, ProjectKey, Store, StoreError};
 pub use subscription::{Start, SubscriptionSpec};
+pub use tasks::{Budget, HandedTask, NewTask};
 
 // The wire types and checks live in polaris-protocol, shared with the sidecar; inside this
 // crate they keep their short paths.

@@ -45,13 +45,13 @@ fn agent_run(floor: &str, file: &Path, state: &Path) -> Command {
 }
 
 /// A running `agent run`: the process and its health address.
-struct Run {
-    child: Child,
+pub(crate) struct Run {
+    pub(crate) child: Child,
     health: String,
 }
 
 impl Run {
-    async fn start(srv: &TestServer, file: &Path, state: &Path) -> Run {
+    pub(crate) async fn start(srv: &TestServer, file: &Path, state: &Path) -> Run {
         let (child, health) = spawn_listening(agent_run(&srv.base, file, state)).await;
         Run { child, health }
     }
@@ -66,7 +66,7 @@ impl Run {
     }
 
     /// Waits until it holds the lease with its streams open.
-    async fn until_ready(&self) {
+    pub(crate) async fn until_ready(&self) {
         eventually(20, || async { (self.ready().await.0 == 200).then_some(()) }).await;
     }
 

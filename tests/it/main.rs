@@ -24,4 +24,5 @@ mod process;
 mod recover;
 mod sidecar;
 mod streams;
+mod tasks;
 mod tls;

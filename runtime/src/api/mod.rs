@@ -15,6 +15,7 @@ mod misc;
 mod projects;
 mod sessions;
 mod streams;
+mod tasks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -244,6 +245,18 @@ fn router(state: AppState, max_body: usize) -> Router {
             get(agents::floor_agents).post(agents::invite),
         )
         .route("/projects/{project}/agents/{agent}", delete(agents::remove))
+        .route(
+            "/projects/{project}/agents/{agent}/tasks",
+            get(tasks::list).post(tasks::create),
+        )
+        .route(
+            "/projects/{project}/agents/{agent}/tasks/{id}",
+            get(tasks::get),
+        )
+        .route(
+            "/projects/{project}/agents/{agent}/tasks/{id}/stop",
+            post(tasks::stop),
+        )
         .route("/annotations/{id}", delete(misc::delete_annotation))
         .route("/decisions", get(misc::decisions))
         .route("/search", get(misc::search))

@@ -261,6 +261,30 @@ impl Store {
             .collect())
     }
 
+    /// The events of one kind on a floor, in `seq` order (an agent's tasks, say).
+    pub(crate) async fn events_of_kind(
+        &self,
+        project: &ProjectKey,
+        kind: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<EventRow> = fetch!(
+            self,
+            read,
+            fetch_all,
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE project_id = $1 AND kind = $2 ORDER BY seq"
+            ),
+            Id(project.id),
+            kind,
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.into_event(project.name.to_string()))
+            .collect())
+    }
+
     /// The `seq` and session of an event of this project.
     pub(crate) async fn locate_event(
         &self,

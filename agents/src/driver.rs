@@ -1,0 +1,423 @@
+//! An agent driving a session of its own: given a `task` event, it runs a playbook with its
+//! tools and posts every step into the session the way a coding session does — its prompt
+//! to itself, each tool call as `PreToolUse` and its result as `PostToolUse`, a message when
+//! an advisor's inject changes the plan, and a `Stop` with the outcome and a summary.
+//!
+//! Between steps it takes in what the agent actor saw on the session: injects (advice it
+//! follows: "skip payments" leaves that table out) and stop signals (a `task_stop` event, or
+//! a human taking the seat back), and it stops when the budget (steps, wall time) is spent.
+//!
+//! Every step's event id is derived from (agent, task, step, kind), so after a restart or a
+//! takeover the task runs again from the top and the steps already on the floor are
+//! recognised there by their ids: it continues from the last completed step with no step
+//! shown twice.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use polaris_protocol::Source;
+use polaris_protocol::validate::Incoming;
+use polaris_registry::AgentSpec;
+use polaris_runtime::ProjectKey;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::brain::OfflineBrain;
+use crate::outbox::{Delivered, Outbox};
+use crate::text::ANSWER_NAMESPACE;
+
+/// What the agent actor tells a running task.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    /// Stop at the next step, for this reason.
+    Stop(String),
+    /// Advice from someone on the floor.
+    Inject {
+        /// Who.
+        sender: String,
+        /// What.
+        content: String,
+    },
+}
+
+/// A task as its `task` event states it.
+#[derive(Debug, Clone)]
+pub(crate) struct Task {
+    pub(crate) id: Uuid,
+    pub(crate) text: String,
+    pub(crate) steps: u32,
+    pub(crate) wall: Duration,
+    pub(crate) started: DateTime<Utc>,
+    pub(crate) project: ProjectKey,
+    pub(crate) session: String,
+}
+
+impl Task {
+    /// The task in a `task` event's payload, if it is one for `agent`.
+    pub(crate) fn from_event(
+        payload: &Value,
+        agent: &str,
+        id: Uuid,
+        started: DateTime<Utc>,
+        project: ProjectKey,
+        session: String,
+    ) -> Option<Task> {
+        if payload["agent"].as_str() != Some(agent) {
+            return None;
+        }
+        Some(Task {
+            id,
+            text: payload["task"].as_str()?.to_owned(),
+            steps: payload["budget"]["steps"].as_u64().unwrap_or(20) as u32,
+            wall: Duration::from_millis(payload["budget"]["wall_ms"].as_u64().unwrap_or(600_000)),
+            started,
+            project,
+            session,
+        })
+    }
+}
+
+/// Everything a running task needs.
+pub(crate) struct Drive {
+    pub(crate) task: Task,
+    pub(crate) spec: AgentSpec,
+    pub(crate) term: Option<i64>,
+    pub(crate) org: Arc<str>,
+    pub(crate) outbox: Arc<dyn Outbox>,
+    pub(crate) brain: Arc<OfflineBrain>,
+    pub(crate) signals: mpsc::UnboundedReceiver<Signal>,
+    /// Tool calls made so far (the steps budget counts these).
+    pub(crate) tools_used: u32,
+}
+
+/// How a task ended, for the `Stop` event: `done`, `stopped` or `failed`, why, and the
+/// summary.
+struct Outcome {
+    status: &'static str,
+    reason: Option<String>,
+    summary: String,
+}
+
+/// Runs the task to its end; returns once its `Stop` is on the floor (or could not be
+/// posted, which is logged). The returned future is `Delivered` for the last event.
+pub(crate) async fn run(mut d: Drive) -> Option<Delivered> {
+    let mut step: u32 = 0;
+    let mut last: Option<Delivered> = None;
+    let prompt = json!({"hook_event_name": "UserPromptSubmit", "prompt": d.task.text});
+    last = post(&d, step, "UserPromptSubmit", prompt).await.or(last);
+    let outcome = playbook(&mut d, &mut step, &mut last).await;
+    let mut stop = json!({
+        "hook_event_name": "Stop",
+        "status": outcome.status,
+        "last_assistant_message": outcome.summary,
+        "steps": step,
+    });
+    if let Some(r) = outcome.reason {
+        stop["reason"] = r.into();
+    }
+    post(&d, step + 1, "Stop", stop).await.or(last)
+}
+
+/// Posts one step's event (hook-shaped, from the agent, under its term).
+async fn post(d: &Drive, step: u32, kind: &str, mut payload: Value) -> Option<Delivered> {
+    payload["session_id"] = d.task.id.to_string().into();
+    payload["task_id"] = d.task.id.to_string().into();
+    payload["step"] = step.into();
+    payload["persona"] = json!({"name": d.spec.shown_name(), "icon": d.spec.shown_icon()});
+    let source = if kind == "message" {
+        Source::Agent
+    } else {
+        Source::Hook
+    };
+    if source == Source::Agent {
+        payload["type"] = "message".into();
+    } else {
+        payload["hook_event_name"] = kind.into();
+    }
+    let incoming = Incoming {
+        term: d.term,
+        id: Uuid::new_v5(
+            &ANSWER_NAMESPACE,
+            format!("{}/task/{}/{step}/{kind}", d.spec.id, d.task.id).as_bytes(),
+        ),
+        timestamp: None,
+        source,
+        kind: kind.to_owned(),
+        sender: d.spec.id.clone(),
+        payload: serde_json::value::to_raw_value(&payload)
+            .unwrap_or_else(|_| unreachable!("a Value serializes")),
+    };
+    for attempt in 0..5u32 {
+        match d
+            .outbox
+            .post(&d.org, &d.task.project, &d.task.session, incoming.clone())
+            .await
+        {
+            Ok(delivered) => return Some(delivered),
+            Err(e) => {
+                tracing::warn!(agent = %d.spec.id, task = %d.task.id, step, error = %e, attempt, "task step not posted; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    tracing::error!(agent = %d.spec.id, task = %d.task.id, step, "task step dropped after retries");
+    None
+}
+
+/// Why the task must stop before its next step, if it must: a stop signal, or a spent
+/// budget. Injects are applied to `skip` and acknowledged on the floor.
+async fn checkpoint(
+    d: &mut Drive,
+    step: &mut u32,
+    last: &mut Option<Delivered>,
+    skip: &mut BTreeSet<String>,
+) -> Option<(String, &'static str)> {
+    while let Ok(signal) = d.signals.try_recv() {
+        match signal {
+            Signal::Stop(reason) => return Some((reason, "stopped")),
+            Signal::Inject { sender, content } => {
+                let words: Vec<String> = content
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_lowercase)
+                    .collect();
+                let skipped: Vec<String> = words
+                    .windows(2)
+                    .filter(|w| matches!(w[0].as_str(), "skip" | "ignore" | "exclude"))
+                    .map(|w| w[1].clone())
+                    .collect();
+                let reply = if skipped.is_empty() {
+                    format!("Noted from {sender}: \"{content}\". Carrying on with the plan.")
+                } else {
+                    skip.extend(skipped.iter().cloned());
+                    format!("Noted from {sender}: leaving out {}.", skipped.join(", "))
+                };
+                *step += 1;
+                *last = post(d, *step, "message", json!({"content": reply}))
+                    .await
+                    .or(last.take());
+            }
+        }
+    }
+    let used = d.tools_used;
+    if used >= d.task.steps {
+        return Some((
+            format!("budget: {used} of {} steps used", d.task.steps),
+            "stopped",
+        ));
+    }
+    let elapsed = (Utc::now() - d.task.started).to_std().unwrap_or_default();
+    if elapsed >= d.task.wall {
+        return Some((
+            format!("budget: {} ms of wall time used", d.task.wall.as_millis()),
+            "stopped",
+        ));
+    }
+    None
+}
+
+/// Picks the playbook the task asks for.
+async fn playbook(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -> Outcome {
+    let text = d.task.text.to_lowercase();
+    let pii = [
+        "pii",
+        "personal data",
+        "personal information",
+        "mask",
+        "gdpr",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    if pii && d.brain.has_database() {
+        return pii_audit(d, step, last).await;
+    }
+    Outcome {
+        status: "failed",
+        reason: Some("no playbook fits".into()),
+        summary: format!(
+            "I have no playbook for \"{}\". With my tools I can run: {}.",
+            d.task.text,
+            if d.brain.has_database() {
+                "a PII audit of the warehouse that proposes masking policies (say \"PII audit\")"
+            } else {
+                "nothing yet: I have no database configured"
+            }
+        ),
+    }
+}
+
+/// One tool call: `PreToolUse`, the call, `PostToolUse` with its result.
+async fn tool(
+    d: &mut Drive,
+    step: &mut u32,
+    last: &mut Option<Delivered>,
+    name: &str,
+    input: Value,
+    result: String,
+) {
+    *step += 1;
+    let pre = json!({"tool_name": name, "tool_input": input});
+    *last = post(d, *step, "PreToolUse", pre).await.or(last.take());
+    let post_payload = json!({
+        "tool_name": name,
+        "tool_input": input,
+        "tool_response": {"content": result},
+    });
+    *last = post(d, *step, "PostToolUse", post_payload)
+        .await
+        .or(last.take());
+    d.tools_used += 1;
+}
+
+/// Dean's PII audit: the tables, the columns that look like personal data, then one masking
+/// policy proposal per table (the table's DDL read first), leaving out what advisors say.
+async fn pii_audit(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -> Outcome {
+    let mut skip: BTreeSet<String> = BTreeSet::new();
+    let stopped = |reason: String, status: &'static str, done: &[String]| Outcome {
+        status,
+        reason: Some(reason.clone()),
+        summary: format!(
+            "Stopped ({reason}) after {} proposal(s){}",
+            done.len(),
+            if done.is_empty() {
+                ".".to_owned()
+            } else {
+                format!(": {}.", done.join(", "))
+            }
+        ),
+    };
+    let wh = match d.brain.warehouse().await {
+        Ok(w) => w,
+        Err(e) => {
+            return Outcome {
+                status: "failed",
+                reason: Some("database unavailable".into()),
+                summary: format!("I could not reach my database: {e}"),
+            };
+        }
+    };
+    if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+        return stopped(reason, status, &[]);
+    }
+    let tables = match wh.tables().await {
+        Ok(t) => t,
+        Err(e) => return failed(&e.to_string()),
+    };
+    let listing = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "{} (~{} rows, {} columns)",
+                t.qualified_name(),
+                t.rows,
+                t.columns.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    tool(d, step, last, "warehouse.tables", json!({}), listing).await;
+
+    if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+        return stopped(reason, status, &[]);
+    }
+    let pii = match wh.pii_columns().await {
+        Ok(p) => p,
+        Err(e) => return failed(&e.to_string()),
+    };
+    let found = pii
+        .iter()
+        .map(|c| format!("{}.{} — {}", c.table, c.column, c.why.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    tool(d, step, last, "warehouse.pii_columns", json!({}), found).await;
+
+    let mut by_table: Vec<(String, Vec<(String, &'static str)>)> = Vec::new();
+    for c in &pii {
+        match by_table.iter_mut().find(|(t, _)| *t == c.table) {
+            Some((_, cols)) => cols.push((c.column.clone(), c.why.as_str())),
+            None => by_table.push((c.table.clone(), vec![(c.column.clone(), c.why.as_str())])),
+        }
+    }
+    let mut proposals: Vec<String> = Vec::new();
+    let mut policies = String::new();
+    for (table, cols) in &by_table {
+        if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+            return stopped(reason, status, &proposals);
+        }
+        if skip.contains(&table.to_lowercase()) {
+            continue;
+        }
+        let ddl = wh.ddl(table).await.ok().flatten().unwrap_or_default();
+        let policy = masking_policy(table, cols);
+        let result = format!("{ddl}\n\n-- Proposed:\n{policy}");
+        tool(
+            d,
+            step,
+            last,
+            "warehouse.ddl",
+            json!({"table": table}),
+            result,
+        )
+        .await;
+        proposals.push(table.clone());
+        policies.push_str(&policy);
+        policies.push('\n');
+    }
+    let left_out: Vec<&String> = skip.iter().collect();
+    Outcome {
+        status: "done",
+        reason: None,
+        summary: format!(
+            "PII audit done: {} column(s) in {} table(s) look like personal data. Masking policies proposed for {}{}.\n\n{}",
+            pii.len(),
+            by_table.len(),
+            if proposals.is_empty() {
+                "no table".to_owned()
+            } else {
+                proposals.join(", ")
+            },
+            if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (left out as advised: {})",
+                    left_out
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            policies.trim_end()
+        ),
+    }
+}
+
+fn failed(error: &str) -> Outcome {
+    Outcome {
+        status: "failed",
+        reason: Some("tool error".into()),
+        summary: format!("The audit failed: {error}"),
+    }
+}
+
+/// A masking policy for `table`'s personal columns, in PostgreSQL/Snowflake style: a
+/// function that shows the value to a privileged role and a masked form to everyone else.
+fn masking_policy(table: &str, cols: &[(String, &'static str)]) -> String {
+    let mut out = String::new();
+    for (col, why) in cols {
+        let masked = match *why {
+            "email" => "regexp_replace(val, '^[^@]+', '***')",
+            "phone" | "payment card" => "'***' || right(val, 4)",
+            _ => "'***'",
+        };
+        out.push_str(&format!(
+            "CREATE MASKING POLICY mask_{t}_{col} AS (val text) RETURNS text -> CASE WHEN current_role() IN ('PII_READER') THEN val ELSE {masked} END;  -- {why}\nALTER TABLE {table} MODIFY COLUMN {col} SET MASKING POLICY mask_{t}_{col};\n",
+            t = table.replace('.', "_"),
+        ));
+    }
+    out
+}

@@ -1,0 +1,205 @@
+//! Handing a task to an agent: the agent is seated as the driver of a session (a new
+//! `task-…` one unless named) and a `task` event is written there, which the agent reads
+//! from its stream and drives (see the agents crate's driver). The API's
+//! `POST /projects/:p/agents/:agent/tasks` and a `@dean take: …` on the floor both come here.
+//!
+//! A task is its events: the state is read back from the session (`api/tasks.rs`), so
+//! nothing else is stored and a task survives restarts of the floor and of the agent.
+
+use polaris_registry::ParticipantId;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::{Caller, Role};
+use crate::directory::DirectoryError;
+use crate::protocol::Source;
+use crate::protocol::validate::{self, Incoming};
+use crate::runtime::Runtime;
+use crate::session::{SYSTEM_SENDER, SessionMsg};
+use crate::store::{ProjectKey, StoreError};
+
+/// The most steps a task may be given.
+const MAX_STEPS: u32 = 200;
+/// The longest a task may run.
+const MAX_WALL_MS: u64 = 24 * 3_600_000;
+/// The longest task text.
+const MAX_TASK: usize = 8_000;
+
+/// What a task may spend before the agent stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Tool steps.
+    #[serde(default = "default_steps")]
+    pub steps: u32,
+    /// Wall time from the task's start, in milliseconds.
+    #[serde(default = "default_wall_ms")]
+    pub wall_ms: u64,
+}
+
+fn default_steps() -> u32 {
+    20
+}
+
+fn default_wall_ms() -> u64 {
+    600_000
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            steps: default_steps(),
+            wall_ms: default_wall_ms(),
+        }
+    }
+}
+
+/// A task to hand over.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Its id; derive it from what asked for the task (a `take:` event) so that asking
+    /// again hands over nothing new. `None`: a fresh one.
+    pub id: Option<Uuid>,
+    /// The agent (top-level, on the floor).
+    pub agent: ParticipantId,
+    /// What to do.
+    pub task: String,
+    /// The session to drive; `None`: a new `task-…` session.
+    pub session: Option<String>,
+    /// Its budget.
+    pub budget: Budget,
+    /// Who handed it over.
+    pub by: Option<ParticipantId>,
+}
+
+/// A task handed over.
+#[derive(Debug, Clone)]
+pub struct HandedTask {
+    /// Its id (the `task` event's).
+    pub id: Uuid,
+    /// The session the agent drives.
+    pub session: String,
+    /// False when this id had been handed over already (nothing new was written).
+    pub created: bool,
+}
+
+fn system() -> ParticipantId {
+    ParticipantId::parse(SYSTEM_SENDER).unwrap_or_else(|_| unreachable!("SYSTEM_SENDER is valid"))
+}
+
+impl Runtime {
+    /// Hands `t` to its agent on the floor `key` (checked, seated, then the `task` event);
+    /// a bad field is `Invalid` naming it, an unknown agent `NotFound`, a session that has
+    /// a driver (or an agent not on the floor) `Conflict`. Nothing is left behind when it
+    /// fails: the seat is given back if the `task` event cannot be written.
+    pub async fn hand_task(
+        &self,
+        key: &ProjectKey,
+        t: NewTask,
+    ) -> Result<HandedTask, DirectoryError> {
+        let agent = t.agent;
+        self.directory()
+            .agent(&key.org, &agent)
+            .await?
+            .ok_or_else(|| DirectoryError::NotFound(format!("agent: {agent} not found")))?;
+        if agent.root() != agent.as_str() {
+            return Err(DirectoryError::Invalid(format!(
+                "agent: {agent} is a subagent; hand the task to {}",
+                agent.root()
+            )));
+        }
+        let on_floor = self
+            .directory()
+            .floor_agents(key)
+            .await?
+            .iter()
+            .any(|a| a.agent == agent.as_str());
+        if !on_floor {
+            return Err(DirectoryError::Conflict(format!(
+                "agent: {agent} is not on {}; invite it first (POST /projects/{}/agents)",
+                key.name, key.name
+            )));
+        }
+        let task = t.task.trim();
+        if task.is_empty() || task.len() > MAX_TASK {
+            return Err(DirectoryError::Invalid(format!(
+                "task: must be 1 to {MAX_TASK} characters"
+            )));
+        }
+        if !(1..=MAX_STEPS).contains(&t.budget.steps) {
+            return Err(DirectoryError::Invalid(format!(
+                "budget.steps: must be between 1 and {MAX_STEPS}"
+            )));
+        }
+        if !(1_000..=MAX_WALL_MS).contains(&t.budget.wall_ms) {
+            return Err(DirectoryError::Invalid(format!(
+                "budget.wall_ms: must be between 1000 and {MAX_WALL_MS}"
+            )));
+        }
+        let id = t.id.unwrap_or_else(Uuid::now_v7);
+        let session = match t.session {
+            Some(s) => {
+                validate::name("session", &s)
+                    .map_err(|e| DirectoryError::Invalid(e.to_string()))?;
+                s
+            }
+            None => format!("task-{}", &id.simple().to_string()[24..]),
+        };
+        let store = self.store();
+        if let Some((_, Some(s))) = store.locate_event(key.id, id).await? {
+            return Ok(HandedTask {
+                id,
+                session: s,
+                created: false,
+            });
+        }
+        if store.get_session(key, &session).await?.is_none() {
+            // "Already exists" (a race with another request) is fine: the claim decides.
+            match store.create_session(key, &session, None, None).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The seat is the lock: a session that has a driver gets no task.
+        self.ask(key, &session, |reply| SessionMsg::ClaimDriver {
+            driver: agent.clone(),
+            reply,
+        })
+        .await?;
+        let payload = json!({
+            "type": "task",
+            "task_id": id,
+            "task": task,
+            "agent": agent,
+            "budget": t.budget,
+            "by": t.by,
+        });
+        let incoming = Incoming {
+            term: None,
+            id,
+            timestamp: None,
+            source: Source::System,
+            kind: "task".into(),
+            sender: system(),
+            payload: serde_json::value::to_raw_value(&payload)
+                .unwrap_or_else(|_| unreachable!("a Value serializes")),
+        };
+        let floor = Caller::participant(&key.org, system(), Role::Service);
+        if let Err(e) = self.post(key, &session, incoming, &floor).await {
+            // Give the seat back, so a failed hand-over leaves the session as it was.
+            let _ = self
+                .ask(key, &session, |reply| SessionMsg::Handoff {
+                    by: Some(system()),
+                    reply,
+                })
+                .await;
+            return Err(e.into());
+        }
+        Ok(HandedTask {
+            id,
+            session,
+            created: true,
+        })
+    }
+}
