@@ -218,6 +218,10 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
     if e.sender.as_str() == SYSTEM_SENDER {
         return;
     }
+    if e.kind == "driver" && e.source == Source::System {
+        seated(state, &key, &session, e);
+        return;
+    }
     let text = event_text(e);
     if let Some((agent, task)) = state.args.router.take(&text)
         && e.sender != agent
@@ -278,6 +282,51 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
     }
 }
 
+/// Someone seated a named agent as a session's driver (a handoff, then `POST …/driver
+/// {"driver": "agent:dean"}`): the agent continues that session's work as a task. The floor
+/// seating an agent for a task it hands over says `by` itself, and is not this.
+fn seated(state: &ConciergeState, key: &ProjectKey, session: &str, e: &polaris_protocol::Event) {
+    let p = e.payload_value();
+    let Some(agent) = p["driver"]
+        .as_str()
+        .and_then(|d| ParticipantId::parse(d).ok())
+    else {
+        return;
+    };
+    let by = p["by"].as_str().and_then(|b| ParticipantId::parse(b).ok());
+    let Some(by) = by.filter(|b| b.as_str() != SYSTEM_SENDER && *b != agent) else {
+        return;
+    };
+    let is_agent = state
+        .args
+        .router
+        .agent(&agent)
+        .is_some_and(|s| s.parent.is_none());
+    if !is_agent || !is_present(state, &key.id, &agent) {
+        return;
+    }
+    let id = Uuid::new_v5(
+        &ANSWER_NAMESPACE,
+        format!("{SYSTEM_SENDER}/seated/{agent}/{}", e.id).as_bytes(),
+    );
+    let new = NewTask {
+        id: Some(id),
+        agent: agent.clone(),
+        task: String::new(),
+        session: Some(session.to_owned()),
+        budget: Budget::default(),
+        by: Some(by),
+        seated: true,
+    };
+    let runtime = state.args.runtime.clone();
+    let project = key.clone();
+    tokio::spawn(async move {
+        if let Err(err) = runtime.hand_task(&project, new).await {
+            tracing::warn!(agent = %agent, error = %err, "the seated agent was not given the session's work");
+        }
+    });
+}
+
 /// `@dean take: …`: hands the task to the agent (a session of its own) and says where it
 /// runs, or why it could not be handed over, in the session it was asked in. The task's id
 /// comes from the asking event, so reading that event again hands nothing over twice.
@@ -300,6 +349,7 @@ fn hand_over(
         session: None,
         budget: Budget::default(),
         by: Some(e.sender.clone()),
+        seated: false,
     };
     let shown = state
         .args

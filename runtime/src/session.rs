@@ -53,6 +53,8 @@ pub(crate) enum SessionMsg {
     ClaimDriver {
         /// The new driver.
         driver: ParticipantId,
+        /// Who seated it (`None`: anonymous), shown in the `driver` event.
+        by: Option<ParticipantId>,
         /// Answer.
         reply: Reply,
     },
@@ -282,7 +284,7 @@ impl SessionState {
                 let event = self.event(Source::Inject, "message", sender, &payload);
                 self.commit(event, None, reply);
             }
-            SessionMsg::ClaimDriver { driver, reply } => match &self.seat.driver {
+            SessionMsg::ClaimDriver { driver, by, reply } => match &self.seat.driver {
                 Some(current) => answer(
                     reply,
                     Err(FloorError::Conflict(format!(
@@ -290,7 +292,8 @@ impl SessionState {
                     ))),
                 ),
                 None => {
-                    let payload = json!({"type": "driver", "driver": driver, "previous": null});
+                    let payload =
+                        json!({"type": "driver", "driver": driver, "previous": null, "by": by});
                     let event = self.event(Source::System, "driver", driver.clone(), &payload);
                     let effect = Effect::Driver {
                         expected: None,

@@ -71,6 +71,9 @@ pub struct NewTask {
     pub budget: Budget,
     /// Who handed it over.
     pub by: Option<ParticipantId>,
+    /// The agent was seated as the session's driver already (a human handed the seat to
+    /// it): the task continues that session's work instead of claiming the seat.
+    pub seated: bool,
 }
 
 /// A task handed over.
@@ -121,12 +124,6 @@ impl Runtime {
                 key.name, key.name
             )));
         }
-        let task = t.task.trim();
-        if task.is_empty() || task.len() > MAX_TASK {
-            return Err(DirectoryError::Invalid(format!(
-                "task: must be 1 to {MAX_TASK} characters"
-            )));
-        }
         if !(1..=MAX_STEPS).contains(&t.budget.steps) {
             return Err(DirectoryError::Invalid(format!(
                 "budget.steps: must be between 1 and {MAX_STEPS}"
@@ -147,6 +144,21 @@ impl Runtime {
             None => format!("task-{}", &id.simple().to_string()[24..]),
         };
         let store = self.store();
+        let continued;
+        let task = if t.seated && t.task.trim().is_empty() {
+            continued = continue_text(
+                &store.events_since(key, Some(&session), None).await?,
+                &agent,
+            );
+            continued.as_str()
+        } else {
+            t.task.trim()
+        };
+        if task.is_empty() || task.len() > MAX_TASK {
+            return Err(DirectoryError::Invalid(format!(
+                "task: must be 1 to {MAX_TASK} characters"
+            )));
+        }
         if let Some((_, Some(s))) = store.locate_event(key.id, id).await? {
             return Ok(HandedTask {
                 id,
@@ -161,12 +173,26 @@ impl Runtime {
                 Err(e) => return Err(e.into()),
             }
         }
-        // The seat is the lock: a session that has a driver gets no task.
-        self.ask(key, &session, |reply| SessionMsg::ClaimDriver {
-            driver: agent.clone(),
-            reply,
-        })
-        .await?;
+        if t.seated {
+            // Someone seated the agent already: it continues that session's work.
+            let driver = store
+                .get_session(key, &session)
+                .await?
+                .and_then(|s| s.driver);
+            if driver.as_ref() != Some(&agent) {
+                return Err(DirectoryError::Conflict(format!(
+                    "session: {agent} is not its driver"
+                )));
+            }
+        } else {
+            // The seat is the lock: a session that has a driver gets no task.
+            self.ask(key, &session, |reply| SessionMsg::ClaimDriver {
+                driver: agent.clone(),
+                by: Some(system()),
+                reply,
+            })
+            .await?;
+        }
         let payload = json!({
             "type": "task",
             "task_id": id,
@@ -187,6 +213,9 @@ impl Runtime {
         };
         let floor = Caller::participant(&key.org, system(), Role::Service);
         if let Err(e) = self.post(key, &session, incoming, &floor).await {
+            if t.seated {
+                return Err(e.into());
+            }
             // Give the seat back, so a failed hand-over leaves the session as it was.
             let _ = self
                 .ask(key, &session, |reply| SessionMsg::Handoff {
@@ -201,5 +230,22 @@ impl Runtime {
             session,
             created: true,
         })
+    }
+}
+
+/// The task of an agent handed a session's seat: carry on with what the session's last
+/// prompt (by someone else) asked.
+fn continue_text(events: &[crate::protocol::Event], agent: &ParticipantId) -> String {
+    let last = events
+        .iter()
+        .rev()
+        .filter(|e| e.kind == "UserPromptSubmit" && e.sender != *agent)
+        .find_map(|e| e.payload_value()["prompt"].as_str().map(str::to_owned));
+    match last {
+        Some(p) => {
+            let p: String = p.chars().take(MAX_TASK - 100).collect();
+            format!("Continue this session's work. Its last prompt was: {p}")
+        }
+        None => "Continue this session's work.".into(),
     }
 }

@@ -10,10 +10,20 @@ use polaris_runtime::auth::Role;
 
 fn with_agents() -> Options {
     Options {
-        agents_file: Some(dataset_agents()),
         secret: true,
         ..Options::default()
     }
+}
+
+/// The dataset's agents, known to the floor but run by nobody in this process: these
+/// tests play the `agent run` process themselves.
+async fn load_agents(srv: &crate::support::TestServer) {
+    let file = polaris_registry::AgentFile::load(&dataset_agents()).unwrap();
+    srv.runtime
+        .directory()
+        .load_agent_file(Some(file))
+        .await
+        .unwrap();
 }
 
 const ROSTER: &str = "/agents/agent:dean/roster";
@@ -32,6 +42,7 @@ both_stores!(
     a_roster_poll_wakes_when_the_agent_joins_a_floor,
     with_agents(),
     |srv| {
+        load_agents(&srv).await;
         let dean = srv.client_as("default", "agent:dean", Role::Member);
         let manu = srv.client_as("default", "user:manu", Role::Member);
         let first = dean.get(ROSTER).await;
@@ -103,6 +114,7 @@ both_stores!(
     read_positions_move_only_under_the_current_term,
     with_agents(),
     |srv| {
+        load_agents(&srv).await;
         let dean = srv.client_as("default", "agent:dean", Role::Member);
         let manu = srv.client_as("default", "user:manu", Role::Member);
         let p = manu.post("/projects", json!({"name": "forecasts"})).await;

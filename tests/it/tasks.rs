@@ -443,3 +443,55 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    a_human_hands_the_seat_to_dean_and_he_continues_the_work,
+    with_the_floors_agents(),
+    |srv| {
+        let file = srv.opts.agents_file.clone().unwrap();
+        let c = srv.client_as("default", "user:manu", Role::Member);
+        c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+            .await;
+        c.post(
+            "/projects/warehouse/sessions",
+            json!({"name": "mine", "driver": "user:manu"}),
+        )
+        .await;
+        let state = tempfile::tempdir().unwrap();
+        let dean = Run::start(&srv, &file, state.path()).await;
+        dean.until_ready().await;
+
+        let p = c
+            .prompt(
+                "warehouse",
+                "mine",
+                "user:manu",
+                "find the PII in our warehouse and propose masking",
+            )
+            .await;
+        assert_eq!(p.status, 201, "{p:?}");
+        let s = "/projects/warehouse/sessions/mine";
+        assert_eq!(c.post(&format!("{s}/handoff"), json!({})).await.status, 200);
+        let r = c
+            .post(&format!("{s}/driver"), json!({"driver": "agent:dean"}))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+
+        let task = eventually(20, || async {
+            let tasks = c.get(TASKS).await.json["tasks"].as_array()?.clone();
+            tasks.first().cloned()
+        })
+        .await;
+        assert_eq!(task["session"], "mine", "{task}");
+        let text = task["task"].as_str().unwrap();
+        assert!(text.contains("find the PII in our warehouse"), "{text}");
+        let events = until_stopped(&c, "mine", &task["id"]).await;
+        let stop = events.iter().rev().find(|e| e["kind"] == "Stop").unwrap();
+        assert_eq!(stop["payload"]["status"], "done", "{stop}");
+        // The floor seating Dean for its own hand-overs is not a second task.
+        assert_eq!(
+            c.get(TASKS).await.json["tasks"].as_array().unwrap().len(),
+            1
+        );
+    }
+);

@@ -320,6 +320,7 @@ pub(super) async fn driver(
     st.runtime
         .ask(&opened.key, &session, |reply| SessionMsg::ClaimDriver {
             driver: driver.clone(),
+            by: caller.participant.clone(),
             reply,
         })
         .await?;

@@ -64,6 +64,7 @@ pub(super) async fn create(
                 session: body.session,
                 budget,
                 by: caller.participant.clone(),
+                seated: false,
             },
         )
         .await?;
