@@ -234,6 +234,12 @@ async fn playbook(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -
     if pii && d.brain.has_database() {
         return pii_audit(d, step, last).await;
     }
+    let slow = ["slow", "index", "query performance", "explain"]
+        .iter()
+        .any(|w| text.contains(w));
+    if slow && d.brain.has_database() {
+        return slow_query_audit(d, step, last).await;
+    }
     Outcome {
         status: "failed",
         reason: Some("no playbook fits".into()),
@@ -241,7 +247,7 @@ async fn playbook(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -
             "I have no playbook for \"{}\". With my tools I can run: {}.",
             d.task.text,
             if d.brain.has_database() {
-                "a PII audit of the warehouse that proposes masking policies (say \"PII audit\")"
+                "a PII audit of the warehouse that proposes masking policies (say \"PII audit\"), and an audit of slow queries, quoted in backticks, that proposes indexes"
             } else {
                 "nothing yet: I have no database configured"
             }
@@ -393,6 +399,92 @@ async fn pii_audit(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) 
             },
             policies.trim_end()
         ),
+    }
+}
+
+/// The queries quoted in `text` (inline code spans that start with SELECT or WITH).
+fn quoted_queries(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::trim)
+        .filter(|q| {
+            let l = q.to_ascii_lowercase();
+            l.starts_with("select") || l.starts_with("with")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Dean's slow-query audit: each query quoted in the task explained on the warehouse (read
+/// only), what makes it slow, and the indexes that would serve it.
+async fn slow_query_audit(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -> Outcome {
+    let queries = quoted_queries(&d.task.text);
+    if queries.is_empty() {
+        return Outcome {
+            status: "failed",
+            reason: Some("no queries".into()),
+            summary: "Quote the slow queries in backticks (`SELECT …`) and I will explain each \
+                      and propose indexes."
+                .into(),
+        };
+    }
+    let wh = match d.brain.warehouse().await {
+        Ok(w) => w,
+        Err(e) => return failed(&e),
+    };
+    let mut skip = BTreeSet::new();
+    let mut indexes: Vec<String> = Vec::new();
+    let mut explained = 0;
+    for q in &queries {
+        if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+            return Outcome {
+                status,
+                reason: Some(reason.clone()),
+                summary: format!(
+                    "Stopped ({reason}) after {explained} of {} queries.",
+                    queries.len()
+                ),
+            };
+        }
+        let result = match wh.explain(q).await {
+            Ok(r) => {
+                for i in &r.suggested_indexes {
+                    if !indexes.contains(i) {
+                        indexes.push(i.clone());
+                    }
+                }
+                let findings = if r.findings.is_empty() {
+                    "Nothing stands out.".to_owned()
+                } else {
+                    r.findings.join("\n")
+                };
+                format!("{}\n\n{findings}", r.plan)
+            }
+            Err(e) => format!("Not explained: {e}"),
+        };
+        tool(
+            d,
+            step,
+            last,
+            "warehouse.explain",
+            json!({"sql": q}),
+            result,
+        )
+        .await;
+        explained += 1;
+    }
+    Outcome {
+        status: "done",
+        reason: None,
+        summary: if indexes.is_empty() {
+            format!("Explained {explained} queries; no index would help them.")
+        } else {
+            format!(
+                "Explained {explained} queries. Indexes that would serve them:\n{}",
+                indexes.join("\n")
+            )
+        },
     }
 }
 

@@ -495,3 +495,65 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    dean_audits_slow_queries_and_says_when_no_playbook_fits,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file, dir) = setup(&srv).await;
+        let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
+        dean.until_ready().await;
+
+        let r = c
+            .post(
+                TASKS,
+                json!({"task": "These are slow, propose indexes: `SELECT * FROM orders WHERE customer_id = 42` and `SELECT count(*) FROM payments WHERE order_id = 7`"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        let events = until_stopped(&c, &session, &id).await;
+        let explained: Vec<&str> = events
+            .iter()
+            .filter(|e| {
+                e["kind"] == "PostToolUse" && e["payload"]["tool_name"] == "warehouse.explain"
+            })
+            .map(|e| e["payload"]["tool_input"]["sql"].as_str().unwrap())
+            .collect();
+        assert_eq!(explained.len(), 2, "{explained:?}");
+        let stop = events.iter().rev().find(|e| e["kind"] == "Stop").unwrap();
+        assert_eq!(stop["payload"]["status"], "done", "{stop}");
+        let summary = stop["payload"]["last_assistant_message"].as_str().unwrap();
+        assert!(
+            summary.to_lowercase().contains("create index") && summary.contains("customer_id"),
+            "{summary}"
+        );
+
+        let r = c
+            .post(TASKS, json!({"task": "write a haiku about tables"}))
+            .await;
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        let events = until_stopped(&c, &session, &id).await;
+        let stop = events.iter().rev().find(|e| e["kind"] == "Stop").unwrap();
+        assert_eq!(stop["payload"]["status"], "failed", "{stop}");
+        assert!(
+            stop["payload"]["last_assistant_message"]
+                .as_str()
+                .unwrap()
+                .contains("PII audit"),
+            "{stop}"
+        );
+        let t = c.get(&format!("{TASKS}/{}", id.as_str().unwrap())).await;
+        assert_eq!(t.json["status"], "failed");
+        assert_eq!(t.json["stop_reason"], "no playbook fits");
+    }
+);
