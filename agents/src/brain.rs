@@ -39,6 +39,8 @@ pub struct OfflineBrain {
     seed: Option<PathBuf>,
     base_dir: PathBuf,
     secrets: bool,
+    /// The directory tasks may read, if any.
+    files: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for OfflineBrain {
@@ -79,6 +81,7 @@ impl OfflineBrain {
                 .map(|s| base_dir.join(s)),
             base_dir: base_dir.to_path_buf(),
             secrets: spec.tools.secrets.is_some(),
+            files: spec.tools.files.as_ref().map(|f| base_dir.join(&f.root)),
         }
     }
 
@@ -178,6 +181,11 @@ impl OfflineBrain {
             out.push_str("\nThis text is on the floor now: treat every secret above as exposed and rotate it; move it to a secret store and reference it (env or file), never commit it.");
         }
         Some(out)
+    }
+
+    /// The directory the agent may read, if it has one.
+    pub(crate) fn files_root(&self) -> Option<&Path> {
+        self.files.as_deref()
     }
 
     /// True when the agent has a database tool.

@@ -234,11 +234,32 @@ async fn playbook(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -
     if pii && d.brain.has_database() {
         return pii_audit(d, step, last).await;
     }
+    let scan = [
+        "secret",
+        "credential",
+        "leak",
+        "scan",
+        "pii",
+        "personal data",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    if scan && d.brain.files_root().is_some() {
+        return files_scan(d, step, last).await;
+    }
     let slow = ["slow", "index", "query performance", "explain"]
         .iter()
         .any(|w| text.contains(w));
     if slow && d.brain.has_database() {
         return slow_query_audit(d, step, last).await;
+    }
+    let mut can: Vec<&str> = Vec::new();
+    if d.brain.has_database() {
+        can.push("a PII audit of the warehouse that proposes masking policies (say \"PII audit\")");
+        can.push("an audit of slow queries, quoted in backticks, that proposes indexes");
+    }
+    if d.brain.files_root().is_some() {
+        can.push("a scan of my directory for secrets and personal data (say \"secret scan\")");
     }
     Outcome {
         status: "failed",
@@ -246,10 +267,10 @@ async fn playbook(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -
         summary: format!(
             "I have no playbook for \"{}\". With my tools I can run: {}.",
             d.task.text,
-            if d.brain.has_database() {
-                "a PII audit of the warehouse that proposes masking policies (say \"PII audit\"), and an audit of slow queries, quoted in backticks, that proposes indexes"
+            if can.is_empty() {
+                "nothing yet: I have no database or directory configured".to_owned()
             } else {
-                "nothing yet: I have no database configured"
+                can.join("; ")
             }
         ),
     }
@@ -483,6 +504,173 @@ async fn slow_query_audit(d: &mut Drive, step: &mut u32, last: &mut Option<Deliv
             format!(
                 "Explained {explained} queries. Indexes that would serve them:\n{}",
                 indexes.join("\n")
+            )
+        },
+    }
+}
+
+/// Most files a scan reads, and the largest it reads (bigger ones are listed as skipped).
+const SCAN_LIMITS: (usize, u64) = (10_000, 1 << 20);
+
+/// What a walk of the agent's directory found: text files to scan, and what was skipped.
+struct Walk {
+    files: Vec<std::path::PathBuf>,
+    skipped: usize,
+}
+
+/// The text files under `root` (not following symbolic links, so nothing outside it is
+/// read; `.git` left out), up to [`SCAN_LIMITS`].
+fn walk(root: &std::path::Path) -> std::io::Result<Walk> {
+    let mut out = Walk {
+        files: Vec::new(),
+        skipped: 0,
+    };
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)?.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() && e.file_name() != ".git" {
+                dirs.push(e.path());
+            } else if kind.is_file() {
+                let big = e.metadata().map_or(true, |m| m.len() > SCAN_LIMITS.1);
+                if big || out.files.len() >= SCAN_LIMITS.0 {
+                    out.skipped += 1;
+                } else {
+                    out.files.push(e.path());
+                }
+            }
+        }
+    }
+    out.files.sort();
+    Ok(out)
+}
+
+/// Sage's scan of the directory it may read: every text file through the secret and
+/// personal-data scanner, findings shown masked, with what to do about each kind.
+async fn files_scan(d: &mut Drive, step: &mut u32, last: &mut Option<Delivered>) -> Outcome {
+    let Some(root) = d.brain.files_root().map(std::path::Path::to_path_buf) else {
+        return failed("no directory to read");
+    };
+    let mut skip = BTreeSet::new();
+    if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+        return Outcome {
+            status,
+            reason: Some(reason.clone()),
+            summary: format!("Stopped ({reason}) before reading anything."),
+        };
+    }
+    let scan_root = root.clone();
+    let found = tokio::task::spawn_blocking(
+        move || -> std::io::Result<(Walk, Vec<(String, polaris_protocol::secrets::Finding)>)> {
+            let walked = walk(&scan_root)?;
+            let mut findings = Vec::new();
+            for f in &walked.files {
+                let Ok(bytes) = std::fs::read(f) else {
+                    continue;
+                };
+                // Binary files (a NUL early on) are not text to scan.
+                if bytes.iter().take(8192).any(|b| *b == 0) {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&bytes);
+                let shown = f
+                    .strip_prefix(&scan_root)
+                    .unwrap_or(f)
+                    .display()
+                    .to_string();
+                for finding in polaris_protocol::secrets::scan(&text) {
+                    findings.push((shown.clone(), finding));
+                }
+            }
+            Ok((walked, findings))
+        },
+    )
+    .await;
+    let (walked, findings) = match found {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return failed(&format!("cannot read {}: {e}", root.display())),
+        Err(e) => return failed(&e.to_string()),
+    };
+    let listing = format!(
+        "{} files to scan under {}{}",
+        walked.files.len(),
+        root.display(),
+        if walked.skipped > 0 {
+            format!(
+                " ({} skipped: too large, or over {} files)",
+                walked.skipped, SCAN_LIMITS.0
+            )
+        } else {
+            String::new()
+        }
+    );
+    tool(
+        d,
+        step,
+        last,
+        "files.list",
+        json!({"root": root.display().to_string()}),
+        listing,
+    )
+    .await;
+    if let Some((reason, status)) = checkpoint(d, step, last, &mut skip).await {
+        return Outcome {
+            status,
+            reason: Some(reason.clone()),
+            summary: format!("Stopped ({reason}) after listing the files."),
+        };
+    }
+    let lines: Vec<String> = findings
+        .iter()
+        .map(|(file, f)| {
+            format!(
+                "{file}:{}:{}: {} `{}`",
+                f.line,
+                f.column,
+                f.kind.label(),
+                f.masked
+            )
+        })
+        .collect();
+    let result = if lines.is_empty() {
+        "nothing found".to_owned()
+    } else {
+        lines.join("\n")
+    };
+    tool(
+        d,
+        step,
+        last,
+        "secrets.scan",
+        json!({"root": root.display().to_string()}),
+        result,
+    )
+    .await;
+    let pii = findings.iter().filter(|(_, f)| f.kind.is_pii()).count();
+    let secrets = findings.len() - pii;
+    let mut advice: Vec<String> = Vec::new();
+    for (_, f) in &findings {
+        let a = format!("- {}: {}", f.kind.label(), f.kind.advice());
+        if !advice.contains(&a) {
+            advice.push(a);
+        }
+    }
+    Outcome {
+        status: "done",
+        reason: None,
+        summary: if findings.is_empty() {
+            format!(
+                "Scan done: no secrets or personal data in {} files.",
+                walked.files.len()
+            )
+        } else {
+            format!(
+                "Scan done: {secrets} secret(s) and {pii} personal data item(s) in {} files.\n{}\n\nWhat to do:\n{}",
+                walked.files.len(),
+                lines.join("\n"),
+                advice.join("\n")
             )
         },
     }

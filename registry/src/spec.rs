@@ -121,6 +121,18 @@ pub struct Tools {
     /// Scanning event text for secrets and personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsTool>,
+    /// Read access to one local directory (tasks scan it). Only agents defined in the
+    /// agents file may have it: the floor never reads a directory an API call names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesTool>,
+}
+
+/// A directory an agent may read (and nothing outside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesTool {
+    /// The directory, relative to the agents file.
+    pub root: String,
 }
 
 /// Where the database tool connects.
@@ -306,6 +318,11 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
                 "only a sqlite: database can be seeded".into(),
             );
         }
+    }
+    if let Some(f) = &s.tools.files
+        && f.root.trim().is_empty()
+    {
+        bad("tools.files.root", "must not be empty".into());
     }
     if s.rate.per_floor_per_minute == 0 || s.rate.per_agent_per_minute == 0 {
         bad("rate", "limits must be at least 1 per minute".into());

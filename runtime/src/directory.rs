@@ -223,6 +223,12 @@ impl Directory {
         if let Some((field, message)) = check_one(&spec).into_iter().next() {
             return Err(DirectoryError::Invalid(format!("{field}: {message}")));
         }
+        if spec.tools.files.is_some() {
+            return Err(DirectoryError::Invalid(
+                "tools.files: only agents defined in the agents file may read a local directory"
+                    .into(),
+            ));
+        }
         let current = self.agents(org).await?;
         if let Some(p) = &spec.parent
             && !current.iter().any(|l| &l.spec.id == p)

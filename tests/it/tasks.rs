@@ -557,3 +557,101 @@ both_stores!(
         assert_eq!(t.json["stop_reason"], "no playbook fits");
     }
 );
+
+/// A repository Sage may read: a leaked key, personal data, a binary file, and a key inside
+/// `.git` (never scanned).
+fn repository() -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(
+        dir.join("config/deploy.env"),
+        "REGION=eu-west-1\nAWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("customers.csv"),
+        "id,name,ssn\n1,Ada Lovelace,123-45-6789\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("logo.png"), [0u8, 1, 2, 3, 0, 0]).unwrap();
+    std::fs::write(
+        dir.join(".git/config"),
+        "token ghp_abcdefghijklmnopqrstuvwxyz0123456789\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn with_sage() -> Options {
+    let repo = repository();
+    let yaml = format!(
+        "agents:\n  - id: agent:sage\n    name: Sage\n    display_name: Sage (Security)\n    tags: [security]\n    tools:\n      secrets: {{}}\n      files:\n        root: {}\n",
+        repo.display()
+    );
+    Options {
+        agents_file: Some(agents_dir(&yaml).file),
+        ..Options::default()
+    }
+}
+
+both_stores!(
+    sage_scans_the_directory_it_may_read_in_process,
+    with_sage(),
+    |srv| {
+        // Sage runs inside the floor's process here (hosting: server): the same driver.
+        let c = srv.client();
+        c.post("/projects", json!({"name": "infra", "tags": ["security"]}))
+            .await;
+        let r = c
+            .post(
+                "/projects/infra/agents/sage/tasks",
+                json!({"task": "secret and PII scan of the repository"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        let events = eventually(30, || async {
+            let events = c
+                .get(&format!("/projects/infra/sessions/{session}/messages"))
+                .await
+                .json;
+            let events = events.as_array()?.clone();
+            events
+                .iter()
+                .any(|e| e["kind"] == "Stop" && e["payload"]["task_id"] == id)
+                .then_some(events)
+        })
+        .await;
+        let stop = events.iter().rev().find(|e| e["kind"] == "Stop").unwrap();
+        assert_eq!(stop["payload"]["status"], "done", "{stop}");
+        let summary = stop["payload"]["last_assistant_message"].as_str().unwrap();
+        assert!(summary.contains("config/deploy.env:2"), "{summary}");
+        assert!(summary.contains("AKIA…MPLE"), "{summary}");
+        assert!(summary.contains("customers.csv"), "{summary}");
+        assert!(
+            summary.contains("1 secret(s) and 1 personal data"),
+            "{summary}"
+        );
+        // Masked everywhere, and nothing from .git.
+        let all = serde_json::to_string(&events).unwrap();
+        assert!(
+            !all.contains("AKIAIOSFODNN7EXAMPLE"),
+            "a secret reached the floor"
+        );
+        assert!(!all.contains("ghp_"), "{all}");
+
+        // Only the agents file may give an agent a directory: the API refuses it.
+        let r = c
+            .post(
+                "/agents",
+                json!({"id": "agent:snoop", "name": "Snoop", "tools": {"files": {"root": "/etc"}}}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.error().contains("tools.files"), "{}", r.error());
+    }
+);
