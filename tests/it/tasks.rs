@@ -655,3 +655,138 @@ both_stores!(
         assert!(r.error().contains("tools.files"), "{}", r.error());
     }
 );
+
+/// A slow-query task long enough to interrupt: `n` quoted queries, one tool step each.
+fn many_queries(n: usize) -> String {
+    let qs: Vec<String> = (0..n)
+        .map(|i| format!("`SELECT * FROM orders WHERE customer_id = {i}`"))
+        .collect();
+    format!("These are slow, propose indexes: {}", qs.join(" "))
+}
+
+/// Steps of a task: each step number once, in order, and how many tool results.
+fn check_steps(events: &[Value], task: &Value) -> usize {
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["payload"]["task_id"] == *task && e["sender"] == "agent:dean")
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut last = -1i64;
+    for e in &mine {
+        let key = (
+            e["kind"].as_str().unwrap().to_owned(),
+            e["payload"]["step"].as_i64().unwrap(),
+        );
+        assert!(seen.insert(key.clone()), "step {key:?} twice");
+        assert!(key.1 >= last, "step {key:?} after step {last}");
+        last = key.1;
+    }
+    mine.iter().filter(|e| e["kind"] == "PostToolUse").count()
+}
+
+both_stores!(
+    a_task_cut_off_by_kill_9_continues_from_its_last_step,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file, dir) = setup(&srv).await;
+        let state = dir.path().join("state");
+        let mut dean = Run::start(&srv, &file, &state).await;
+        dean.until_ready().await;
+        let n = 60;
+        let r = c
+            .post(
+                TASKS,
+                json!({"task": many_queries(n), "budget": {"steps": 100}}),
+            )
+            .await;
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        // Killed once its first tool step is on the floor.
+        eventually(20, || async {
+            let events = c
+                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
+                .await
+                .json;
+            events
+                .as_array()?
+                .iter()
+                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
+                .then_some(())
+        })
+        .await;
+        dean.child.start_kill().unwrap();
+        dean.child.wait().await.unwrap();
+        let before = c
+            .get(&format!("/projects/warehouse/sessions/{session}/messages"))
+            .await
+            .json;
+        let done_before = check_steps(before.as_array().unwrap(), &id);
+        eprintln!("tool steps on the floor when Dean was killed: {done_before} of {n}");
+        let again = Run::start(&srv, &file, &state).await;
+        again.until_ready().await;
+        let events = until_stopped(&c, &session, &id).await;
+        assert_eq!(check_steps(&events, &id), n);
+        let stop = events.iter().rev().find(|e| e["kind"] == "Stop").unwrap();
+        assert_eq!(stop["payload"]["status"], "done", "{stop}");
+    }
+);
+
+both_stores!(
+    a_task_outlives_the_floor_going_down_and_its_steps_arrive_in_order,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file, dir) = setup(&srv).await;
+        let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
+        dean.until_ready().await;
+        let n = 60;
+        let r = c
+            .post(
+                TASKS,
+                json!({"task": many_queries(n), "budget": {"steps": 100}}),
+            )
+            .await;
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        eventually(20, || async {
+            let events = c
+                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
+                .await
+                .json;
+            events
+                .as_array()?
+                .iter()
+                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
+                .then_some(())
+        })
+        .await;
+        // The floor restarts mid-task: Dean's steps wait in his sidecar meanwhile.
+        srv.restart_in_place().await;
+        let agents = polaris_registry::AgentFile::load(&file).unwrap();
+        srv.runtime
+            .directory()
+            .load_agent_file(Some(agents))
+            .await
+            .unwrap();
+        let c = srv.client_as("default", "user:manu", Role::Member);
+        let events = until_stopped(&c, &session, &id).await;
+        assert_eq!(check_steps(&events, &id), n);
+        // In seq order, the steps are in step order (check_steps) and the Stop is last.
+        let last = events
+            .iter()
+            .filter(|e| e["payload"]["task_id"] == id && e["sender"] == "agent:dean")
+            .last()
+            .unwrap();
+        assert_eq!(last["kind"], "Stop");
+        drop(dean);
+    }
+);
