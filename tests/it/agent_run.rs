@@ -52,7 +52,13 @@ pub(crate) struct Run {
 
 impl Run {
     pub(crate) async fn start(srv: &TestServer, file: &Path, state: &Path) -> Run {
-        let (child, health) = spawn_listening(agent_run(&srv.base, file, state)).await;
+        Run::start_with(srv, file, state, &[]).await
+    }
+
+    async fn start_with(srv: &TestServer, file: &Path, state: &Path, extra: &[&str]) -> Run {
+        let mut cmd = agent_run(&srv.base, file, state);
+        cmd.args(extra);
+        let (child, health) = spawn_listening(cmd).await;
         Run { child, health }
     }
 
@@ -322,5 +328,55 @@ both_stores!(
         let q2 = ask(&c, "@dean how long are raw events kept?").await;
         eventually(30, || async { (answers(&c, &q2).await == 1).then_some(()) }).await;
         assert_eq!(answers(&c, &q1).await, 1);
+    }
+);
+
+both_stores!(
+    agent_run_posts_through_an_external_sidecar,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file) = floor(&srv).await;
+        let home = tempfile::tempdir().unwrap();
+        let dean_token = token("default", "agent:dean", Role::Member);
+        let sidecar = crate::support::sidecar_command(
+            home.path(),
+            &srv.base,
+            &["--listen", "127.0.0.1:0", "--token", &dean_token],
+        );
+        let (_sidecar, sidecar_url) = spawn_listening(sidecar).await;
+        let secret = format!("file:{}", home.path().join("daemon.secret").display());
+        let states = tempfile::tempdir().unwrap();
+        let dean = Run::start_with(
+            &srv,
+            &file,
+            states.path(),
+            &["--sidecar", &sidecar_url, "--sidecar-secret", &secret],
+        )
+        .await;
+        dean.until_ready().await;
+        let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
+        let q = ask(&c, "@dean how do we name staging tables?").await;
+        let a = wait_for(&mut ws, "Dean's answer through the sidecar", |e: &Value| {
+            e["payload"]["in_reply_to"] == q
+        })
+        .await;
+        assert_eq!(a["sender"], "agent:dean");
+        // The answer went through that sidecar (its JSONL log has it), not an embedded one.
+        assert!(
+            !states.path().join("wal").exists(),
+            "no embedded write-ahead log"
+        );
+        let logs = home.path().join("logs");
+        eventually(10, || async {
+            let found = std::fs::read_dir(&logs)
+                .ok()?
+                .filter_map(Result::ok)
+                .any(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("agent:dean")));
+            found.then_some(())
+        })
+        .await;
     }
 );

@@ -790,3 +790,71 @@ both_stores!(
         drop(dean);
     }
 );
+
+both_stores!(
+    an_inject_reaches_a_running_task_at_its_next_step,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (c, file, dir) = setup(&srv).await;
+        let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
+        dean.until_ready().await;
+        let n = 120;
+        let r = c
+            .post(
+                TASKS,
+                json!({"task": many_queries(n), "budget": {"steps": 200}}),
+            )
+            .await;
+        let (id, session) = (
+            r.json["id"].clone(),
+            r.json["session"].as_str().unwrap().to_owned(),
+        );
+        eventually(20, || async {
+            let events = c
+                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
+                .await
+                .json;
+            events
+                .as_array()?
+                .iter()
+                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
+                .then_some(())
+        })
+        .await;
+        let sean = srv.client_as("default", "user:sean", Role::Member);
+        let r = sean
+            .post(
+                &format!("/projects/warehouse/sessions/{session}/inject"),
+                json!({"content": "orders is partitioned by month, mind the pruning"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let inject_seq = r.json["seq"].as_i64().unwrap();
+        let events = until_stopped(&c, &session, &id).await;
+        let noted = events
+            .iter()
+            .find(|e| e["payload"]["task_id"] == id && e["kind"] == "message")
+            .expect("the advice taken in while the task ran");
+        assert!(
+            noted["payload"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Noted from user:sean"),
+            "{noted}"
+        );
+        assert!(noted["seq"].as_i64().unwrap() > inject_seq);
+        let after: usize = events
+            .iter()
+            .filter(|e| {
+                e["payload"]["task_id"] == id
+                    && e["kind"] == "PostToolUse"
+                    && e["seq"].as_i64().unwrap() > noted["seq"].as_i64().unwrap()
+            })
+            .count();
+        assert!(after > 0, "taken in at a step, then the task went on");
+        assert_eq!(check_steps(&events, &id), n);
+    }
+);
