@@ -783,8 +783,7 @@ both_stores!(
         // In seq order, the steps are in step order (check_steps) and the Stop is last.
         let last = events
             .iter()
-            .filter(|e| e["payload"]["task_id"] == id && e["sender"] == "agent:dean")
-            .last()
+            .rfind(|e| e["payload"]["task_id"] == id && e["sender"] == "agent:dean")
             .unwrap();
         assert_eq!(last["kind"], "Stop");
         drop(dean);
