@@ -226,7 +226,7 @@ async fn serve(
                 .await
         })
     };
-    crate::shutdown_signal().await;
+    crate::signal::shutdown_signal().await;
     tracing::info!("stopping: saving cursors, delivering answers, releasing the lease");
     host.stop_agents().await;
     if let Post::Embedded(uplink) = &post {

@@ -3,6 +3,9 @@
 
 mod agent_run;
 mod remote;
+mod signal;
+
+use signal::shutdown_signal;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -224,6 +227,11 @@ fn main() -> std::process::ExitCode {
     if let Some(opts) = hook_fast_path(std::env::args_os().skip(1)) {
         return hook(&opts);
     }
+    #[cfg(unix)]
+    if let Some(e) = hand_to_polaris_agent() {
+        eprintln!("polaris: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run_command(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -232,6 +240,26 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `polaris agent run …` becomes `polaris-agent run …` (the same process, by `exec`) when
+/// that binary sits beside this one: an agent process then maps only an agent's code
+/// (docs/benchmarks.md). Returns only if the hand-over failed; without the binary nothing
+/// happens and the command runs here.
+#[cfg(unix)]
+fn hand_to_polaris_agent() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.len() < 2 || args[0] != "agent" || args[1] != "run" {
+        return None;
+    }
+    let beside = std::env::current_exe()
+        .ok()?
+        .with_file_name("polaris-agent");
+    if !beside.is_file() {
+        return None;
+    }
+    Some(std::process::Command::new(beside).args(&args[1..]).exec())
 }
 
 /// `polaris hook [--statusline] [--home DIR]` read without clap; `None` for anything else.
@@ -371,29 +399,6 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     store.close().await;
     tracing::info!("bye");
     Ok(())
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn init_tracing(config: &ServerConfig) {

@@ -110,6 +110,13 @@ fn the_dockerfile_and_compose_file_agree() {
             }
         }
     }
+    // `polaris agent run` hands over to `polaris-agent` when it is installed beside it.
+    assert!(
+        df.iter().any(|(i, v)| i == "COPY"
+            && v.contains("/polaris-agent")
+            && v.ends_with("/usr/local/bin/")),
+        "polaris-agent beside polaris: {df:?}"
+    );
     let cmd = exec_form(&one("CMD"));
     let entry = exec_form(&one("ENTRYPOINT"));
     assert!(entry[0].ends_with("/polaris"), "{entry:?}");
@@ -297,6 +304,9 @@ async fn the_dean_container_command_runs_and_answers() {
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let (mut child, health) = spawn_listening(cmd).await;
+    // The same process, now the agents-only binary.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id().unwrap())).unwrap();
+    assert!(exe.ends_with("polaris-agent"), "{}", exe.display());
 
     // The image's HEALTHCHECK command, as Docker would run it.
     let probe = Command::new(BIN)
