@@ -8,7 +8,6 @@
 //! streams are open. SIGTERM stops the agents (they save their cursors), lets the sidecar
 //! deliver what they posted, releases the lease and exits 0.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -202,13 +201,8 @@ async fn serve(
     .await
     .context("starting the agent")?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = crate::lifecycle::bind_announced(args.listen).await?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
-    println!("listening on http://{addr}");
-    std::io::stdout().flush()?;
     tracing::info!(%addr, %agent, floor = %floor.base(), "polaris agent run");
     let app = health_routes(
         host.clone(),
@@ -226,7 +220,7 @@ async fn serve(
                 .await
         })
     };
-    crate::signal::shutdown_signal().await;
+    crate::lifecycle::shutdown_signal().await;
     tracing::info!("stopping: saving cursors, delivering answers, releasing the lease");
     host.stop_agents().await;
     if let Post::Embedded(uplink) = &post {

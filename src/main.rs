@@ -2,10 +2,10 @@
 //! hands it over. Nothing here knows how a floor works.
 
 mod agent_run;
+mod lifecycle;
 mod remote;
-mod signal;
 
-use signal::shutdown_signal;
+use lifecycle::{bind_announced, shutdown_signal};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -374,13 +374,8 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     let host = AgentHost::start(runtime.clone())
         .await
         .context("starting the agents")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = bind_announced(config.listen).await?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
-    println!("listening on http://{addr}");
-    std::io::stdout().flush()?;
     tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), agents = agent_count, "polaris serving");
     api::serve(
         listener,
@@ -499,13 +494,8 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
         .with_context(|| format!("the local secret in {}", home.root().display()))?;
     let client = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = bind_announced(addr).await?;
         let addr = listener.local_addr()?;
-        // Tests and scripts read this line to find the port.
-        println!("listening on http://{addr}");
-        std::io::stdout().flush()?;
         tracing::info!(%addr, floor = %client.base(), home = %home.root().display(), "polaris sidecar serving");
         let world = polaris_sidecar::SidecarWorld {
             home,

@@ -255,30 +255,10 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
         );
         let payload =
             json!({"type": "notice", "content": content, "in_reply_to": e.id, "agent": spec.id});
-        let incoming = Incoming {
-            term: None,
-            id: Uuid::new_v5(
-                &ANSWER_NAMESPACE,
-                format!("{SYSTEM_SENDER}/absent/{}/{}", spec.id, e.id).as_bytes(),
-            ),
-            timestamp: None,
-            source: Source::System,
-            kind: "notice".into(),
-            sender: match ParticipantId::parse(SYSTEM_SENDER) {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            payload: serde_json::value::to_raw_value(&payload)
-                .unwrap_or_else(|_| unreachable!("a Value serializes")),
-        };
-        let caller = Caller::participant(&state.args.org, incoming.sender.clone(), Role::Service);
+        let id = format!("absent/{}/{}", spec.id, e.id);
         let runtime = state.args.runtime.clone();
         let (project, session) = (key.clone(), session.clone());
-        tokio::spawn(async move {
-            if let Err(e) = runtime.post(&project, &session, incoming, &caller).await {
-                tracing::warn!(error = %e, "absent-agent notice not posted");
-            }
-        });
+        tokio::spawn(async move { post_notice(&runtime, &project, &session, &id, payload).await });
     }
 }
 
@@ -367,25 +347,37 @@ fn hand_over(
             Err(err) => format!("{shown} could not take the task: {err}"),
         };
         let payload = json!({"type": "notice", "content": content, "in_reply_to": asked, "agent": agent, "task_id": id});
-        let incoming = Incoming {
-            term: None,
-            id: Uuid::new_v5(
-                &ANSWER_NAMESPACE,
-                format!("{SYSTEM_SENDER}/took/{id}").as_bytes(),
-            ),
-            timestamp: None,
-            source: Source::System,
-            kind: "notice".into(),
-            sender: match ParticipantId::parse(SYSTEM_SENDER) {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            payload: serde_json::value::to_raw_value(&payload)
-                .unwrap_or_else(|_| unreachable!("a Value serializes")),
-        };
-        let caller = Caller::participant(&project.org, incoming.sender.clone(), Role::Service);
-        if let Err(e) = runtime.post(&project, &session, incoming, &caller).await {
-            tracing::warn!(error = %e, "hand-over notice not posted");
-        }
+        post_notice(&runtime, &project, &session, &format!("took/{id}"), payload).await;
     });
+}
+
+/// Posts a notice as the floor (`agent:polaris`) into `session`; its id is derived from
+/// `what`, so posting it again is the idempotent no-op of the first.
+async fn post_notice(
+    runtime: &Runtime,
+    project: &ProjectKey,
+    session: &str,
+    what: &str,
+    payload: serde_json::Value,
+) {
+    let Ok(sender) = ParticipantId::parse(SYSTEM_SENDER) else {
+        return;
+    };
+    let incoming = Incoming {
+        term: None,
+        id: Uuid::new_v5(
+            &ANSWER_NAMESPACE,
+            format!("{SYSTEM_SENDER}/{what}").as_bytes(),
+        ),
+        timestamp: None,
+        source: Source::System,
+        kind: "notice".into(),
+        sender,
+        payload: serde_json::value::to_raw_value(&payload)
+            .unwrap_or_else(|_| unreachable!("a Value serializes")),
+    };
+    let caller = Caller::participant(&project.org, incoming.sender.clone(), Role::Service);
+    if let Err(e) = runtime.post(project, session, incoming, &caller).await {
+        tracing::warn!(error = %e, what, "notice not posted");
+    }
 }

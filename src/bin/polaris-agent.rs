@@ -5,10 +5,10 @@
 
 #[path = "../agent_run.rs"]
 mod agent_run;
+#[path = "../lifecycle.rs"]
+mod lifecycle;
 #[path = "../remote.rs"]
 mod remote;
-#[path = "../signal.rs"]
-mod signal;
 
 use clap::{Parser, Subcommand};
 

@@ -20,12 +20,7 @@ both_stores!(
     },
     |srv| {
         let dir = agents_dir(TEAM);
-        let file = polaris_registry::AgentFile::load(&dir.file).unwrap();
-        srv.runtime
-            .directory()
-            .load_agent_file(Some(file))
-            .await
-            .unwrap();
+        srv.load_agents(&dir.file).await;
         let wal = tempfile::tempdir().unwrap();
         // A sidecar holds one credential for everything it relays: a service token of the
         // org, as an agent container would be given.

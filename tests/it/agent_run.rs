@@ -99,12 +99,7 @@ impl Run {
 
 async fn floor(srv: &TestServer) -> (Client, std::path::PathBuf) {
     let dir = agents_dir(&external_team());
-    let file = polaris_registry::AgentFile::load(&dir.file).unwrap();
-    srv.runtime
-        .directory()
-        .load_agent_file(Some(file))
-        .await
-        .unwrap();
+    srv.load_agents(&dir.file).await;
     let c = srv.client_as("default", "user:manu", Role::Member);
     let r = c
         .post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
@@ -317,12 +312,7 @@ both_stores!(
         // same address; Dean finds it again, under a new term, from its saved position.
         srv.restart_in_place().await;
         // The same agents file, as `polaris serve --agents` loads it at every start.
-        let agents = polaris_registry::AgentFile::load(&file).unwrap();
-        srv.runtime
-            .directory()
-            .load_agent_file(Some(agents))
-            .await
-            .unwrap();
+        srv.load_agents(&file).await;
         let c = srv.client_as("default", "user:manu", Role::Member);
         dean.until_ready().await;
         let q2 = ask(&c, "@dean how long are raw events kept?").await;

@@ -266,13 +266,8 @@ async fn the_dean_container_command_runs_and_answers() {
         return;
     };
     let root = ImageRoot::new(&token("default", "agent:dean", Role::Member));
-    let file =
-        polaris_registry::AgentFile::load(&root.path("/etc/polaris/dean/agents.yaml")).unwrap();
-    srv.runtime
-        .directory()
-        .load_agent_file(Some(file))
-        .await
-        .unwrap();
+    srv.load_agents(&root.path("/etc/polaris/dean/agents.yaml"))
+        .await;
 
     // Exactly the compose service's command and environment; only the paths move under
     // the root, the floor's address is the test's, and the health port is a free one.

@@ -18,12 +18,7 @@ fn with_agents() -> Options {
 /// The dataset's agents, known to the floor but run by nobody in this process: these
 /// tests play the `agent run` process themselves.
 async fn load_agents(srv: &crate::support::TestServer) {
-    let file = polaris_registry::AgentFile::load(&dataset_agents()).unwrap();
-    srv.runtime
-        .directory()
-        .load_agent_file(Some(file))
-        .await
-        .unwrap();
+    srv.load_agents(&dataset_agents()).await;
 }
 
 const ROSTER: &str = "/agents/agent:dean/roster";

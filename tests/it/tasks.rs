@@ -25,12 +25,7 @@ fn dean_with_a_warehouse(dir: &std::path::Path) -> std::path::PathBuf {
 async fn setup(srv: &TestServer) -> (Client, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dean_with_a_warehouse(dir.path());
-    let agents = polaris_registry::AgentFile::load(&file).unwrap();
-    srv.runtime
-        .directory()
-        .load_agent_file(Some(agents))
-        .await
-        .unwrap();
+    srv.load_agents(&file).await;
     let c = srv.client_as("default", "user:manu", Role::Member);
     let r = c
         .post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
@@ -55,6 +50,22 @@ async fn until_stopped(c: &Client, session: &str, task: &Value) -> Vec<Value> {
             .then_some(events)
     })
     .await
+}
+
+/// Waits until the task's first tool result is on the floor.
+async fn until_first_tool_step(c: &Client, session: &str, task: &Value) {
+    eventually(20, || async {
+        let events = c
+            .get(&format!("/projects/warehouse/sessions/{session}/messages"))
+            .await
+            .json;
+        events
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == *task)
+            .then_some(())
+    })
+    .await;
 }
 
 fn steps(events: &[Value], task: &Value) -> Vec<(String, String)> {
@@ -707,18 +718,7 @@ both_stores!(
             r.json["session"].as_str().unwrap().to_owned(),
         );
         // Killed once its first tool step is on the floor.
-        eventually(20, || async {
-            let events = c
-                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
-                .await
-                .json;
-            events
-                .as_array()?
-                .iter()
-                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
-                .then_some(())
-        })
-        .await;
+        until_first_tool_step(&c, &session, &id).await;
         dean.child.start_kill().unwrap();
         dean.child.wait().await.unwrap();
         let before = c
@@ -757,26 +757,10 @@ both_stores!(
             r.json["id"].clone(),
             r.json["session"].as_str().unwrap().to_owned(),
         );
-        eventually(20, || async {
-            let events = c
-                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
-                .await
-                .json;
-            events
-                .as_array()?
-                .iter()
-                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
-                .then_some(())
-        })
-        .await;
+        until_first_tool_step(&c, &session, &id).await;
         // The floor restarts mid-task: Dean's steps wait in his sidecar meanwhile.
         srv.restart_in_place().await;
-        let agents = polaris_registry::AgentFile::load(&file).unwrap();
-        srv.runtime
-            .directory()
-            .load_agent_file(Some(agents))
-            .await
-            .unwrap();
+        srv.load_agents(&file).await;
         let c = srv.client_as("default", "user:manu", Role::Member);
         let events = until_stopped(&c, &session, &id).await;
         assert_eq!(check_steps(&events, &id), n);
@@ -811,18 +795,7 @@ both_stores!(
             r.json["id"].clone(),
             r.json["session"].as_str().unwrap().to_owned(),
         );
-        eventually(20, || async {
-            let events = c
-                .get(&format!("/projects/warehouse/sessions/{session}/messages"))
-                .await
-                .json;
-            events
-                .as_array()?
-                .iter()
-                .any(|e| e["kind"] == "PostToolUse" && e["payload"]["task_id"] == id)
-                .then_some(())
-        })
-        .await;
+        until_first_tool_step(&c, &session, &id).await;
         let sean = srv.client_as("default", "user:sean", Role::Member);
         let r = sean
             .post(

@@ -233,6 +233,18 @@ impl TestServer {
         }
     }
 
+    /// Loads the agents file at `path` into the floor's directory, as `polaris serve
+    /// --agents` does at start, without running any agent here (tests run them as `agent
+    /// run` processes, or play them).
+    pub async fn load_agents(&self, path: &std::path::Path) {
+        let file = polaris_registry::AgentFile::load(path).expect("agents file");
+        self.runtime
+            .directory()
+            .load_agent_file(Some(file))
+            .await
+            .expect("load agents");
+    }
+
     /// An anonymous client (development mode).
     pub fn client(&self) -> Client {
         Client::new(&self.base, None)
