@@ -52,6 +52,16 @@ async fn until_stopped(c: &Client, session: &str, task: &Value) -> Vec<Value> {
     .await
 }
 
+/// Hands Dean a task over the API: its id and session.
+async fn hand(c: &Client, body: Value) -> (Value, String) {
+    let r = c.post(TASKS, body).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    (
+        r.json["id"].clone(),
+        r.json["session"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// Waits until the task's first tool result is on the floor.
 async fn until_first_tool_step(c: &Client, session: &str, task: &Value) {
     eventually(20, || async {
@@ -707,16 +717,11 @@ both_stores!(
         let mut dean = Run::start(&srv, &file, &state).await;
         dean.until_ready().await;
         let n = 60;
-        let r = c
-            .post(
-                TASKS,
-                json!({"task": many_queries(n), "budget": {"steps": 100}}),
-            )
-            .await;
-        let (id, session) = (
-            r.json["id"].clone(),
-            r.json["session"].as_str().unwrap().to_owned(),
-        );
+        let (id, session) = hand(
+            &c,
+            json!({"task": many_queries(n), "budget": {"steps": 100}}),
+        )
+        .await;
         // Killed once its first tool step is on the floor.
         until_first_tool_step(&c, &session, &id).await;
         dean.child.start_kill().unwrap();
@@ -747,16 +752,11 @@ both_stores!(
         let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
         dean.until_ready().await;
         let n = 60;
-        let r = c
-            .post(
-                TASKS,
-                json!({"task": many_queries(n), "budget": {"steps": 100}}),
-            )
-            .await;
-        let (id, session) = (
-            r.json["id"].clone(),
-            r.json["session"].as_str().unwrap().to_owned(),
-        );
+        let (id, session) = hand(
+            &c,
+            json!({"task": many_queries(n), "budget": {"steps": 100}}),
+        )
+        .await;
         until_first_tool_step(&c, &session, &id).await;
         // The floor restarts mid-task: Dean's steps wait in his sidecar meanwhile.
         srv.restart_in_place().await;
@@ -785,16 +785,11 @@ both_stores!(
         let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
         dean.until_ready().await;
         let n = 120;
-        let r = c
-            .post(
-                TASKS,
-                json!({"task": many_queries(n), "budget": {"steps": 200}}),
-            )
-            .await;
-        let (id, session) = (
-            r.json["id"].clone(),
-            r.json["session"].as_str().unwrap().to_owned(),
-        );
+        let (id, session) = hand(
+            &c,
+            json!({"task": many_queries(n), "budget": {"steps": 200}}),
+        )
+        .await;
         until_first_tool_step(&c, &session, &id).await;
         let sean = srv.client_as("default", "user:sean", Role::Member);
         let r = sean
