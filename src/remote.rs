@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use polaris_agents::link::{Events, FloorLink, LinkError, Roster};
+use polaris_agents::link::{Events, FloorLink, LinkError, Roster, TaskProgress};
 use polaris_protocol::Event;
 use polaris_registry::{AgentSpec, ParticipantId};
 use polaris_runtime::{Committed, ProjectKey};
@@ -325,6 +325,34 @@ impl FloorLink for RemoteFloor {
                 return Ok(false);
             }
             ok_json::<Value>(resp).await.map(|_| true)
+        })
+    }
+
+    fn task_progress(
+        &self,
+        project: ProjectKey,
+        agent: String,
+        task: Uuid,
+    ) -> BoxFuture<'static, Result<Option<TaskProgress>, LinkError>> {
+        let req = self.floor.request(
+            Method::GET,
+            &format!(
+                "/projects/{}/agents/{}/tasks/{task}",
+                segment(&project.name),
+                segment(&agent)
+            ),
+        );
+        Box::pin(async move {
+            let resp = req.send().await.map_err(LinkError::of)?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let v: Value = ok_json(resp).await?;
+            let status = v["status"].as_str().unwrap_or_default();
+            Ok(Some(TaskProgress {
+                finished: !matches!(status, "queued" | "running"),
+                stop: v["stop_reason"].as_str().map(str::to_owned),
+            }))
         })
     }
 

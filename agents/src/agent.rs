@@ -543,6 +543,8 @@ fn on_task_event(
             brain: state.brain.clone(),
             signals: rx,
             tools_used: 0,
+            link: state.args.link.clone(),
+            stopping: None,
         };
         // Advice given before the hand-over comes first.
         for (sender, content) in state.advice.remove(&slot).unwrap_or_default() {

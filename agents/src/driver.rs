@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::brain::OfflineBrain;
+use crate::link::FloorLink;
 use crate::outbox::{Delivered, Outbox};
 use crate::text::ANSWER_NAMESPACE;
 
@@ -91,6 +92,10 @@ pub(crate) struct Drive {
     pub(crate) signals: mpsc::UnboundedReceiver<Signal>,
     /// Tool calls made so far (the steps budget counts these).
     pub(crate) tools_used: u32,
+    /// The floor, to see how far the task got before (a replay after a restart).
+    pub(crate) link: Arc<dyn FloorLink>,
+    /// Stop at the first step for this reason (a stop the floor already has).
+    pub(crate) stopping: Option<String>,
 }
 
 /// How a task ended, for the `Stop` event: `done`, `stopped` or `failed`, why, and the
@@ -104,6 +109,21 @@ struct Outcome {
 /// Runs the task to its end; returns once its `Stop` is on the floor (or could not be
 /// posted, which is logged). The returned future is `Delivered` for the last event.
 pub(crate) async fn run(mut d: Drive) -> Option<Delivered> {
+    // Read again after a restart or a take-over: a task that ended is not driven again, and
+    // one asked to stop stops at once (the stop request would otherwise be read after it).
+    let progress = d
+        .link
+        .task_progress(d.task.project.clone(), d.spec.id.to_string(), d.task.id)
+        .await;
+    match progress {
+        Ok(Some(p)) if p.finished => return None,
+        Ok(Some(p)) => d.stopping = p.stop,
+        Ok(None) => {}
+        // Driving it again is safe (its steps are recognised by their ids).
+        Err(e) => {
+            tracing::warn!(task = %d.task.id, error = %e, "task progress unknown; driving it")
+        }
+    }
     let mut step: u32 = 0;
     let mut last: Option<Delivered> = None;
     let prompt = json!({"hook_event_name": "UserPromptSubmit", "prompt": d.task.text});
@@ -175,6 +195,9 @@ async fn checkpoint(
     last: &mut Option<Delivered>,
     skip: &mut BTreeSet<String>,
 ) -> Option<(String, &'static str)> {
+    if let Some(reason) = d.stopping.take() {
+        return Some((reason, "stopped"));
+    }
     while let Ok(signal) = d.signals.try_recv() {
         match signal {
             Signal::Stop(reason) => return Some((reason, "stopped")),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use polaris_registry::AgentSpec;
+use polaris_registry::{AgentSpec, ParticipantId};
 use polaris_runtime::{Committed, ProjectKey, Runtime, Start, SubscriptionSpec};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -43,6 +43,15 @@ pub struct Roster {
     pub seats: Vec<(ProjectKey, String)>,
     /// The directory knowledge paths start from.
     pub base_dir: PathBuf,
+}
+
+/// How far a task has got, as the floor has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskProgress {
+    /// Its `Stop` is on the floor.
+    pub finished: bool,
+    /// A `task_stop` is on the floor: why it should stop.
+    pub stop: Option<String>,
 }
 
 /// The floor, as agents see it. Every method may fail with a [`LinkError`]; none blocks
@@ -101,6 +110,15 @@ pub trait FloorLink: Send + Sync + 'static {
         term: i64,
         ttl: Duration,
     ) -> BoxFuture<'static, Result<bool, LinkError>>;
+
+    /// How far the task `task` of `agent` on the floor `project` has got (`None`: no such
+    /// task): a task read again after a restart is not driven again once it has ended.
+    fn task_progress(
+        &self,
+        project: ProjectKey,
+        agent: String,
+        task: Uuid,
+    ) -> BoxFuture<'static, Result<Option<TaskProgress>, LinkError>>;
 
     /// Gives the lease up, so a waiting instance takes it at once.
     fn release(
@@ -224,6 +242,26 @@ impl FloorLink for Local {
                 .await
                 .map_err(LinkError::of)?;
             Ok(renewed.is_some())
+        })
+    }
+
+    fn task_progress(
+        &self,
+        project: ProjectKey,
+        agent: String,
+        task: Uuid,
+    ) -> BoxFuture<'static, Result<Option<TaskProgress>, LinkError>> {
+        let runtime = self.runtime.clone();
+        Box::pin(async move {
+            let agent = ParticipantId::parse(&agent).map_err(LinkError::of)?;
+            let tasks = runtime
+                .tasks_of(&project, &agent)
+                .await
+                .map_err(LinkError::of)?;
+            Ok(tasks.iter().find(|t| t.id == task).map(|t| TaskProgress {
+                finished: !matches!(t.status, "queued" | "running"),
+                stop: t.stop_reason.clone(),
+            }))
         })
     }
 

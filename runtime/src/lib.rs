@@ -39,7 +39,7 @@ pub use session::SYSTEM_SENDER;
 pub use session::Seat;
 pub use store::{Backend, Lease, ProjectKey, Store, StoreError};
 pub use subscription::{Start, SubscriptionSpec};
-pub use tasks::{Budget, HandedTask, NewTask};
+pub use tasks::{Budget, HandedTask, NewTask, TaskView};
 
 // The wire types and checks live in polaris-protocol, shared with the sidecar; inside this
 // crate they keep their short paths.

@@ -8,13 +8,13 @@
 
 use polaris_registry::ParticipantId;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
 use crate::directory::DirectoryError;
-use crate::protocol::Source;
 use crate::protocol::validate::{self, Incoming};
+use crate::protocol::{Event, Source};
 use crate::runtime::Runtime;
 use crate::session::{SYSTEM_SENDER, SessionMsg};
 use crate::store::{ProjectKey, StoreError};
@@ -247,5 +247,145 @@ fn continue_text(events: &[crate::protocol::Event], agent: &ParticipantId) -> St
             format!("Continue this session's work. Its last prompt was: {p}")
         }
         None => "Continue this session's work.".into(),
+    }
+}
+
+/// A task as its events tell it.
+pub struct TaskView {
+    /// See `json`.
+    pub id: Uuid,
+    /// See `json`.
+    pub session: String,
+    /// See `json`.
+    pub agent: String,
+    /// See `json`.
+    pub task: String,
+    /// See `json`.
+    pub budget: Value,
+    /// See `json`.
+    pub status: &'static str,
+    /// See `json`.
+    pub steps: u64,
+    /// See `json`.
+    pub summary: Option<String>,
+    /// See `json`.
+    pub stop_reason: Option<String>,
+    /// See `json`.
+    pub created_at: Option<String>,
+    /// See `json`.
+    pub finished_at: Option<String>,
+}
+
+impl TaskView {
+    pub(crate) fn new(
+        id: Uuid,
+        session: &str,
+        agent: &ParticipantId,
+        task: &str,
+        budget: Budget,
+    ) -> Self {
+        TaskView {
+            id,
+            session: session.to_owned(),
+            agent: agent.to_string(),
+            task: task.to_owned(),
+            budget: json!(budget),
+            status: "queued",
+            steps: 0,
+            summary: None,
+            stop_reason: None,
+            created_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// Reads a task's state from its session's events (the `task` event first).
+    fn from_events(task: &Event, session_events: &[Event]) -> TaskView {
+        let p = task.payload_value();
+        let id = task.id;
+        let mut state = TaskView {
+            id,
+            session: task.session.clone().unwrap_or_default(),
+            agent: p["agent"].as_str().unwrap_or_default().to_owned(),
+            task: p["task"].as_str().unwrap_or_default().to_owned(),
+            budget: p["budget"].clone(),
+            status: "queued",
+            steps: 0,
+            summary: None,
+            stop_reason: None,
+            created_at: Some(crate::protocol::format_ms(&task.timestamp)),
+            finished_at: None,
+        };
+        let mine = id.to_string();
+        for e in session_events.iter().filter(|e| e.seq > task.seq) {
+            let v = e.payload_value();
+            if v["task_id"].as_str() != Some(mine.as_str()) {
+                continue;
+            }
+            match (e.kind.as_str(), v["status"].as_str()) {
+                ("Stop", Some(status)) => {
+                    state.status = match status {
+                        "done" => "done",
+                        "stopped" => "stopped",
+                        _ => "failed",
+                    };
+                    state.summary = v["last_assistant_message"].as_str().map(str::to_owned);
+                    state.stop_reason = v["reason"].as_str().map(str::to_owned);
+                    state.finished_at = Some(crate::protocol::format_ms(&e.timestamp));
+                }
+                ("task_stop", _) if matches!(state.status, "queued" | "running") => {
+                    state.stop_reason = Some(match v["by"].as_str() {
+                        Some(by) => format!("stop requested by {by}"),
+                        None => "stop requested".into(),
+                    });
+                }
+                ("PostToolUse", _) => {
+                    state.steps += 1;
+                    if state.status == "queued" {
+                        state.status = "running";
+                    }
+                }
+                ("UserPromptSubmit", _) if state.status == "queued" => state.status = "running",
+                _ => {}
+            }
+        }
+        state
+    }
+
+    /// The task as the API shows it.
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "session": self.session,
+            "agent": self.agent,
+            "task": self.task,
+            "status": self.status,
+            "budget": self.budget,
+            "used": {"steps": self.steps},
+            "summary": self.summary,
+            "stop_reason": self.stop_reason,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        })
+    }
+}
+
+impl Runtime {
+    /// The tasks of `agent` on a floor, oldest first, as their events tell them.
+    pub async fn tasks_of(
+        &self,
+        key: &ProjectKey,
+        agent: &ParticipantId,
+    ) -> Result<Vec<TaskView>, StoreError> {
+        let store = self.store();
+        let mut out = Vec::new();
+        for t in store.events_of_kind(key, "task").await? {
+            if t.payload_value()["agent"].as_str() != Some(agent.as_str()) {
+                continue;
+            }
+            let events = store.events_since(key, t.session.as_deref(), None).await?;
+            out.push(TaskView::from_events(&t, &events));
+        }
+        Ok(out)
     }
 }

@@ -693,13 +693,17 @@ fn check_steps(events: &[Value], task: &Value) -> usize {
         .collect();
     let mut seen = std::collections::HashSet::new();
     let mut last = -1i64;
+    let shown: Vec<String> = mine
+        .iter()
+        .map(|e| format!("{}:{}:{}", e["seq"], e["kind"], e["payload"]["step"]))
+        .collect();
     for e in &mine {
         let key = (
             e["kind"].as_str().unwrap().to_owned(),
             e["payload"]["step"].as_i64().unwrap(),
         );
-        assert!(seen.insert(key.clone()), "step {key:?} twice");
-        assert!(key.1 >= last, "step {key:?} after step {last}");
+        assert!(seen.insert(key.clone()), "step {key:?} twice: {shown:?}");
+        assert!(key.1 >= last, "step {key:?} after step {last}: {shown:?}");
         last = key.1;
     }
     mine.iter().filter(|e| e["kind"] == "PostToolUse").count()

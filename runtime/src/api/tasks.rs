@@ -22,10 +22,10 @@ use super::agents::agent_id;
 use super::extract::{JsonBody, PathParams};
 use super::{Access, ApiError, AppState, Opened};
 use crate::auth::{Caller, Role};
+use crate::protocol::Source;
 use crate::protocol::validate::Incoming;
-use crate::protocol::{Event, Source};
 use crate::session::SYSTEM_SENDER;
-use crate::tasks::{Budget, NewTask};
+use crate::tasks::{Budget, NewTask, TaskView};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,127 +68,8 @@ pub(super) async fn create(
             },
         )
         .await?;
-    let state = TaskState::new(handed.id, &handed.session, &agent, body.task.trim(), budget);
+    let state = TaskView::new(handed.id, &handed.session, &agent, body.task.trim(), budget);
     Ok((StatusCode::CREATED, Json(state.json())))
-}
-
-/// A task as its events tell it.
-struct TaskState {
-    id: Uuid,
-    session: String,
-    agent: String,
-    task: String,
-    budget: Value,
-    status: &'static str,
-    steps: u64,
-    summary: Option<String>,
-    stop_reason: Option<String>,
-    created_at: Option<String>,
-    finished_at: Option<String>,
-}
-
-impl TaskState {
-    fn new(id: Uuid, session: &str, agent: &ParticipantId, task: &str, budget: Budget) -> Self {
-        TaskState {
-            id,
-            session: session.to_owned(),
-            agent: agent.to_string(),
-            task: task.to_owned(),
-            budget: json!(budget),
-            status: "queued",
-            steps: 0,
-            summary: None,
-            stop_reason: None,
-            created_at: None,
-            finished_at: None,
-        }
-    }
-
-    /// Reads a task's state from its session's events (the `task` event first).
-    fn from_events(task: &Event, session_events: &[Event]) -> TaskState {
-        let p = task.payload_value();
-        let id = task.id;
-        let mut state = TaskState {
-            id,
-            session: task.session.clone().unwrap_or_default(),
-            agent: p["agent"].as_str().unwrap_or_default().to_owned(),
-            task: p["task"].as_str().unwrap_or_default().to_owned(),
-            budget: p["budget"].clone(),
-            status: "queued",
-            steps: 0,
-            summary: None,
-            stop_reason: None,
-            created_at: Some(crate::protocol::format_ms(&task.timestamp)),
-            finished_at: None,
-        };
-        let mine = id.to_string();
-        for e in session_events.iter().filter(|e| e.seq > task.seq) {
-            let v = e.payload_value();
-            if v["task_id"].as_str() != Some(mine.as_str()) {
-                continue;
-            }
-            match (e.kind.as_str(), v["status"].as_str()) {
-                ("Stop", Some(status)) => {
-                    state.status = match status {
-                        "done" => "done",
-                        "stopped" => "stopped",
-                        _ => "failed",
-                    };
-                    state.summary = v["last_assistant_message"].as_str().map(str::to_owned);
-                    state.stop_reason = v["reason"].as_str().map(str::to_owned);
-                    state.finished_at = Some(crate::protocol::format_ms(&e.timestamp));
-                }
-                ("task_stop", _) if matches!(state.status, "queued" | "running") => {
-                    state.stop_reason = Some("stop requested".into());
-                }
-                ("PostToolUse", _) => {
-                    state.steps += 1;
-                    if state.status == "queued" {
-                        state.status = "running";
-                    }
-                }
-                ("UserPromptSubmit", _) if state.status == "queued" => state.status = "running",
-                _ => {}
-            }
-        }
-        state
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "session": self.session,
-            "agent": self.agent,
-            "task": self.task,
-            "status": self.status,
-            "budget": self.budget,
-            "used": {"steps": self.steps},
-            "summary": self.summary,
-            "stop_reason": self.stop_reason,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-        })
-    }
-}
-
-/// The tasks of `agent` on a floor, oldest first.
-async fn tasks_of(
-    st: &AppState,
-    opened: &Opened,
-    agent: &ParticipantId,
-) -> Result<Vec<TaskState>, ApiError> {
-    let store = st.runtime.store();
-    let mut out = Vec::new();
-    for t in store.events_of_kind(&opened.key, "task").await? {
-        if t.payload_value()["agent"].as_str() != Some(agent.as_str()) {
-            continue;
-        }
-        let events = store
-            .events_since(&opened.key, t.session.as_deref(), None)
-            .await?;
-        out.push(TaskState::from_events(&t, &events));
-    }
-    Ok(out)
 }
 
 /// `GET /projects/:p/agents/:agent/tasks`.
@@ -199,19 +80,20 @@ pub(super) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let opened = st.open_project(&caller, &project, Access::Use).await?;
     let agent = agent_id(&agent)?;
-    let tasks = tasks_of(&st, &opened, &agent).await?;
+    let tasks = st.runtime.tasks_of(&opened.key, &agent).await?;
     Ok(Json(
-        json!({"tasks": tasks.iter().map(TaskState::json).collect::<Vec<_>>()}),
+        json!({"tasks": tasks.iter().map(TaskView::json).collect::<Vec<_>>()}),
     ))
 }
 
 /// The task `id` of `agent` on the floor: its `task` event and its state.
-async fn one(st: &AppState, opened: &Opened, agent: &str, id: &str) -> Result<TaskState, ApiError> {
+async fn one(st: &AppState, opened: &Opened, agent: &str, id: &str) -> Result<TaskView, ApiError> {
     let agent = agent_id(agent)?;
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("id: {id:?} is not a task id")))?;
-    tasks_of(st, opened, &agent)
+    st.runtime
+        .tasks_of(&opened.key, &agent)
         .await?
         .into_iter()
         .find(|t| t.id == id)

@@ -36,7 +36,7 @@ impl From<AnnotationRow> for Annotation {
 }
 
 // Annotations made in the same millisecond come in insertion order on SQLite (its rowid);
-// PostgreSQL has no such column and orders them by id.
+// PostgreSQL has no such column and orders them by id, which is time-ordered (v7).
 const LIST: Sql = dialects!(
     "SELECT a.*, p.name AS project_name FROM annotations a JOIN projects p ON p.id = a.project_id
      WHERE a.project_id = $1 AND a.session = $2 ORDER BY a.created_at, "
@@ -64,7 +64,9 @@ impl Store {
         kind: &str,
         value: Option<&str>,
     ) -> Result<Uuid, StoreError> {
-        let id = Uuid::new_v4();
+        // Time-ordered, so annotations made in one millisecond list in the order they were made
+        // on PostgreSQL too (it breaks `created_at` ties by id).
+        let id = Uuid::now_v7();
         execute!(
             self,
             write,
