@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::cluster::Notice;
 use crate::commit::{FloorError, Posted};
 use crate::floor::FloorMsg;
 use crate::protocol::{Project, Source, to_ms};
@@ -89,8 +90,14 @@ impl Directory {
         self.rt.roster().subscribe()
     }
 
-    fn bump(&self) {
+    /// Agents or memberships of `org` changed: this node's watchers, and every other
+    /// node's, look again.
+    async fn changed(&self, org: &str) {
         self.rt.roster().bump();
+        let notice = Notice::Directory {
+            org: org.to_owned(),
+        };
+        self.rt.cluster().announce(notice).await;
     }
 
     /// Every org id.
@@ -305,7 +312,7 @@ impl Directory {
         for p in self.rt.store().list_projects(org).await? {
             self.sync_floor(org, &p).await?;
         }
-        self.bump();
+        self.changed(org).await;
         Ok(())
     }
 
@@ -348,7 +355,7 @@ impl Directory {
             changed |= self.record_membership(&key, effect).await?;
         }
         if changed {
-            self.bump();
+            self.changed(org).await;
         }
         Ok(())
     }
@@ -375,7 +382,7 @@ impl Directory {
                 "{agent} is already on this floor"
             )));
         }
-        self.bump();
+        self.changed(&key.org).await;
         Ok(())
     }
 
@@ -395,7 +402,7 @@ impl Directory {
                 "{agent} is not on this floor"
             )));
         }
-        self.bump();
+        self.changed(&key.org).await;
         Ok(())
     }
 

@@ -18,66 +18,32 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::store::{Backend, Lease, Store, StoreError};
+use crate::cluster::{Cluster, Notice};
+use crate::store::{Lease, Store, StoreError};
 
 /// A release, as announced to waiting contenders: (org, lease name).
 type Released = (Arc<str>, String);
 
 /// What the runtime keeps for its leases: the releases made through it (and, on
-/// PostgreSQL, on every node), for contenders waiting on them, and how many wait.
+/// PostgreSQL, on every node: see `crate::cluster`), for contenders waiting on them, and
+/// how many wait.
 pub(crate) struct LeaseBoard {
     released: broadcast::Sender<Released>,
     waiting: AtomicUsize,
-    /// Relays other nodes' releases into `released` (PostgreSQL only).
-    relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LeaseBoard {
-    /// A board over `store`; on PostgreSQL it starts relaying releases from every node.
-    pub(crate) fn new(store: &Store) -> LeaseBoard {
-        let released = broadcast::channel(64).0;
-        let relay = matches!(store.backend(), Backend::Postgres)
-            .then(|| tokio::spawn(relay_releases(store.clone(), released.clone())));
+    pub(crate) fn new() -> LeaseBoard {
         LeaseBoard {
-            released,
+            released: broadcast::channel(64).0,
             waiting: AtomicUsize::new(0),
-            relay: std::sync::Mutex::new(relay),
         }
     }
 
-    /// Stops relaying (the runtime is shutting down): closes the LISTEN connection.
-    pub(crate) fn close(&self) {
-        let relay = match self.relay.lock() {
-            Ok(mut r) => r.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(r) = relay {
-            r.abort();
-        }
-    }
-}
-
-/// Hands every node's releases to this runtime's waiting contenders, listening again after
-/// a failure (a release missed meanwhile is taken at its expiry).
-async fn relay_releases(store: Store, released: broadcast::Sender<Released>) {
-    loop {
-        match store.lease_releases().await {
-            Ok(Some(mut listener)) => loop {
-                match listener.next().await {
-                    // Nobody waiting is fine.
-                    Ok((org, name)) => drop(released.send((org.into(), name))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lease releases from other nodes: listening again");
-                        break;
-                    }
-                }
-            },
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "lease releases from other nodes: cannot listen; retrying")
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    /// Wakes the contenders waiting here for `name` of `org`.
+    pub(crate) fn wake(&self, org: Arc<str>, name: String) {
+        // Nobody waiting is fine.
+        let _ = self.released.send((org, name));
     }
 }
 
@@ -107,11 +73,16 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(5);
 pub struct Leases {
     store: Store,
     board: Arc<LeaseBoard>,
+    cluster: Arc<Cluster>,
 }
 
 impl Leases {
-    pub(crate) fn new(store: Store, board: Arc<LeaseBoard>) -> Leases {
-        Leases { store, board }
+    pub(crate) fn new(store: Store, board: Arc<LeaseBoard>, cluster: Arc<Cluster>) -> Leases {
+        Leases {
+            store,
+            board,
+            cluster,
+        }
     }
 
     /// Takes the lease `name` of `org` for `holder`, for `ttl`: `Ok` with the lease when
@@ -183,8 +154,12 @@ impl Leases {
             .release_lease(org, name, holder, term, Utc::now())
             .await?;
         if released {
-            // Nobody waiting is fine.
-            let _ = self.board.released.send((org.clone(), name.to_owned()));
+            self.board.wake(org.clone(), name.to_owned());
+            let notice = Notice::Released {
+                org: org.to_string(),
+                name: name.to_owned(),
+            };
+            self.cluster.announce(notice).await;
         }
         Ok(released)
     }

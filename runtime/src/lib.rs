@@ -12,6 +12,7 @@
 // crate-private, so the actors' messages and maps can change without touching callers.
 pub mod api;
 pub mod auth;
+mod cluster;
 
 mod commit;
 mod directory;

@@ -14,6 +14,7 @@ use ractor::{Actor, MessagingErr};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::cluster::{Cluster, Hear, Notice};
 use crate::commit::{FloorError, Posted, Reply};
 use crate::floor::{FloorEnv, FloorMsg, FloorRef};
 use crate::hub::Committed;
@@ -55,6 +56,8 @@ struct Inner {
     projects: DashMap<(Arc<str>, String), Project>,
     /// Releases and waiting contenders of leases.
     leases: Arc<LeaseBoard>,
+    /// What this node tells the others, and hears from them.
+    cluster: Arc<Cluster>,
 }
 
 /// The runtime: cheap to clone, shared by everything.
@@ -89,18 +92,19 @@ impl Runtime {
             env,
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args).await?;
-        let leases = Arc::new(LeaseBoard::new(&store));
-        Ok(Runtime {
-            inner: Arc::new(Inner {
-                store,
-                floors,
-                indexer,
-                roster: Arc::new(Roster::new()),
-                supervisor,
-                projects: DashMap::new(),
-                leases,
-            }),
-        })
+        let cluster = Arc::new(Cluster::new(&store));
+        let inner = Arc::new(Inner {
+            store,
+            floors,
+            indexer,
+            roster: Arc::new(Roster::new()),
+            supervisor,
+            projects: DashMap::new(),
+            leases: Arc::new(LeaseBoard::new()),
+            cluster: cluster.clone(),
+        });
+        cluster.start(Arc::downgrade(&inner));
+        Ok(Runtime { inner })
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -111,9 +115,17 @@ impl Runtime {
         &self.inner.roster
     }
 
+    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
+    }
+
     /// Leases: who does the work that must run once.
     pub fn leases(&self) -> Leases {
-        Leases::new(self.inner.store.clone(), self.inner.leases.clone())
+        Leases::new(
+            self.inner.store.clone(),
+            self.inner.leases.clone(),
+            self.inner.cluster.clone(),
+        )
     }
 
     /// Live floor and session actors (for `/metrics` and tests).
@@ -156,8 +168,9 @@ impl Runtime {
         Ok(found)
     }
 
-    /// Forgets a cached project after its name or settings changed. A rename also drains
-    /// the floor, which starts again under the new name on next use.
+    /// Forgets a cached project after its name or settings changed, here and on every
+    /// other node. A rename also drains the floor, which starts again under the new name on
+    /// next use.
     pub(crate) async fn project_changed(
         &self,
         org: &Arc<str>,
@@ -165,6 +178,18 @@ impl Runtime {
         id: Uuid,
         renamed: bool,
     ) {
+        self.forget_project(org, old_name, id, renamed).await;
+        let notice = Notice::Project {
+            org: org.to_string(),
+            name: old_name.to_owned(),
+            id,
+            renamed,
+        };
+        self.inner.cluster.announce(notice).await;
+    }
+
+    /// [`Runtime::project_changed`], on this node only.
+    async fn forget_project(&self, org: &Arc<str>, old_name: &str, id: Uuid, renamed: bool) {
         self.inner
             .projects
             .remove(&(org.clone(), old_name.to_owned()));
@@ -314,7 +339,7 @@ impl Runtime {
     /// Stops every floor after it has committed what it accepted. Call it once the HTTP
     /// server has finished its in-flight requests.
     pub async fn shutdown(&self) {
-        self.inner.leases.close();
+        self.inner.cluster.close();
         let cell = self.inner.supervisor.get_cell();
         cell.drain_children_and_wait(Some(Duration::from_secs(30)))
             .await;
@@ -375,5 +400,25 @@ impl Runtime {
                 _ => None,
             });
         (Some(floor.get_id()), session)
+    }
+}
+
+impl Hear for Inner {
+    async fn hear(self: Arc<Self>, notice: Notice) {
+        match notice {
+            Notice::Released { org, name } => self.leases.wake(org.into(), name),
+            Notice::Directory { .. } => self.roster.bump(),
+            Notice::Project {
+                org,
+                name,
+                id,
+                renamed,
+            } => {
+                let runtime = Runtime { inner: self };
+                runtime
+                    .forget_project(&org.into(), &name, id, renamed)
+                    .await;
+            }
+        }
     }
 }

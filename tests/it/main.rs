@@ -20,6 +20,7 @@ mod hosting;
 mod install;
 mod leases;
 mod mcp;
+mod nodes;
 mod process;
 mod recover;
 mod sidecar;

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 
 use super::column::Time;
 use super::{Store, StoreError, Tx};
@@ -67,26 +66,6 @@ const ACQUIRE: &str = "INSERT INTO leases (org_id, name, holder, term, expires_a
          expires_at = excluded.expires_at
      WHERE leases.expires_at <= $5 OR leases.holder = excluded.holder
      RETURNING name, holder, term, expires_at";
-
-/// The PostgreSQL channel on which a release is announced to every node.
-const RELEASES: &str = "polaris_lease_released";
-
-/// Lease releases announced by every node (see [`Store::lease_releases`]).
-pub(crate) struct LeaseReleases(PgListener);
-
-impl LeaseReleases {
-    /// The next release, as (org, name); `Err` when the connection failed and could not be
-    /// made again (the caller waits and asks for a new listener).
-    pub(crate) async fn next(&mut self) -> Result<(String, String), StoreError> {
-        loop {
-            let n = self.0.recv().await?;
-            // Only this module writes to the channel; anything else is skipped.
-            if let Ok((org, name)) = serde_json::from_str(n.payload()) {
-                return Ok((org, name));
-            }
-        }
-    }
-}
 
 const SELECT: &str =
     "SELECT name, holder, term, expires_at FROM leases WHERE org_id = $1 AND name = $2";
@@ -184,34 +163,7 @@ impl Store {
             term,
             Time(now),
         )?;
-        if n == 1
-            && let Store::Postgres(pg) = self
-        {
-            // Every node's waiting contenders hear it at once (`lease_releases`). Best
-            // effort: one that misses it takes the lease at its expiry instead.
-            let payload = serde_json::json!([org, name]).to_string();
-            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(RELEASES)
-                .bind(payload)
-                .execute(&pg.pool)
-                .await
-            {
-                tracing::warn!(error = %e, lease = name, "release not announced to other nodes");
-            }
-        }
         Ok(n == 1)
-    }
-
-    /// Releases announced by any node, on PostgreSQL: a LISTEN on a connection of its own
-    /// (sqlx reconnects it after a drop; a release missed meanwhile is taken at its
-    /// expiry). `None` on SQLite, which is one node.
-    pub(crate) async fn lease_releases(&self) -> Result<Option<LeaseReleases>, StoreError> {
-        let Store::Postgres(pg) = self else {
-            return Ok(None);
-        };
-        let mut listener = PgListener::connect_with(&pg.pool).await?;
-        listener.listen(RELEASES).await?;
-        Ok(Some(LeaseReleases(listener)))
     }
 
     /// A lease as stored (held or not).

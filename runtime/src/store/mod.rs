@@ -122,6 +122,7 @@ mod annotations;
 mod column;
 mod events;
 mod leases;
+mod notify;
 mod orgs;
 mod postgres;
 mod search;

@@ -233,6 +233,18 @@ impl TestServer {
         }
     }
 
+    /// Another node of the same deployment: a server of its own (store pool, runtime, HTTP
+    /// port) on this server's database, which it leaves in place when it finishes.
+    pub async fn second_node(&self) -> TestServer {
+        let store = Store::open(&self.db.url).await.expect("open store");
+        let db = TestDb {
+            url: self.db.url.clone(),
+            _dir: None,
+            pg_drop: None,
+        };
+        TestServer::start_on(self.backend, self.opts.clone(), db, store).await
+    }
+
     /// Loads the agents file at `path` into the floor's directory, as `polaris serve
     /// --agents` does at start, without running any agent here (tests run them as `agent
     /// run` processes, or play them).

@@ -1,0 +1,92 @@
+//! Two nodes on one PostgreSQL: what one node changes, the other hears at once (NOTIFY on
+//! one channel) instead of at its next timeout or never: a roster long-poll on node B wakes
+//! when node A invites the agent; node B's cached project follows a rename made on node A.
+//! PostgreSQL only: SQLite is one node.
+
+use std::time::Duration;
+
+use polaris_runtime::auth::Role;
+use serde_json::json;
+
+use crate::support::{Backend, Options, TestServer, dataset_agents};
+
+fn options() -> Options {
+    Options {
+        secret: true,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_node_changes_the_other_hears_at_once() {
+    let Some(a) = TestServer::start(Backend::Postgres, options()).await else {
+        return;
+    };
+    let b = a.second_node().await;
+    for node in [&a, &b] {
+        node.load_agents(&dataset_agents()).await;
+    }
+    let manu_a = a.client_as("default", "user:manu", Role::Member);
+    let manu_b = b.client_as("default", "user:manu", Role::Member);
+    let dean_b = b.client_as("default", "agent:dean", Role::Member);
+    assert_eq!(
+        manu_a
+            .post("/projects", json!({"name": "forecasts"}))
+            .await
+            .status,
+        201
+    );
+
+    // Node B: Dean's roster, then a poll waiting 20 s for it to change.
+    let roster = "/agents/agent:dean/roster";
+    let first = dean_b.get(roster).await;
+    let etag = first.headers["etag"].to_str().unwrap().to_owned();
+    let poll = {
+        let dean_b = dean_b.clone();
+        tokio::spawn(async move {
+            dean_b
+                .get_with(
+                    &format!("{roster}?wait_ms=20000"),
+                    &[("if-none-match", &etag)],
+                )
+                .await
+        })
+    };
+    // Node A invites Dean: node B's poll answers long before its wait ends.
+    let r = manu_a
+        .post("/projects/forecasts/agents", json!({"agent": "agent:dean"}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let woke = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("node B heard node A's invite")
+        .unwrap();
+    assert_eq!(woke.status, 200, "{woke:?}");
+    assert!(
+        woke.json["seats"].to_string().contains("forecasts"),
+        "{}",
+        woke.json
+    );
+
+    // Node B caches the project; node A renames it; node B follows at once.
+    assert_eq!(manu_b.get("/projects/forecasts").await.status, 200);
+    let r = manu_a
+        .post("/projects/forecasts/rename", json!({"name": "forecasting"}))
+        .await;
+    assert!(r.status < 300, "{r:?}");
+    crate::support::eventually(10, || async {
+        let old = manu_b.get("/projects/forecasts").await.status;
+        let new = manu_b.get("/projects/forecasting").await.status;
+        (old == 404 && new == 200).then_some(())
+    })
+    .await;
+    // And events posted through node B carry the new name.
+    manu_b.project_session("forecasting", "s").await;
+    let p = manu_b
+        .prompt("forecasting", "s", "user:manu", "after the rename")
+        .await;
+    assert_eq!(p.status, 201, "{p:?}");
+    assert_eq!(p.json["project"], "forecasting");
+    b.finish().await;
+    a.finish().await;
+}
