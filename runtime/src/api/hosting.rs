@@ -63,8 +63,8 @@ fn etag_of(body: &[u8]) -> String {
 
 /// `GET /agents/:agent/roster[?wait_ms=N]`: the agent's roster with an ETag. Sent with
 /// `If-None-Match` and `wait_ms`, the answer waits until the roster differs from that ETag
-/// (200) or the wait ends (304). Changes made on this node wake it at once; on other nodes
-/// the wait's end bounds the delay.
+/// (200) or the wait ends (304). A change made on any node wakes it at once (ADR 0014);
+/// a notice lost between nodes is bounded by the wait.
 pub(super) async fn get_roster(
     State(st): State<AppState>,
     caller: Caller,
