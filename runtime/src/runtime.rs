@@ -250,27 +250,51 @@ impl Runtime {
     /// a rename, or crashed) gives the request back, and it goes to the floor the
     /// supervisor has now.
     async fn route(&self, project: &ProjectKey, session: &str, msg: SessionMsg) {
+        self.route_on(project, session, msg, true).await;
+    }
+
+    /// [`Runtime::route`], straight to a live session only when `direct` allows it. True
+    /// when it went straight to the session (so a request that follows may too).
+    async fn route_on(
+        &self,
+        project: &ProjectKey,
+        session: &str,
+        msg: SessionMsg,
+        direct: bool,
+    ) -> bool {
         let live = match self.live_floor(project).await {
             Ok(f) => f,
-            Err(e) => return msg.refuse(e),
+            Err(e) => {
+                msg.refuse(e);
+                return false;
+            }
         };
-        let Err(msg) = live.sessions.send(session, msg) else {
-            return;
+        let msg = if direct {
+            match live.sessions.send(session, msg) {
+                Ok(()) => return true,
+                Err(msg) => msg,
+            }
+        } else {
+            msg
         };
         let Err(MessagingErr::SendErr(FloorMsg::Session(name, msg))) =
             live.floor.cast(FloorMsg::Session(session.to_owned(), msg))
         else {
-            return;
+            return false;
         };
         let floor = match self.open_floor(project).await {
             Ok(f) => f.floor,
-            Err(e) => return msg.refuse(e),
+            Err(e) => {
+                msg.refuse(e);
+                return false;
+            }
         };
         if let Err(MessagingErr::SendErr(FloorMsg::Session(_, msg))) =
             floor.cast(FloorMsg::Session(name, msg))
         {
             msg.refuse(FloorError::Unavailable);
         }
+        false
     }
 
     /// Posts several events to one session, in order, as one group-committed stream: all
@@ -293,10 +317,15 @@ impl Runtime {
             };
         }
         let mut pending = Vec::with_capacity(items.len());
+        // The items are handed over without waiting for each other's answers, so they must
+        // take one path: once one goes through the floor (the session was not live, and the
+        // floor starts it), the rest follow it there. Sent straight to the session as soon
+        // as it is live, they would overtake the ones still queued at the floor.
+        let mut direct = true;
         for item in items {
             let (tx, rx) = ractor::concurrency::oneshot();
             let msg = SessionMsg::Post(Box::new(item), caller.clone(), tx.into());
-            self.route(project, name, msg).await;
+            direct = self.route_on(project, name, msg, direct).await;
             pending.push(rx);
         }
         let mut out = Vec::with_capacity(pending.len());

@@ -602,3 +602,38 @@ both_stores!(batches_answer_each_event_in_order, |srv| {
         400
     );
 });
+
+both_stores!(
+    a_batch_commits_in_its_order_while_its_session_starts,
+    |srv| {
+        // Each round's session is not live yet: its first event starts it through the
+        // floor while the rest of the batch is already on its way.
+        let c = srv.client();
+        c.post("/projects", json!({"name": "pj"})).await;
+        for round in 0..10 {
+            let s = format!("s{round}");
+            c.post("/projects/pj/sessions", json!({"name": s})).await;
+            let events: Vec<_> = (0..200)
+                .map(|i| json!({"sender": "user:manu", "payload": {"hook_event_name": "Notification", "session_id": "cc", "n": i}}))
+                .collect();
+            let r = c
+                .post(
+                    &format!("/projects/pj/sessions/{s}/events/batch"),
+                    json!({"events": events}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let stored = c
+                .get(&format!("/projects/pj/sessions/{s}/messages"))
+                .await
+                .json;
+            let order: Vec<i64> = stored
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["payload"]["n"].as_i64().unwrap())
+                .collect();
+            assert_eq!(order, (0..200).collect::<Vec<_>>(), "round {round}");
+        }
+    }
+);

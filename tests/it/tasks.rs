@@ -383,22 +383,29 @@ fn with_the_floors_agents() -> Options {
     }
 }
 
+/// The warehouse floor with a session `name` Manu drives, and Dean running as `agent run`
+/// (kept alive by the returned values).
+async fn manus_session_with_dean(srv: &TestServer, name: &str) -> (Client, Run, tempfile::TempDir) {
+    let file = srv.opts.agents_file.clone().unwrap();
+    let c = srv.client_as("default", "user:manu", Role::Member);
+    c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
+        .await;
+    c.post(
+        "/projects/warehouse/sessions",
+        json!({"name": name, "driver": "user:manu"}),
+    )
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let dean = Run::start(srv, &file, state.path()).await;
+    dean.until_ready().await;
+    (c, dean, state)
+}
+
 both_stores!(
     a_take_written_on_the_floor_hands_the_task_over,
     with_the_floors_agents(),
     |srv| {
-        let file = srv.opts.agents_file.clone().unwrap();
-        let c = srv.client_as("default", "user:manu", Role::Member);
-        c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
-            .await;
-        c.post(
-            "/projects/warehouse/sessions",
-            json!({"name": "s-1", "driver": "user:manu"}),
-        )
-        .await;
-        let state = tempfile::tempdir().unwrap();
-        let dean = Run::start(&srv, &file, state.path()).await;
-        dean.until_ready().await;
+        let (c, _dean, _state) = manus_session_with_dean(&srv, "s-1").await;
 
         let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
         let q = c
@@ -469,18 +476,7 @@ both_stores!(
     a_human_hands_the_seat_to_dean_and_he_continues_the_work,
     with_the_floors_agents(),
     |srv| {
-        let file = srv.opts.agents_file.clone().unwrap();
-        let c = srv.client_as("default", "user:manu", Role::Member);
-        c.post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
-            .await;
-        c.post(
-            "/projects/warehouse/sessions",
-            json!({"name": "mine", "driver": "user:manu"}),
-        )
-        .await;
-        let state = tempfile::tempdir().unwrap();
-        let dean = Run::start(&srv, &file, state.path()).await;
-        dean.until_ready().await;
+        let (c, _dean, _state) = manus_session_with_dean(&srv, "mine").await;
 
         let p = c
             .prompt(
