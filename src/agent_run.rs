@@ -125,18 +125,13 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
 }
 
 fn agent_id(raw: &str) -> anyhow::Result<ParticipantId> {
-    let full = if raw.contains(':') {
-        raw.to_owned()
-    } else {
-        format!("agent:{raw}")
-    };
-    match ParticipantId::parse(&full) {
-        Ok(id) if id.is_agent() && id.root() == id.as_str() => Ok(id),
-        Ok(id) if id.is_agent() => bail!(
+    match ParticipantId::agent_named(raw) {
+        Some(id) if id.root() == id.as_str() => Ok(id),
+        Some(id) => bail!(
             "{id} is a subagent: run its parent, {}, which hosts it",
             id.root()
         ),
-        _ => bail!("{raw:?} is not an agent id such as agent:dean"),
+        None => bail!("{raw:?} is not an agent id such as agent:dean"),
     }
 }
 

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use polaris_protocol::Source;
 use polaris_protocol::validate::Incoming;
 use polaris_registry::AgentSpec;
-use polaris_runtime::ProjectKey;
+use polaris_runtime::{Budget, ProjectKey};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -72,8 +72,15 @@ impl Task {
         Some(Task {
             id,
             text: payload["task"].as_str()?.to_owned(),
-            steps: payload["budget"]["steps"].as_u64().unwrap_or(20) as u32,
-            wall: Duration::from_millis(payload["budget"]["wall_ms"].as_u64().unwrap_or(600_000)),
+            // The floor wrote the budget; a missing one is the floor's default.
+            steps: payload["budget"]["steps"]
+                .as_u64()
+                .map_or(Budget::default().steps, |s| s as u32),
+            wall: Duration::from_millis(
+                payload["budget"]["wall_ms"]
+                    .as_u64()
+                    .unwrap_or(Budget::default().wall_ms),
+            ),
             started,
             project,
             session,

@@ -103,6 +103,17 @@ impl ParticipantId {
         &self.raw[self.kind.as_str().len() + 1..]
     }
 
+    /// An agent named as a user writes it: `agent:dean`, or just `dean` (a mention's
+    /// handle). `None` for anything that is not an agent id.
+    pub fn agent_named(raw: &str) -> Option<ParticipantId> {
+        let id = if raw.contains(':') {
+            ParticipantId::parse(raw)
+        } else {
+            ParticipantId::parse(&format!("agent:{raw}"))
+        };
+        id.ok().filter(ParticipantId::is_agent)
+    }
+
     /// True for `agent:*`.
     pub fn is_agent(&self) -> bool {
         self.kind == ParticipantKind::Agent
@@ -178,6 +189,15 @@ impl<'de> Deserialize<'de> for ParticipantId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_are_named_with_or_without_their_kind() {
+        let named = |s| ParticipantId::agent_named(s).map(|p| p.to_string());
+        assert_eq!(named("dean").as_deref(), Some("agent:dean"));
+        assert_eq!(named("agent:dean.dbt").as_deref(), Some("agent:dean.dbt"));
+        assert_eq!(named("user:manu"), None);
+        assert_eq!(named("Dean!"), None);
+    }
 
     // The original's accepted and rejected examples (reference, section 1.1).
     #[test]

@@ -47,19 +47,11 @@ pub(super) fn listed_json(l: &Listed) -> Value {
 
 /// `agent:dean` or just `dean`.
 pub(super) fn agent_id(raw: &str) -> Result<ParticipantId, ApiError> {
-    let full = if raw.contains(':') {
-        raw.to_owned()
-    } else {
-        format!("agent:{raw}")
-    };
-    ParticipantId::parse(&full)
-        .ok()
-        .filter(ParticipantId::is_agent)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "agent: {raw:?} is not an agent id such as agent:dean"
-            ))
-        })
+    ParticipantId::agent_named(raw).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "agent: {raw:?} is not an agent id such as agent:dean"
+        ))
+    })
 }
 
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
