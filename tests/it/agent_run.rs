@@ -115,6 +115,19 @@ async fn floor(srv: &TestServer) -> (Client, std::path::PathBuf) {
     (c, dir.file)
 }
 
+/// The floor, and two Deans: the active one (state in `one`) and the standby (`two`).
+async fn active_and_standby(
+    srv: &TestServer,
+) -> (Client, std::path::PathBuf, tempfile::TempDir, Run, Run) {
+    let (c, file) = floor(srv).await;
+    let states = tempfile::tempdir().unwrap();
+    let active = Run::start(srv, &file, &states.path().join("one")).await;
+    active.until_ready().await;
+    let standby = Run::start(srv, &file, &states.path().join("two")).await;
+    standby.until_standby().await;
+    (c, file, states, active, standby)
+}
+
 async fn ask(c: &Client, text: &str) -> Value {
     let r = c.prompt("warehouse", "s-1", "user:manu", text).await;
     assert_eq!(r.status, 201, "{r:?}");
@@ -136,18 +149,10 @@ async fn answers(c: &Client, id: &Value) -> usize {
 
 both_stores!(
     a_standby_takes_over_and_a_restart_answers_what_it_missed,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
-        let (c, file) = floor(&srv).await;
-        let states = tempfile::tempdir().unwrap();
-        let (one, two) = (states.path().join("one"), states.path().join("two"));
-        let mut active = Run::start(&srv, &file, &one).await;
-        active.until_ready().await;
-        let mut standby = Run::start(&srv, &file, &two).await;
-        standby.until_standby().await;
+        let (c, file, states, mut active, mut standby) = active_and_standby(&srv).await;
+        let one = states.path().join("one");
 
         let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
         let q1 = ask(&c, "@dean how do we name staging tables?").await;
@@ -207,18 +212,10 @@ both_stores!(
 
 both_stores!(
     a_paused_holder_is_replaced_and_does_not_answer_again,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
-        let (c, file) = floor(&srv).await;
-        let states = tempfile::tempdir().unwrap();
-        let (one, two) = (states.path().join("one"), states.path().join("two"));
-        let paused = Run::start(&srv, &file, &one).await;
-        paused.until_ready().await;
-        let standby = Run::start(&srv, &file, &two).await;
-        standby.until_standby().await;
+        let (c, _file, states, paused, standby) = active_and_standby(&srv).await;
+        let one = states.path().join("one");
 
         let mut ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
         // Frozen with the question on its way to it: its lease runs out meanwhile.
@@ -296,10 +293,7 @@ async fn agent_run_refuses_bad_arguments_by_name() {
 
 both_stores!(
     agent_run_rides_out_a_floor_restart,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, file) = floor(&srv).await;
         let states = tempfile::tempdir().unwrap();
@@ -323,10 +317,7 @@ both_stores!(
 
 both_stores!(
     agent_run_posts_through_an_external_sidecar,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, file) = floor(&srv).await;
         let home = tempfile::tempdir().unwrap();

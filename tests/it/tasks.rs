@@ -93,10 +93,7 @@ fn steps(events: &[Value], task: &Value) -> Vec<(String, String)> {
 
 both_stores!(
     dean_drives_a_pii_audit_handed_over_through_the_api,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, file, dir) = setup(&srv).await;
         let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
@@ -176,10 +173,7 @@ both_stores!(
 
 both_stores!(
     advice_steers_a_task_and_budgets_stops_and_seats_end_it,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, file, dir) = setup(&srv).await;
         let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
@@ -306,10 +300,7 @@ both_stores!(
 
 both_stores!(
     bad_task_requests_name_the_field_and_leave_nothing_behind,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, _file, _dir) = setup(&srv).await;
         let cases = [
@@ -515,10 +506,7 @@ both_stores!(
 
 both_stores!(
     dean_audits_slow_queries_and_says_when_no_playbook_fits,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
         let (c, file, dir) = setup(&srv).await;
         let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
@@ -681,6 +669,31 @@ fn many_queries(n: usize) -> String {
     format!("These are slow, propose indexes: {}", qs.join(" "))
 }
 
+/// Dean (as `agent run`) driving a task of `n` tool steps, its first one on the floor:
+/// the client, the agents file, the state directory, Dean, the task id and its session.
+async fn long_task_running(
+    srv: &TestServer,
+    n: usize,
+) -> (
+    Client,
+    std::path::PathBuf,
+    tempfile::TempDir,
+    Run,
+    Value,
+    String,
+) {
+    let (c, file, dir) = setup(srv).await;
+    let dean = Run::start(srv, &file, &dir.path().join("state")).await;
+    dean.until_ready().await;
+    let (id, session) = hand(
+        &c,
+        json!({"task": many_queries(n), "budget": {"steps": 200}}),
+    )
+    .await;
+    until_first_tool_step(&c, &session, &id).await;
+    (c, file, dir, dean, id, session)
+}
+
 /// Steps of a task: each step number once, in order, and how many tool results.
 fn check_steps(events: &[Value], task: &Value) -> usize {
     let mine: Vec<&Value> = events
@@ -707,23 +720,12 @@ fn check_steps(events: &[Value], task: &Value) -> usize {
 
 both_stores!(
     a_task_cut_off_by_kill_9_continues_from_its_last_step,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
-        let (c, file, dir) = setup(&srv).await;
-        let state = dir.path().join("state");
-        let mut dean = Run::start(&srv, &file, &state).await;
-        dean.until_ready().await;
         let n = 60;
-        let (id, session) = hand(
-            &c,
-            json!({"task": many_queries(n), "budget": {"steps": 100}}),
-        )
-        .await;
+        let (c, file, dir, mut dean, id, session) = long_task_running(&srv, n).await;
+        let state = dir.path().join("state");
         // Killed once its first tool step is on the floor.
-        until_first_tool_step(&c, &session, &id).await;
         dean.child.start_kill().unwrap();
         dean.child.wait().await.unwrap();
         let before = c
@@ -743,21 +745,10 @@ both_stores!(
 
 both_stores!(
     a_task_outlives_the_floor_going_down_and_its_steps_arrive_in_order,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
-        let (c, file, dir) = setup(&srv).await;
-        let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
-        dean.until_ready().await;
         let n = 60;
-        let (id, session) = hand(
-            &c,
-            json!({"task": many_queries(n), "budget": {"steps": 100}}),
-        )
-        .await;
-        until_first_tool_step(&c, &session, &id).await;
+        let (_, file, _dir, dean, id, session) = long_task_running(&srv, n).await;
         // The floor restarts mid-task: Dean's steps wait in his sidecar meanwhile.
         srv.restart_in_place().await;
         srv.load_agents(&file).await;
@@ -776,21 +767,10 @@ both_stores!(
 
 both_stores!(
     an_inject_reaches_a_running_task_at_its_next_step,
-    Options {
-        secret: true,
-        ..Options::default()
-    },
+    Options::secured(),
     |srv| {
-        let (c, file, dir) = setup(&srv).await;
-        let dean = Run::start(&srv, &file, &dir.path().join("state")).await;
-        dean.until_ready().await;
         let n = 120;
-        let (id, session) = hand(
-            &c,
-            json!({"task": many_queries(n), "budget": {"steps": 200}}),
-        )
-        .await;
-        until_first_tool_step(&c, &session, &id).await;
+        let (c, _file, _dir, _dean, id, session) = long_task_running(&srv, n).await;
         let sean = srv.client_as("default", "user:sean", Role::Member);
         let r = sean
             .post(

@@ -65,6 +65,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Tokens required (the server's secret is set), as in production.
+    pub fn secured() -> Options {
+        Options {
+            secret: true,
+            ..Options::default()
+        }
+    }
+}
+
 /// A fresh database for one test, removed when the test finishes.
 pub struct TestDb {
     pub url: DatabaseUrl,
