@@ -61,6 +61,7 @@ async fn floor(dir: &std::path::Path, addr: &str) -> Result<String, BoxErr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let config = ApiConfig {
+        slack: None,
         jwt_secret: None,
         rate_limits: RateLimits {
             writes_per_minute: 0,

@@ -374,18 +374,33 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     let host = AgentHost::start(runtime.clone())
         .await
         .context("starting the agents")?;
+    let slack = match &config.slack {
+        Some(c) => Some(
+            polaris_slack::SlackBridge::start(
+                runtime.clone(),
+                polaris_slack::BridgeOptions::new(c.clone()),
+            )
+            .context("starting the Slack bridge")?,
+        ),
+        None => None,
+    };
+    let mut api_config = ApiConfig::from_server(&config);
+    api_config.slack = slack.as_ref().map(polaris_slack::SlackBridge::api);
     let listener = bind_announced(config.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), agents = agent_count, "polaris serving");
+    tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), agents = agent_count, slack = slack.is_some(), "polaris serving");
     api::serve(
         listener,
         runtime.clone(),
-        ApiConfig::from_server(&config),
+        api_config,
         metrics,
         shutdown_signal(),
     )
     .await?;
     tracing::info!("stopped accepting; committing what was accepted");
+    if let Some(s) = slack {
+        s.shutdown().await;
+    }
     if let Some(r) = reloader {
         r.abort();
     }

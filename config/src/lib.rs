@@ -18,5 +18,5 @@ pub use error::ConfigError;
 pub use secret::{Secret, SecretRef};
 pub use server::{
     DatabaseUrl, LogConfig, LogFormat, RateLimits, ServeOverrides, ServerConfig, SessionsConfig,
-    StreamsConfig,
+    SlackConfig, StreamsConfig,
 };

@@ -45,6 +45,18 @@ struct RawServerConfig {
     streams: RawStreams,
     max_body_bytes: Option<usize>,
     log: RawLog,
+    slack: Option<RawSlack>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSlack {
+    bot_token: Option<String>,
+    signing_secret: Option<String>,
+    app_token: Option<String>,
+    api_url: Option<String>,
+    org: Option<String>,
+    post_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +209,25 @@ pub struct ServerConfig {
     pub log: LogConfig,
     /// The file the configuration was read from, if any.
     pub file: Option<PathBuf>,
+    /// The connected Slack workspace, if one is.
+    pub slack: Option<SlackConfig>,
+}
+
+/// A Slack workspace to bridge (`slack:` in the file, `SLACK_*` in the environment).
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    /// The bot token (`xoxb-…`): posting, channels, users.
+    pub bot_token: Secret,
+    /// Verifies Events API requests at `POST /slack/events`.
+    pub signing_secret: Option<Secret>,
+    /// Socket Mode's app-level token (`xapp-…`).
+    pub app_token: Option<Secret>,
+    /// The Web API base, ending in `/`.
+    pub api_url: String,
+    /// The org whose floors the workspace shows.
+    pub org: String,
+    /// Least time between two messages to one channel (Slack allows about one a second).
+    pub post_interval: Duration,
 }
 
 impl ServerConfig {
@@ -348,6 +379,8 @@ impl ServerConfig {
                 })
         });
 
+        let slack = slack_config(raw.slack.as_ref(), env, &from_file("slack"))?;
+
         Ok(ServerConfig {
             listen,
             database,
@@ -381,6 +414,7 @@ impl ServerConfig {
             max_body_bytes,
             log: LogConfig { level, format },
             file,
+            slack,
         })
     }
 
@@ -388,6 +422,85 @@ impl ServerConfig {
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none()
     }
+}
+
+/// The Slack section: each key from its `SLACK_*` variable (the value itself) or from the
+/// file (an `env:`/`file:` reference: a token is never written in the file).
+fn slack_config(
+    raw: Option<&RawSlack>,
+    env: &Env,
+    file: &Origin,
+) -> Result<Option<SlackConfig>, ConfigError> {
+    let empty = RawSlack::default();
+    let raw = raw.unwrap_or(&empty);
+    let secret = |var: &'static str,
+                  key: &str,
+                  value: &Option<String>|
+     -> Result<Option<Secret>, ConfigError> {
+        if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+            return Ok(Some(Secret::new(v.to_owned())));
+        }
+        let Some(r) = value else { return Ok(None) };
+        let key = format!("slack.{key}");
+        SecretRef::parse(r)
+            .and_then(|r| r.resolve(env))
+            .map(Some)
+            .map_err(|m| ConfigError::new(file.clone(), key, m))
+    };
+    let Some(bot_token) = secret("SLACK_BOT_TOKEN", "bot_token", &raw.bot_token)? else {
+        if raw.signing_secret.is_some() || raw.app_token.is_some() || env.is_set("SLACK_APP_TOKEN")
+        {
+            return Err(ConfigError::new(
+                Origin::Rule,
+                "slack.bot_token",
+                "Slack is half configured: set SLACK_BOT_TOKEN (or slack.bot_token: env:NAME / file:PATH)",
+            ));
+        }
+        return Ok(None);
+    };
+    let signing_secret = secret(
+        "SLACK_SIGNING_SECRET",
+        "signing_secret",
+        &raw.signing_secret,
+    )?;
+    let app_token = secret("SLACK_APP_TOKEN", "app_token", &raw.app_token)?;
+    if signing_secret.is_none() && app_token.is_none() {
+        return Err(ConfigError::new(
+            Origin::Rule,
+            "slack",
+            "Slack needs a way to hear messages: SLACK_SIGNING_SECRET for the Events API \
+             (POST /slack/events) or SLACK_APP_TOKEN for Socket Mode",
+        ));
+    }
+    let mut api_url = env
+        .get("SLACK_API_URL")
+        .map(str::to_owned)
+        .or(raw.api_url.clone())
+        .unwrap_or_else(|| "https://slack.com/api/".to_owned());
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(ConfigError::new(
+            file.clone(),
+            "slack.api_url",
+            format!("{api_url:?} is not an http(s) URL"),
+        ));
+    }
+    if !api_url.ends_with('/') {
+        api_url.push('/');
+    }
+    let post_interval = match &raw.post_interval {
+        None => Duration::from_secs(1),
+        Some(s) => humantime::parse_duration(s).map_err(|e| {
+            ConfigError::new(file.clone(), "slack.post_interval", format!("{s:?}: {e}"))
+        })?,
+    };
+    Ok(Some(SlackConfig {
+        bot_token,
+        signing_secret,
+        app_token,
+        api_url,
+        org: raw.org.clone().unwrap_or_else(|| "default".to_owned()),
+        post_interval,
+    }))
 }
 
 fn check_secret(secret: Secret, origin: Origin) -> Result<Secret, ConfigError> {

@@ -118,6 +118,52 @@ impl Directory {
             .collect())
     }
 
+    /// The users seen in an org (for the team listing).
+    pub async fn users(
+        &self,
+        org: &str,
+    ) -> Result<Vec<polaris_protocol::team::TeamUser>, StoreError> {
+        Ok(self
+            .rt
+            .store()
+            .list_users(org)
+            .await?
+            .into_iter()
+            .map(|u| polaris_protocol::team::TeamUser {
+                participant_id: u.participant_id,
+                name: u.name,
+                email: u.email,
+            })
+            .collect())
+    }
+
+    /// The members of a floor (participant ids).
+    pub async fn members(&self, project: &ProjectKey) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .rt
+            .store()
+            .list_members(project.id)
+            .await?
+            .into_iter()
+            .map(|m| m.participant_id)
+            .collect())
+    }
+
+    /// Whether any of `who` may use a floor: every floor of `org` visibility, and a
+    /// `members` floor for its members.
+    pub async fn may_use(&self, project: &ProjectKey, who: &[&str]) -> Result<bool, StoreError> {
+        let Some(p) = self.rt.project(&project.org, &project.name).await? else {
+            return Ok(false);
+        };
+        if p.visibility == crate::protocol::Visibility::Org {
+            return Ok(true);
+        }
+        let members = self.rt.store().list_members(project.id).await?;
+        Ok(members
+            .iter()
+            .any(|m| who.contains(&m.participant_id.as_str())))
+    }
+
     /// Every floor each agent of an org is on: `(floor, agent id)`.
     pub async fn seats(&self, org: &str) -> Result<Vec<(ProjectKey, String)>, StoreError> {
         let org_arc: Arc<str> = org.into();

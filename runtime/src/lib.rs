@@ -38,7 +38,10 @@ pub use runtime::{Runtime, Settings};
 pub use session::SYSTEM_SENDER;
 #[cfg(feature = "fault-injection")]
 pub use session::Seat;
-pub use store::{Backend, Lease, ProjectKey, Store, StoreError};
+pub use store::{
+    Backend, Lease, ProjectKey, SlackCursor, SlackFence, SlackFloor, SlackLinks, SlackTarget,
+    Store, StoreError,
+};
 pub use subscription::{Start, SubscriptionSpec};
 pub use tasks::{Budget, HandedTask, NewTask, TaskView};
 

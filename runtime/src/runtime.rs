@@ -128,6 +128,62 @@ impl Runtime {
         )
     }
 
+    /// The Slack bridge's tables.
+    pub fn slack_links(&self) -> crate::store::SlackLinks {
+        crate::store::SlackLinks::new(self.inner.store.clone())
+    }
+
+    /// One event of a floor, by id.
+    pub async fn event(
+        &self,
+        project: &ProjectKey,
+        id: Uuid,
+    ) -> Result<Option<crate::protocol::Event>, StoreError> {
+        let Some((seq, _)) = self.inner.store.locate_event(project.id, id).await? else {
+            return Ok(None);
+        };
+        let mut page = self
+            .inner
+            .store
+            .events_after(project, None, seq - 1, 1)
+            .await?;
+        Ok(page.pop().filter(|e| e.id == id))
+    }
+
+    /// The `seq` of a floor's newest event (0 for an empty floor).
+    pub async fn head(&self, project: &ProjectKey) -> Result<i64, StoreError> {
+        self.inner.store.last_seq(project.id).await
+    }
+
+    /// Drops the cached copy of a project whose row changed outside the API (the Slack
+    /// bridge recording its channel), here and on every node.
+    pub async fn refresh_project(&self, project: &ProjectKey) {
+        self.project_changed(&project.org, &project.name, project.id, false)
+            .await;
+    }
+
+    /// Whether a session exists on a floor.
+    pub async fn session_exists(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.inner.store.get_session(project, name).await?.is_some())
+    }
+
+    /// Creates a session with no driver unless it exists.
+    pub async fn ensure_session(&self, project: &ProjectKey, name: &str) -> Result<(), StoreError> {
+        match self
+            .inner
+            .store
+            .create_session(project, name, None, None)
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Live floor and session actors (for `/metrics` and tests).
     pub fn live_actors(&self) -> (usize, usize) {
         self.inner.floors.counts()
@@ -193,6 +249,8 @@ impl Runtime {
         self.inner
             .projects
             .remove(&(org.clone(), old_name.to_owned()));
+        // Watchers of the directory (the Slack bridge) follow projects too.
+        self.inner.roster.bump();
         if renamed {
             // Waits until no new request can reach the old floor. A supervisor that is
             // stopping (shutdown) has nothing left to close.

@@ -591,8 +591,14 @@ fn format_team(body: &Value) -> String {
     };
     let mut on_slack = String::new();
     let mut off_slack = String::new();
+    let mut agents = String::new();
     for m in members {
         let name = s(m, "name").unwrap_or_else(|| "?".into());
+        if s(m, "kind").as_deref() == Some("agent") {
+            let alias = s(m, "alias").unwrap_or_default();
+            let _ = writeln!(agents, "@{alias} — {name}"); // String writes cannot fail
+            continue;
+        }
         let tick = if m.get("polaris_user").and_then(Value::as_bool) == Some(true) {
             " ✓"
         } else {
@@ -614,7 +620,7 @@ fn format_team(body: &Value) -> String {
             }
         }
     }
-    if on_slack.is_empty() && off_slack.is_empty() {
+    if on_slack.is_empty() && off_slack.is_empty() && agents.is_empty() {
         return "No teammates found.".to_string();
     }
     let mut out = String::from(
@@ -624,6 +630,10 @@ fn format_team(body: &Value) -> String {
     if !off_slack.is_empty() {
         out.push_str("Not on Slack:\n");
         out.push_str(&off_slack);
+    }
+    if !agents.is_empty() {
+        out.push_str("Agents (write @name on the floor or in Slack):\n");
+        out.push_str(&agents);
     }
     out.truncate(out.trim_end().len());
     out
@@ -668,7 +678,8 @@ mod tests {
         let body = json!({"members": [
             {"name": "Krishna Patel", "slack_id": "U1", "slack_handle": "krishna", "alias": "krishna", "polaris_user": true},
             {"name": "Priya Shah", "slack_id": "U2", "slack_handle": "pshah", "alias": "priya", "polaris_user": false},
-            {"name": "Sam Lee", "slack_id": null, "slack_handle": null, "participant_id": "user:sam", "polaris_user": true}
+            {"name": "Sam Lee", "slack_id": null, "slack_handle": null, "participant_id": "user:sam", "polaris_user": true},
+            {"name": "Dean (Data)", "participant_id": "agent:dean", "polaris_user": false, "alias": "dean", "kind": "agent"}
         ]});
         let text = format_team(&body);
         let lines: Vec<&str> = text.lines().collect();
@@ -676,6 +687,7 @@ mod tests {
         assert_eq!(lines[2], "@priya (@pshah) — Priya Shah [U2]");
         assert_eq!(lines[3], "Not on Slack:");
         assert_eq!(lines[4], "- Sam Lee (user:sam) ✓");
+        assert_eq!(lines[6], "@dean — Dean (Data)");
     }
 
     #[test]

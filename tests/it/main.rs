@@ -24,6 +24,8 @@ mod nodes;
 mod process;
 mod recover;
 mod sidecar;
+mod slack;
+mod slack_fake;
 mod streams;
 mod tasks;
 mod tls;

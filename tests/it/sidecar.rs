@@ -146,7 +146,7 @@ pub(crate) async fn messages(base: &str, project: &str, session: &str) -> Vec<Va
 }
 
 /// Waits until the session holds exactly `n` events, then returns them.
-async fn wait_for(base: &str, project: &str, session: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn wait_for(base: &str, project: &str, session: &str, n: usize) -> Vec<Value> {
     eventually(30, || async {
         let m = messages(base, project, session).await;
         (m.len() >= n).then_some(m)
@@ -228,6 +228,7 @@ impl PortFloor {
         })
         .await;
         let config = ApiConfig {
+            slack: None,
             jwt_secret: None,
             rate_limits: RateLimits {
                 writes_per_minute: 0,
@@ -261,7 +262,7 @@ impl PortFloor {
     }
 }
 
-fn home_dir() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn home_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("polaris");
     (dir, home)
@@ -692,7 +693,13 @@ pub(crate) async fn wait_queued(sc: &Sidecar, cc: &str, n: u64) {
 /// empty. A first stream (no cursor yet) starts at "now", so an inject posted before it is
 /// up is never queued: probe with injects until one is, then send a last probe and drain
 /// until it comes out. The stream is in order, so no probe shows up after that one.
-async fn wait_following(sc: &Sidecar, floor: &str, project: &str, session: &str, cc: &str) {
+pub(crate) async fn wait_following(
+    sc: &Sidecar,
+    floor: &str,
+    project: &str,
+    session: &str,
+    cc: &str,
+) {
     let mut tries = 0u32;
     eventually(20, || {
         tries += 1;

@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod secrets;
+pub mod team;
 pub mod validate;
 mod wire;
 

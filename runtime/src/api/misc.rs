@@ -173,24 +173,18 @@ pub(super) async fn team(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    let users = st.runtime.store().list_users(&caller.org).await?;
-    let members: Vec<Value> = users
+    let directory = st.runtime.directory();
+    let users = directory.users(&caller.org).await?;
+    let slack = match &st.slack_team {
+        Some(t) => t.members(&caller.org).await,
+        None => Vec::new(),
+    };
+    let agents: Vec<(String, String)> = directory
+        .agents(&caller.org)
+        .await?
         .into_iter()
-        .map(|u| {
-            let alias = u
-                .participant_id
-                .split_once(':')
-                .map(|(_, n)| n.split(['.', '_', '-']).next().unwrap_or(n).to_owned());
-            json!({
-                "name": u.name,
-                "slack_id": null,
-                "slack_handle": null,
-                "slack_display": null,
-                "participant_id": u.participant_id,
-                "polaris_user": true,
-                "alias": alias,
-            })
-        })
+        .map(|a| (a.spec.id.to_string(), a.spec.shown_name().to_owned()))
         .collect();
+    let members = polaris_protocol::team::merge(&users, &slack, &agents);
     Ok(Json(json!({"members": members})))
 }

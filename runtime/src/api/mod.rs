@@ -60,6 +60,33 @@ pub struct ApiConfig {
     pub sse_heartbeat: Duration,
     /// WebSocket ping.
     pub ws_ping: Duration,
+    /// What a connected Slack workspace adds, if one is.
+    pub slack: Option<SlackApi>,
+}
+
+/// What a Slack bridge adds to the API.
+#[derive(Clone)]
+pub struct SlackApi {
+    /// Served as they are, outside the API's token check: Slack signs its requests and
+    /// these routes verify that.
+    pub routes: Router,
+    /// The workspace's members, for `/team`.
+    pub team: Arc<dyn SlackTeam>,
+}
+
+impl std::fmt::Debug for SlackApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlackApi")
+    }
+}
+
+/// A Slack workspace's members (cached by the bridge).
+pub trait SlackTeam: Send + Sync {
+    /// The members of the workspace connected for `org` (none when it has none).
+    fn members<'a>(
+        &'a self,
+        org: &'a str,
+    ) -> futures::future::BoxFuture<'a, Vec<polaris_protocol::team::SlackMember>>;
 }
 
 impl ApiConfig {
@@ -71,6 +98,7 @@ impl ApiConfig {
             max_body_bytes: c.max_body_bytes,
             sse_heartbeat: c.streams.sse_heartbeat,
             ws_ping: c.streams.ws_ping,
+            slack: None,
         }
     }
 }
@@ -86,6 +114,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             sse_heartbeat: Duration::from_secs(15),
             ws_ping: Duration::from_secs(30),
+            slack: None,
         }
     }
 }
@@ -104,6 +133,7 @@ pub(crate) struct Inner {
     /// Participants already recorded in `users` by this process.
     seen: DashMap<(Arc<str>, ParticipantId), ()>,
     metrics: Option<PrometheusHandle>,
+    slack_team: Option<Arc<dyn SlackTeam>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -143,9 +173,13 @@ pub async fn serve(
         shutdown: token.clone(),
         seen: DashMap::new(),
         metrics,
+        slack_team: config.slack.as_ref().map(|s| s.team.clone()),
     }));
     tokio::spawn(prune_limiters(state.clone()));
-    let app = router(state, config.max_body_bytes);
+    let mut app = router(state, config.max_body_bytes);
+    if let Some(slack) = config.slack {
+        app = app.merge(slack.routes);
+    }
     // Nagle's algorithm would hold small writes (a WebSocket frame, a 201) until the
     // previous segment is acknowledged.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -78,6 +78,10 @@ pub(super) async fn create(
         .directory()
         .sync_floor(&caller.org, &project)
         .await?;
+    // Every node's watchers learn of the new floor.
+    st.runtime
+        .project_changed(&caller.org, &project.name, project.id, false)
+        .await;
     Ok((StatusCode::CREATED, Json(project)))
 }
 

@@ -127,6 +127,7 @@ mod orgs;
 mod postgres;
 mod search;
 mod sessions;
+mod slack;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -140,6 +141,7 @@ pub(crate) use agents::{JoinReason, LeaveReason};
 pub(crate) use events::{Append, Effect, Fence, NewEvent, Rejected};
 pub use leases::Lease;
 pub(crate) use search::SearchQuery;
+pub use slack::{Fence as SlackFence, SlackCursor, SlackFloor, SlackLinks, SlackTarget};
 
 /// A store failure the caller cannot fix by changing its request.
 #[derive(Debug, thiserror::Error)]

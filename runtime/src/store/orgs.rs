@@ -15,6 +15,8 @@ pub(crate) struct UserRow {
     pub participant_id: String,
     /// Display name.
     pub name: String,
+    /// E-mail, if known.
+    pub email: Option<String>,
 }
 
 /// A `projects` row as every query reads it (`SELECT *` or `p.*`).
@@ -88,7 +90,7 @@ impl Store {
             self,
             read,
             fetch_all,
-            "SELECT participant_id, name FROM users WHERE org_id = $1 ORDER BY name, participant_id",
+            "SELECT participant_id, name, email FROM users WHERE org_id = $1 ORDER BY name, participant_id",
             org,
         )?)
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod client;
+pub mod slack;
 
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct Options {
     pub max_body: usize,
     /// An agents.yaml to load at start.
     pub agents_file: Option<std::path::PathBuf>,
+    /// A Slack workspace to bridge.
+    pub slack: Option<polaris_slack::BridgeOptions>,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             ws_ping: Duration::from_secs(30),
             max_body: 1 << 20,
             agents_file: None,
+            slack: None,
         }
     }
 }
@@ -160,6 +164,7 @@ pub struct TestServer {
     pub backend: Backend,
     pub opts: Options,
     pub agents: Option<polaris_agents::HostHandle>,
+    pub slack: Option<polaris_slack::SlackBridge>,
     db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -218,6 +223,14 @@ impl TestServer {
             max_body_bytes: opts.max_body,
             sse_heartbeat: opts.sse_heartbeat,
             ws_ping: opts.ws_ping,
+            slack: None,
+        };
+        let slack = opts.slack.clone().map(|o| {
+            polaris_slack::SlackBridge::start(runtime.clone(), o).expect("start the slack bridge")
+        });
+        let config = ApiConfig {
+            slack: slack.as_ref().map(polaris_slack::SlackBridge::api),
+            ..config
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(api::serve(
@@ -237,6 +250,7 @@ impl TestServer {
             backend,
             opts,
             agents,
+            slack,
             db,
             stop: Some(stop),
             task: Some(task),
@@ -287,6 +301,9 @@ impl TestServer {
         }
         if let Some(h) = self.agents.take() {
             h.shutdown().await;
+        }
+        if let Some(s) = self.slack.take() {
+            s.shutdown().await;
         }
         self.runtime.shutdown().await;
     }
