@@ -567,9 +567,14 @@ slack_test!(
     }
 );
 
-/// Every section posted so far, in posting order.
+/// Every line posted so far, in posting order (one speaker's short texts share a section,
+/// a line each).
 fn posted_texts(fake: &FakeSlack) -> Vec<String> {
-    fake.messages().iter().flat_map(sections).collect()
+    fake.messages()
+        .iter()
+        .flat_map(sections)
+        .flat_map(|s| s.lines().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 slack_test!(
@@ -631,6 +636,8 @@ slack_test!(a_restart_posts_nothing_twice, |_o| {}, |srv, fake| {
     }
     srv.restart().await;
     let c = srv.client();
+    // Slack fails the next two posts: retried until it takes one, posted once.
+    fake.fail("chat.postMessage", 2, "internal_error");
     c.prompt("pj", "s-1", "user:manu", "three").await;
     fake.wait_messages(3, WAIT).await;
     // "three" is behind anything a replay would have posted.
@@ -862,6 +869,45 @@ slack_test!(
         );
     }
 );
+
+slack_test!(two_nodes_post_each_event_once, |_o| {}, |srv, fake| {
+    // A second node with a bridge of its own (another lease holder) on the same store.
+    srv.opts.slack = Some(bridge(&fake, false));
+    let mut other = srv.second_node().await;
+    let (a, b) = (srv.client(), other.client());
+    a.project_session("pj", "s-1").await;
+    channel_of(&a, "pj").await;
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        let r = c.prompt("pj", "s-1", "user:manu", &format!("m{i}")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let texts = eventually(20, || async {
+        let t = posted_texts(&fake);
+        t.iter().any(|s| s == "m9").then_some(t)
+    })
+    .await;
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected);
+    // The node that did not post takes over when the one that did stops.
+    let before = fake.messages().len();
+    srv.stop().await;
+    let r = b
+        .prompt("pj", "s-1", "user:manu", "after the handover")
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    fake.wait_messages(before + 1, WAIT).await;
+    assert_eq!(
+        posted_texts(&fake).last().map(String::as_str),
+        Some("after the handover")
+    );
+    assert_eq!(
+        fake.calls_of("conversations.create").len(),
+        1,
+        "one channel"
+    );
+    other.stop().await;
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_reply_reaches_the_coding_agent_at_its_next_prompt() {

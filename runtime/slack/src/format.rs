@@ -262,38 +262,65 @@ pub struct Message {
 }
 
 /// Takes from the front of `queue` as many items as fit one message (at least one), in
-/// order. One speaker: the message is theirs. Several: it is shown as `group` and each
-/// part starts with a context line naming its speaker.
+/// order. One speaker: the message is theirs. Several: it is shown as `group` and a
+/// context line names the speaker wherever the speaker changes. Consecutive short texts of
+/// one speaker share a section (a line each), so a burst of prompts is a few blocks.
 pub fn pack(queue: &mut VecDeque<Item>, group: &Persona) -> Option<Message> {
-    let first = queue.pop_front()?;
-    let mut items = vec![first];
-    let (mut blocks, mut chars) = cost(&items[0]);
+    enum Part {
+        Speaker(Persona),
+        Text(String),
+    }
+    let mut parts: Vec<Part> = Vec::new();
+    let mut chars = 0;
+    let (mut first, mut last) = (None, 0);
+    let mut speakers: Vec<Persona> = Vec::new();
     while let Some(next) = queue.front() {
-        let (b, c) = cost(next);
-        if blocks + b + 1 > BLOCKS_MAX || chars + c > MESSAGE_CHARS {
+        let same = speakers.last() == Some(&next.persona);
+        let merge = same
+            && matches!(parts.last(), Some(Part::Text(t))
+                if next.sections.first().is_some_and(|s| t.chars().count() + 1 + s.chars().count() <= SECTION_MAX));
+        let added = usize::from(!same) + next.sections.len() - usize::from(merge);
+        let c: usize = next.sections.iter().map(|s| s.chars().count()).sum();
+        if first.is_some() && (parts.len() + added > BLOCKS_MAX || chars + c > MESSAGE_CHARS) {
             break;
         }
-        blocks += b + 1;
-        chars += c;
-        items.extend(queue.pop_front());
-    }
-    let single = items.iter().all(|i| i.persona == items[0].persona);
-    let mut out = Vec::new();
-    let mut preview = String::new();
-    for i in &items {
-        if !single {
-            out.push(json!({
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": format!("{} *{}*", i.persona.icon, escape(&i.persona.name))}]
-            }));
+        let Some(item) = queue.pop_front() else { break };
+        if !same {
+            parts.push(Part::Speaker(item.persona.clone()));
+            speakers.push(item.persona.clone());
         }
-        for s in &i.sections {
-            out.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": s}}));
-            if preview.chars().count() < PREVIEW_CHARS {
-                if !preview.is_empty() {
-                    preview.push('\n');
+        for (k, section) in item.sections.into_iter().enumerate() {
+            match parts.last_mut() {
+                Some(Part::Text(t)) if k == 0 && merge => {
+                    t.push('\n');
+                    t.push_str(&section);
                 }
-                preview.push_str(s);
+                _ => parts.push(Part::Text(section)),
+            }
+        }
+        chars += c;
+        first.get_or_insert(item.seq);
+        last = item.seq;
+    }
+    let first = first?;
+    let single = speakers.iter().all(|p| *p == speakers[0]);
+    let mut blocks = Vec::with_capacity(parts.len());
+    let mut preview = String::new();
+    for part in &parts {
+        match part {
+            Part::Speaker(_) if single => {}
+            Part::Speaker(p) => blocks.push(json!({
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": format!("{} *{}*", p.icon, escape(&p.name))}]
+            })),
+            Part::Text(t) => {
+                blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": t}}));
+                if preview.chars().count() < PREVIEW_CHARS {
+                    if !preview.is_empty() {
+                        preview.push('\n');
+                    }
+                    preview.push_str(t);
+                }
             }
         }
     }
@@ -301,24 +328,17 @@ pub fn pack(queue: &mut VecDeque<Item>, group: &Persona) -> Option<Message> {
         preview = format!("{}…", take_chars(&preview, PREVIEW_CHARS));
     }
     let persona = if single {
-        items[0].persona.clone()
+        speakers[0].clone()
     } else {
         group.clone()
     };
     Some(Message {
         text: preview,
-        blocks: out,
+        blocks,
         persona,
-        first: items[0].seq,
-        last: items[items.len() - 1].seq,
+        first,
+        last,
     })
-}
-
-fn cost(i: &Item) -> (usize, usize) {
-    (
-        i.sections.len(),
-        i.sections.iter().map(|s| s.chars().count()).sum(),
-    )
 }
 
 /// A persona's icon as `chat.postMessage` fields: an emoji's `:shortcode:` as
@@ -428,6 +448,28 @@ mod tests {
         assert_eq!(m.persona.name, "A");
         assert!(m.last < 10 && !q.is_empty());
         assert!(m.blocks.len() <= 50);
+    }
+
+    #[test]
+    fn one_speakers_short_texts_share_a_section() {
+        let mut q: VecDeque<Item> = (1..=1000)
+            .map(|i| item(i, persona("A"), &format!("p{i}")))
+            .collect();
+        let m = pack(&mut q, &persona("Polaris")).expect("a message");
+        let texts: Vec<&str> = m
+            .blocks
+            .iter()
+            .filter_map(|b| b["text"]["text"].as_str())
+            .collect();
+        assert!(texts.iter().all(|t| t.chars().count() <= SECTION_MAX));
+        let lines: Vec<String> = texts
+            .iter()
+            .flat_map(|t| t.lines())
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = (1..=m.last).map(|i| format!("p{i}")).collect();
+        assert_eq!(lines, expected);
+        assert!(m.last > 900, "{}", m.last);
     }
 
     #[test]

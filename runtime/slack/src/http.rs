@@ -116,11 +116,15 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         }
         Some("event_callback") => {
             // Answered now; the floor write happens after (Slack's 3-second deadline).
-            let s = shared.clone();
-            tokio::spawn(async move {
-                crate::inbound::handle(&s, &v).await;
-            });
-            Json(json!({"ok": true})).into_response()
+            match shared.inbound.try_send(v) {
+                Ok(()) => Json(json!({"ok": true})).into_response(),
+                // Slack delivers it again later.
+                Err(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": "busy: too many Slack events waiting"})),
+                )
+                    .into_response(),
+            }
         }
         other => {
             tracing::debug!(kind = ?other, "slack request ignored");

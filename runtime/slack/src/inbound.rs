@@ -146,14 +146,21 @@ async fn route(shared: &Shared, body: &Value) -> Result<Outcome, String> {
         json!({"team": team, "channel": channel, "ts": ts, "thread_ts": thread_ts, "user": user});
 
     // 1. A reply in a session's thread.
-    if let Some(t) = thread_ts
-        && let Some(target) = shared
+    let starting = thread_ts.and_then(|t| {
+        let s = shared.starting.get(t)?;
+        (s.0 == key.id).then(|| s.1.clone())
+    });
+    let thread_session = match (starting, thread_ts) {
+        (Some(s), _) => Some(s),
+        (None, Some(t)) => shared
             .links
             .target(team, channel, Some(t))
             .await
             .map_err(|e| e.to_string())?
-        && let Some(session) = target.session
-    {
+            .and_then(|target| target.session),
+        (None, None) => None,
+    };
+    if let Some(session) = thread_session {
         return inject(
             shared,
             body,

@@ -117,7 +117,16 @@ pub(crate) struct Shared {
     /// Registry personas by agent id: `(display name, icon)`.
     pub(crate) personas: DashMap<String, Option<(String, String)>>,
     pub(crate) shutdown: CancellationToken,
+    /// Session threads just started and not yet stored (`ts` → project, session): a reply
+    /// typed the moment the thread appears still finds its session.
+    pub(crate) starting: DashMap<String, (Uuid, String)>,
+    /// Slack events waiting for the floor, handled one at a time in arrival order.
+    pub(crate) inbound: tokio::sync::mpsc::Sender<serde_json::Value>,
 }
+
+/// Slack events that may wait for the floor; beyond, the Events API answers 503 and
+/// Socket Mode leaves the envelope unacknowledged, and Slack delivers it again later.
+const INBOUND_QUEUE: usize = 1024;
 
 impl Shared {
     /// The bot's identity, once known.
@@ -148,7 +157,9 @@ impl SlackBridge {
     pub fn start(runtime: Runtime, options: BridgeOptions) -> Result<SlackBridge, web::SlackError> {
         let c = options.config;
         let web = WebApi::new(&c.api_url, c.bot_token.clone())?;
+        let (inbound, mut queue) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
         let shared = Arc::new(Shared {
+            inbound,
             links: runtime.slack_links(),
             runtime,
             web,
@@ -165,9 +176,18 @@ impl SlackBridge {
             users: DashMap::new(),
             team: Mutex::new(None),
             personas: DashMap::new(),
+            starting: DashMap::new(),
             shutdown: CancellationToken::new(),
         });
         let main = tokio::spawn(run(shared.clone()));
+        // In arrival order: a reply typed after another reaches the floor after it.
+        let s = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some(body) = queue.recv().await {
+                let Some(shared) = s.upgrade() else { return };
+                inbound::handle(&shared, &body).await;
+            }
+        });
         Ok(SlackBridge {
             shared,
             main: Arc::new(Mutex::new(Some(main))),

@@ -477,11 +477,15 @@ impl Floor {
     /// Records a post Slack has: the session's thread, then the cursor.
     async fn posted(&mut self, pending: &Pending, ts: &str) -> Result<bool, Stop> {
         if let Some(session) = &pending.session {
+            self.shared
+                .starting
+                .insert(ts.to_owned(), (self.key.id, session.clone()));
             let linked = self
                 .shared
                 .links
                 .link_thread(self.at(), session, &pending.channel, ts, fence(&self.lease))
                 .await?;
+            self.shared.starting.remove(ts);
             if !linked && self.thread(session).await?.is_none() {
                 return Ok(false);
             }

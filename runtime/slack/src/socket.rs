@@ -88,19 +88,18 @@ async fn connection(shared: &Arc<Shared>, api: &WebApi) -> Result<bool, String> 
                 return Ok(true);
             }
             kind => {
+                // Queued for the floor, then acknowledged; a full queue leaves the envelope
+                // unacknowledged and Slack sends it again.
+                if kind == "events_api" && shared.inbound.try_send(v["payload"].clone()).is_err() {
+                    tracing::warn!("slack events waiting; envelope left for Slack to resend");
+                    continue;
+                }
                 let envelope = str_of(&v, "envelope_id");
                 if !envelope.is_empty() {
                     let ack = json!({"envelope_id": envelope}).to_string();
                     tx.send(Message::text(ack))
                         .await
                         .map_err(|e| format!("ack: {e}"))?;
-                }
-                if kind == "events_api" {
-                    let s = shared.clone();
-                    let payload = v["payload"].clone();
-                    tokio::spawn(async move {
-                        crate::inbound::handle(&s, &payload).await;
-                    });
                 }
             }
         }
