@@ -588,6 +588,63 @@ mod tests {
     }
 
     #[test]
+    fn slack_from_the_environment_or_references_in_the_file() {
+        assert!(load(None, Default::default(), &[]).unwrap().slack.is_none());
+        let c = load(
+            None,
+            Default::default(),
+            &[
+                ("SLACK_BOT_TOKEN", "xoxb-1"),
+                ("SLACK_SIGNING_SECRET", "s3"),
+            ],
+        )
+        .unwrap();
+        let s = c.slack.expect("slack");
+        assert_eq!(s.bot_token.expose(), "xoxb-1");
+        assert_eq!(s.api_url, "https://slack.com/api/");
+        assert_eq!(
+            (s.org.as_str(), s.post_interval),
+            ("default", Duration::from_secs(1))
+        );
+
+        let yaml = "slack:\n  bot_token: env:BOT\n  app_token: env:APP\n  api_url: http://127.0.0.1:9/api\n  post_interval: 250ms\n";
+        let c = load(
+            Some(yaml),
+            Default::default(),
+            &[("BOT", "xoxb-2"), ("APP", "xapp-2")],
+        )
+        .unwrap();
+        let s = c.slack.expect("slack");
+        assert_eq!(
+            (
+                s.bot_token.expose(),
+                s.app_token.as_ref().map(Secret::expose)
+            ),
+            ("xoxb-2", Some("xapp-2"))
+        );
+        assert_eq!(s.api_url, "http://127.0.0.1:9/api/");
+        assert_eq!(s.post_interval, Duration::from_millis(250));
+
+        // A token written in the file is refused: references only.
+        let e = load(
+            Some("slack:\n  bot_token: xoxb-raw\n  signing_secret: env:S\n"),
+            Default::default(),
+            &[("S", "x")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("slack.bot_token"), "{e}");
+        // Neither transport: no way to hear Slack.
+        let e = load(None, Default::default(), &[("SLACK_BOT_TOKEN", "xoxb-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SLACK_SIGNING_SECRET") && e.contains("SLACK_APP_TOKEN"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn flags_beat_the_file() {
         let c = load(
             Some("listen: 127.0.0.1:9000\ndata_dir: /srv/p\n"),

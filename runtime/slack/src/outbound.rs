@@ -215,10 +215,20 @@ impl Floor {
                     }
                 }
             }
+            let mut yielded = false;
             for _ in 0..DRAIN {
                 match stream.next().now_or_never() {
-                    Some(Some(c)) => self.add(&mut ready, &c?.event).await,
+                    Some(Some(c)) => {
+                        yielded = false;
+                        self.add(&mut ready, &c?.event).await;
+                    }
                     Some(None) => return Err(Stop::StreamEnded),
+                    // Tokio's cooperative budget makes a ready receiver look empty after
+                    // a hundred or so receives: yield once to tell the two apart.
+                    None if !yielded => {
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                    }
                     None => break,
                 }
             }
