@@ -957,3 +957,56 @@ async fn a_thread_reply_reaches_the_coding_agent_at_its_next_prompt() {
     sc.stop().await;
     srv.finish().await;
 }
+
+/// `polaris serve` as deployed: Slack from the environment (the bot token and signing
+/// secret by value, as a container's secrets arrive), the request URL on the server's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polaris_serve_bridges_slack_from_its_environment() {
+    let fake = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = tokio::process::Command::new(crate::support::BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("POLARIS_JWT_SECRET")
+        .env_remove("SLACK_APP_TOKEN")
+        .env("SLACK_BOT_TOKEN", FakeSlack::BOT_TOKEN)
+        .env("SLACK_SIGNING_SECRET", SIGNING)
+        .env("SLACK_API_URL", fake.api_url())
+        .env("POLARIS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    let (mut child, base) = crate::support::spawn_listening(cmd).await;
+    let c = Client::new(&base, None);
+    c.project_session("pj", "s-1").await;
+    let channel = channel_of(&c, "pj").await;
+    c.prompt("pj", "s-1", "user:manu", "from the process").await;
+    let m = fake.wait_messages(1, WAIT).await;
+    assert_eq!(
+        (m[0].channel.as_str(), sections(&m[0])),
+        (channel.as_str(), vec!["from the process".to_owned()])
+    );
+    // The request URL answers Slack's verification, signed.
+    let body = json!({"type": "url_verification", "challenge": "c-1"}).to_string();
+    let ts = chrono::Utc::now().timestamp();
+    let r = crate::support::http()
+        .post(format!("{base}/slack/events"))
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sign(SIGNING, ts, &body))
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"challenge": "c-1"})
+    );
+    // Secrets never reach the API's answers.
+    let team = c.get("/team").await;
+    let text = team.json.to_string();
+    assert!(!text.contains(FakeSlack::BOT_TOKEN) && !text.contains(SIGNING));
+    child.kill().await.expect("kill");
+}
