@@ -10,6 +10,10 @@
 //! marker question asked on every floor after the load has been answered: Dean reads each
 //! floor in order, so his answers to the questions before it are on the socket by then.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, pct};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,21 +21,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
-
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 /// What the sockets saw.
 #[derive(Default)]

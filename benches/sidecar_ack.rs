@@ -17,6 +17,10 @@
 //! `--sidecar URL --secret S --cc ID` points it at a running sidecar instead (`ack` mode,
 //! with window `ID` already connected). Prints one line `RESULT {json}`.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{arg, pct};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,21 +32,6 @@ use polaris_runtime::api::{self, ApiConfig};
 use polaris_runtime::{Runtime, Settings};
 use polaris_sidecar::home::Home;
 use serde_json::{Value, json};
-
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
 

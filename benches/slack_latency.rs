@@ -17,10 +17,14 @@
 //!
 //! Prints one line `RESULT {json}`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/it/support/slack.rs"]
 mod fake;
 
+use common::{arg, pct};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,21 +41,6 @@ use tokio::sync::Mutex;
 const SIGNING: &str = "bench-signing-secret";
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
-
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 fn summary(mut v: Vec<f64>) -> Value {
     v.sort_by(f64::total_cmp);

@@ -77,6 +77,24 @@ macro_rules! slack_test {
     };
 }
 
+/// The team of the answers tests (Dean, Sage, Martha) on every floor tagged for them.
+fn with_agents(o: &mut Options) {
+    // The agents' directory outlives the test (agents_dir keeps it).
+    let (_dir, team) = crate::answers::team();
+    o.agents_file = team.agents_file;
+}
+
+/// A workspace member who is also a Polaris user (by name).
+fn add_krishna(fake: &FakeSlack) {
+    fake.add_user(
+        "U0KRISHNA",
+        "krishna",
+        "Krishna Patel",
+        "krishna",
+        Some("krishna@example.com"),
+    );
+}
+
 /// The channel the bridge linked to `project` (waits for it).
 async fn channel_of(c: &Client, project: &str) -> String {
     eventually(20, || async {
@@ -266,20 +284,10 @@ slack_test!(
 
 slack_test!(
     slack_messages_become_injects_chat_and_answers,
-    |o: &mut Options| {
-        let (dir, team) = crate::answers::team();
-        std::mem::forget(dir);
-        o.agents_file = team.agents_file;
-    },
+    with_agents,
     |srv, fake| {
         let c = srv.client();
-        fake.add_user(
-            "U0KRISHNA",
-            "krishna",
-            "Krishna Patel",
-            "krishna",
-            Some("krishna@example.com"),
-        );
+        add_krishna(&fake);
         let r = c
             .post("/projects", json!({"name": "warehouse", "tags": ["data"]}))
             .await;
@@ -822,19 +830,10 @@ slack_test!(
 
 slack_test!(
     the_team_lists_slack_people_beside_agents_and_agents_mention_them,
-    |o: &mut Options| {
-        let (_dir, team) = crate::answers::team();
-        o.agents_file = team.agents_file;
-    },
+    with_agents,
     |srv, fake| {
         let c = srv.client();
-        fake.add_user(
-            "U0KRISHNA",
-            "krishna",
-            "Krishna Patel",
-            "krishna",
-            Some("krishna@example.com"),
-        );
+        add_krishna(&fake);
         fake.add_user("U0ALICE", "alice", "Alice Chen", "", None);
         fake.add_bot_user("B0OTHER", "otherbot");
         let team = c.get("/team").await;

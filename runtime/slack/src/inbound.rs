@@ -316,29 +316,8 @@ async fn may_write(
     sender: &ParticipantId,
     profile: &polaris_protocol::team::SlackMember,
 ) -> Result<bool, String> {
-    let directory = shared.runtime.directory();
-    let mut users = directory
-        .users(&shared.org)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Members who never called the API have no user row: they are matched by the name
-    // their participant id shows as.
-    for m in directory.members(key).await.map_err(|e| e.to_string())? {
-        if users.iter().all(|u| u.participant_id != m)
-            && let Ok(id) = ParticipantId::parse(&m)
-        {
-            users.push(polaris_protocol::team::TeamUser {
-                name: polaris_registry::Persona::of(&id, None, None).name,
-                participant_id: m,
-                email: None,
-            });
-        }
-    }
-    let team = polaris_protocol::team::merge(&users, std::slice::from_ref(profile), &[]);
-    let matched = team
-        .iter()
-        .find(|m| m.slack_id.as_deref() == Some(&profile.id))
-        .and_then(|m| m.participant_id.clone());
+    let users = team::polaris_users(shared, Some(key)).await?;
+    let matched = team::matching(&users, profile);
     let mut who = vec![sender.as_str()];
     if let Some(m) = &matched {
         who.push(m);
@@ -380,22 +359,13 @@ async fn mentions(shared: &Shared, text: &str) -> Vec<String> {
     static USER: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>").expect("regex"));
     let mut out: Vec<String> = Vec::new();
-    let users = shared
-        .runtime
-        .directory()
-        .users(&shared.org)
-        .await
-        .unwrap_or_default();
+    let users = team::polaris_users(shared, None).await.unwrap_or_default();
     for c in USER.captures_iter(text) {
         let id = &c[1];
         let Ok(m) = team::user(shared, id).await else {
             continue;
         };
-        let matched = polaris_protocol::team::merge(&users, std::slice::from_ref(&m), &[])
-            .into_iter()
-            .find(|t| t.slack_id.as_deref() == Some(id))
-            .and_then(|t| t.participant_id);
-        let p = matched.unwrap_or_else(|| {
+        let p = team::matching(&users, &m).unwrap_or_else(|| {
             names::participant(id, &[&m.display_name, &m.real_name, &m.handle]).to_string()
         });
         if !out.contains(&p) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use polaris_protocol::team::{SlackMember, merge};
+use polaris_protocol::team::{SlackMember, TeamUser, merge};
 use polaris_runtime::api::SlackTeam;
 use serde_json::Value;
 
@@ -66,12 +66,7 @@ async fn refresh(shared: &Shared) -> (Arc<Vec<SlackMember>>, Arc<HashMap<String,
     }
     match list(shared).await {
         Ok(members) => {
-            let users = shared
-                .runtime
-                .directory()
-                .users(&shared.org)
-                .await
-                .unwrap_or_default();
+            let users = polaris_users(shared, None).await.unwrap_or_default();
             let team = merge(&users, &members, &[]);
             let mut aliases = HashMap::new();
             for m in &team {
@@ -152,4 +147,38 @@ pub(crate) async fn user(shared: &Shared, id: &str) -> Result<SlackMember, Slack
         },
     );
     Ok(m)
+}
+
+/// The org's Polaris users, and with `floor` its members too: a member who never called
+/// the API has no user row and is matched by the name their participant id shows as.
+pub(crate) async fn polaris_users(
+    shared: &Shared,
+    floor: Option<&polaris_runtime::ProjectKey>,
+) -> Result<Vec<TeamUser>, String> {
+    let directory = shared.runtime.directory();
+    let mut users = directory
+        .users(&shared.org)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(key) = floor else { return Ok(users) };
+    for m in directory.members(key).await.map_err(|e| e.to_string())? {
+        if users.iter().all(|u| u.participant_id != m)
+            && let Ok(id) = polaris_registry::ParticipantId::parse(&m)
+        {
+            users.push(TeamUser {
+                name: polaris_registry::Persona::of(&id, None, None).name,
+                participant_id: m,
+                email: None,
+            });
+        }
+    }
+    Ok(users)
+}
+
+/// The Polaris participant a Slack member is (same e-mail, else same name), if any.
+pub(crate) fn matching(users: &[TeamUser], member: &SlackMember) -> Option<String> {
+    merge(users, std::slice::from_ref(member), &[])
+        .into_iter()
+        .find(|t| t.slack_id.as_deref() == Some(member.id.as_str()))
+        .and_then(|t| t.participant_id)
 }
