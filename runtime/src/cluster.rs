@@ -6,7 +6,12 @@
 //! - agents or memberships changed in an org: every node's agent host reconciles and its
 //!   roster long-polls answer (they would otherwise wait for their own timeout);
 //! - a project was renamed or changed its settings: every node forgets its cached row, and
-//!   after a rename closes its floor, which opens again under the new name.
+//!   after a rename closes its floor, which opens again under the new name;
+//! - events were committed on a floor (its newest `seq`): the subscribers of that floor on
+//!   every other node read them from the store. Commits are coalesced, one notice per
+//!   burst (the newest `seq` of each floor), off the commit path; after listening again a
+//!   node reads every watched floor's head from the store, so a notice lost while it was
+//!   not listening costs nothing.
 //!
 //! A notice is a hint, never the data: a lost one (a dropped connection, a node starting)
 //! only delays what the store already holds, until an expiry, a timeout or the next
@@ -51,7 +56,17 @@ pub(crate) enum Notice {
         /// Whether it was renamed.
         renamed: bool,
     },
+    /// Events were committed: each floor with its newest `seq`.
+    Appended {
+        /// `(project, seq)`.
+        heads: Vec<(Uuid, i64)>,
+    },
+    /// This node listens (again): never sent, told to this node's ear by its relay.
+    Listening,
 }
+
+/// Floors per `appended` notice: a NOTIFY payload must stay under 8,000 bytes.
+const HEADS_PER_NOTICE: usize = 100;
 
 #[derive(Serialize, Deserialize)]
 struct Wire {
@@ -65,6 +80,9 @@ pub(crate) struct Cluster {
     node: Uuid,
     store: Store,
     relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Commits to announce (PostgreSQL only), coalesced by the announcer task.
+    appended: Option<tokio::sync::mpsc::UnboundedSender<(Uuid, i64)>>,
+    announcer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What a node does with the notices of the others.
@@ -75,10 +93,29 @@ pub(crate) trait Hear: Send + Sync + 'static {
 
 impl Cluster {
     pub(crate) fn new(store: &Store) -> Cluster {
+        let node = Uuid::new_v4();
+        let (appended, announcer) = match store.backend() {
+            crate::store::Backend::Postgres => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let task = tokio::spawn(announce_commits(store.clone(), node, rx));
+                (Some(tx), Some(task))
+            }
+            crate::store::Backend::Sqlite => (None, None),
+        };
         Cluster {
-            node: Uuid::new_v4(),
+            node,
             store: store.clone(),
             relay: std::sync::Mutex::new(None),
+            appended,
+            announcer: std::sync::Mutex::new(announcer),
+        }
+    }
+
+    /// Events of `project` through `seq` are committed: the other nodes hear it shortly
+    /// (never waits).
+    pub(crate) fn appended(&self, project: Uuid, seq: i64) {
+        if let Some(tx) = &self.appended {
+            let _ = tx.send((project, seq));
         }
     }
 
@@ -119,30 +156,77 @@ impl Cluster {
         if let Some(t) = task {
             t.abort();
         }
+        let announcer = match self.announcer.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = announcer {
+            t.abort();
+        }
+    }
+}
+
+/// Announces commits: what arrived while the previous NOTIFY was on its way goes out in
+/// the next one, each floor once with its newest `seq`.
+async fn announce_commits(
+    store: Store,
+    node: Uuid,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Uuid, i64)>,
+) {
+    let mut heads: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
+    while let Some((project, seq)) = rx.recv().await {
+        heads.insert(project, seq);
+        while let Ok((project, seq)) = rx.try_recv() {
+            let e = heads.entry(project).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+        let all: Vec<(Uuid, i64)> = heads.drain().collect();
+        for chunk in all.chunks(HEADS_PER_NOTICE) {
+            let wire = Wire {
+                node,
+                notice: Notice::Appended {
+                    heads: chunk.to_vec(),
+                },
+            };
+            let Ok(payload) = serde_json::to_string(&wire) else {
+                continue;
+            };
+            if let Err(e) = store.notify(CHANNEL, &payload).await {
+                // The other nodes read these events when they next hear of this floor,
+                // or when they listen again.
+                tracing::warn!(error = %e, "commits not announced to the other nodes");
+            }
+        }
     }
 }
 
 async fn relay<H: Hear>(store: Store, me: Uuid, ear: Weak<H>) {
     loop {
         match store.listen(CHANNEL).await {
-            Ok(Some(mut listener)) => loop {
-                let payload = match listener.recv().await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notices from other nodes: listening again");
-                        break;
-                    }
-                };
-                // Only this module writes to the channel; anything else is skipped.
-                let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
-                    continue;
-                };
-                if wire.node == me {
-                    continue;
+            Ok(Some(mut listener)) => {
+                match ear.upgrade() {
+                    Some(e) => e.hear(Notice::Listening).await,
+                    None => return,
                 }
-                let Some(ear) = ear.upgrade() else { return };
-                ear.hear(wire.notice).await;
-            },
+                loop {
+                    let payload = match listener.recv().await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "notices from other nodes: listening again");
+                            break;
+                        }
+                    };
+                    // Only this module writes to the channel; anything else is skipped.
+                    let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
+                        continue;
+                    };
+                    if wire.node == me {
+                        continue;
+                    }
+                    let Some(ear) = ear.upgrade() else { return };
+                    ear.hear(wire.notice).await;
+                }
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "notices from other nodes: cannot listen; retrying")

@@ -77,6 +77,8 @@ pub(crate) struct FloorEnv {
     pub(crate) session_idle: Duration,
     /// Live session actors of all floors (for `/metrics`).
     pub(crate) live_sessions: Arc<AtomicUsize>,
+    /// Tells the other nodes what this one committed.
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
 }
 
 /// Start-up arguments.
@@ -424,8 +426,12 @@ async fn commit(env: &FloorEnv, hub: &FloorHub, project: &ProjectKey, batch: Bat
                 // event committed; a retry with the same id finds it.
                 answer(reply, outcome);
             }
+            let newest = fresh.last().map(|c| c.event.seq);
             for c in fresh {
                 hub.publish(c);
+            }
+            if let Some(seq) = newest {
+                env.cluster.appended(project.id, seq);
             }
             metrics::counter!("polaris_events_committed_total").increment(n as u64);
         }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, watch};
 
 use crate::protocol::Event;
 
@@ -53,6 +53,9 @@ pub(crate) struct FloorHub {
     last_published: AtomicI64,
     /// Held by a flush from the start of its transaction to the end of its publishing.
     pub(crate) commit_lock: Mutex<()>,
+    /// The newest `seq` another node is known to have committed on this floor: its
+    /// subscribers read up to it from the store.
+    remote: watch::Sender<i64>,
 }
 
 impl FloorHub {
@@ -61,6 +64,7 @@ impl FloorHub {
             tx: broadcast::channel(capacity).0,
             last_published: AtomicI64::new(last_seq),
             commit_lock: Mutex::new(()),
+            remote: watch::Sender::new(last_seq),
         }
     }
 
@@ -73,7 +77,7 @@ impl FloorHub {
             // Another writer (a node sharing the database, a restore) committed events
             // this process did not publish. Subscribers see the jump and read the
             // missing events from the store; nothing is lost, so this is only noted.
-            tracing::warn!(
+            tracing::debug!(
                 seq,
                 prev,
                 "floor seq jumped; subscribers will catch up from the store"
@@ -86,6 +90,23 @@ impl FloorHub {
     /// A receiver of every event published from now on.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.tx.subscribe()
+    }
+
+    /// Another node committed this floor's events through `seq` (heard on the cluster
+    /// channel, or read from the store after listening again).
+    pub(crate) fn heard(&self, seq: i64) {
+        self.remote.send_if_modified(|v| {
+            let newer = seq > *v;
+            if newer {
+                *v = seq;
+            }
+            newer
+        });
+    }
+
+    /// The newest `seq` committed on other nodes, as heard.
+    pub(crate) fn remote(&self) -> watch::Receiver<i64> {
+        self.remote.subscribe()
     }
 
     /// The `seq` of the newest published event.

@@ -84,6 +84,16 @@ impl Floors {
             .clone())
     }
 
+    /// The hub of a project if this node has one (someone here subscribed or posted).
+    pub(crate) fn live_hub(&self, project: Uuid) -> Option<Arc<FloorHub>> {
+        self.hubs.get(&project).map(|h| h.clone())
+    }
+
+    /// The projects this node has a hub for.
+    pub(crate) fn hub_ids(&self) -> Vec<Uuid> {
+        self.hubs.iter().map(|h| *h.key()).collect()
+    }
+
     /// Live floor and session actors.
     pub(crate) fn counts(&self) -> (usize, usize) {
         (

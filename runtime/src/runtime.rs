@@ -81,18 +81,19 @@ impl Runtime {
     pub async fn start(store: Store, settings: Settings) -> Result<Runtime, ractor::SpawnErr> {
         let floors = Arc::new(Floors::new(settings.subscriber_buffer));
         let indexer = Arc::new(IndexerSlot::default());
+        let cluster = Arc::new(Cluster::new(&store));
         let env = FloorEnv {
             store: store.clone(),
             indexer: indexer.clone(),
             session_idle: settings.session_idle,
             live_sessions: floors.live_sessions.clone(),
+            cluster: cluster.clone(),
         };
         let args = SupervisorArgs {
             floors: floors.clone(),
             env,
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, args).await?;
-        let cluster = Arc::new(Cluster::new(&store));
         let inner = Arc::new(Inner {
             store,
             floors,
@@ -495,6 +496,26 @@ impl Hear for Inner {
         match notice {
             Notice::Released { org, name } => self.leases.wake(org.into(), name),
             Notice::Directory { .. } => self.roster.bump(),
+            Notice::Appended { heads } => {
+                for (project, seq) in heads {
+                    if let Some(hub) = self.floors.live_hub(project) {
+                        hub.heard(seq);
+                    }
+                }
+            }
+            Notice::Listening => {
+                // Listening (again): what was committed elsewhere meanwhile was not heard.
+                for project in self.floors.hub_ids() {
+                    match self.store.last_seq(project).await {
+                        Ok(seq) => {
+                            if let Some(hub) = self.floors.live_hub(project) {
+                                hub.heard(seq);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, %project, "floor head not read"),
+                    }
+                }
+            }
             Notice::Project {
                 org,
                 name,

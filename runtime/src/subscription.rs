@@ -50,6 +50,9 @@ pub(crate) fn subscribe(
     async_stream::try_stream! {
         let SubscriptionSpec { project, session, start } = spec;
         let mut rx = hub.subscribe();
+        // Commits of other nodes on this floor: heard, then read from the store.
+        let mut remote = hub.remote();
+        remote.borrow_and_update();
         let (mut cursor, mut catch_up) = match start {
             Start::After(n) => (n, true),
             Start::Now => (hub.head(), false),
@@ -74,7 +77,17 @@ pub(crate) fn subscribe(
                 // Unknown again: session reads do not tell where the floor is.
                 seen = if session.is_none() { Some(cursor) } else { None };
             }
-            match rx.recv().await {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                changed = remote.changed() => {
+                    let heard = *remote.borrow_and_update();
+                    if changed.is_ok() && heard > seen.unwrap_or(cursor) {
+                        catch_up = true;
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Ok(c) => {
                     let seq = c.event.seq;
                     if let Some(s) = seen {

@@ -90,3 +90,44 @@ async fn what_one_node_changes_the_other_hears_at_once() {
     b.finish().await;
     a.finish().await;
 }
+
+/// A floor's subscribers on node B get what node A commits, in order, at once: node A
+/// announces its commits, node B reads them from the store. Node B commits nothing here,
+/// so nothing else could have told its subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_committed_on_one_node_reach_subscribers_on_the_other() {
+    let Some(a) = TestServer::start(Backend::Postgres, Options::default()).await else {
+        return;
+    };
+    let b = a.second_node().await;
+    let (ca, cb) = (a.client(), b.client());
+    ca.project_session("pj", "s-1").await;
+    let mut floor_ws = cb
+        .ws("/projects/pj/ws?after=0")
+        .await
+        .expect("ws on node B");
+    let mut session_ws = cb
+        .ws("/projects/pj/sessions/s-1/ws?after=0")
+        .await
+        .expect("session ws on node B");
+    for i in 0..20 {
+        let r = ca.prompt("pj", "s-1", "user:manu", &format!("a{i}")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    for ws in [&mut floor_ws, &mut session_ws] {
+        let got: Vec<String> = ws
+            .take(20)
+            .await
+            .iter()
+            .map(|e| e["payload"]["prompt"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("a{i}")).collect();
+        assert_eq!(got, expected);
+    }
+    // Live, too: one more on A, long after B's streams caught up.
+    ca.prompt("pj", "s-1", "user:manu", "late").await;
+    assert_eq!(floor_ws.next_event().await["payload"]["prompt"], "late");
+    assert_eq!(session_ws.next_event().await["payload"]["prompt"], "late");
+    b.finish().await;
+    a.finish().await;
+}

@@ -753,13 +753,13 @@ slack_test!(
         // Slack asks for a fresh connection; then the socket drops outright.
         fake.send_disconnect().await;
         eventually(20, || async {
-            (fake.connections_opened() >= 2 && fake.sockets_connected() == 1).then_some(())
+            (fake.sockets_accepted() >= 2 && fake.sockets_connected() == 1).then_some(())
         })
         .await;
         send("@s-1 after a refresh").await;
         fake.drop_sockets().await;
         eventually(20, || async {
-            (fake.connections_opened() >= 3 && fake.sockets_connected() == 1).then_some(())
+            (fake.sockets_accepted() >= 3 && fake.sockets_connected() == 1).then_some(())
         })
         .await;
         send("@s-1 after a drop").await;
@@ -776,6 +776,10 @@ slack_test!(
         assert_eq!(
             injects,
             ["over the socket", "after a refresh", "after a drop"]
+        );
+        assert!(
+            fake.connections_opened() >= 3,
+            "a fresh URL for each connection"
         );
     }
 );
@@ -869,7 +873,14 @@ slack_test!(
     }
 );
 
-slack_test!(two_nodes_post_each_event_once, |_o| {}, |srv, fake| {
+/// Several nodes (PostgreSQL; SQLite is one node): one bridge posts, each event once,
+/// whichever node committed it; the other takes over when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_post_each_event_once() {
+    let fake = FakeSlack::start().await;
+    let Some(mut srv) = start(Backend::Postgres, &fake, |_| {}).await else {
+        return;
+    };
     // A second node with a bridge of its own (another lease holder) on the same store.
     srv.opts.slack = Some(bridge(&fake, false));
     let mut other = srv.second_node().await;
@@ -906,7 +917,8 @@ slack_test!(two_nodes_post_each_event_once, |_o| {}, |srv, fake| {
         "one channel"
     );
     other.stop().await;
-});
+    srv.finish().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thread_reply_reaches_the_coding_agent_at_its_next_prompt() {

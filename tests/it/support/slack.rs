@@ -538,6 +538,11 @@ impl FakeSlack {
     }
 
     /// Sockets open now.
+    /// WebSockets accepted so far, open or not.
+    pub fn sockets_accepted(&self) -> usize {
+        self.state().next_socket as usize
+    }
+
     pub fn sockets_connected(&self) -> usize {
         self.state().sockets.len()
     }
