@@ -5,6 +5,7 @@
 //! actors; the runtime itself keeps no map of sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -54,6 +55,9 @@ struct Inner {
     roster: Arc<Roster>,
     supervisor: SupervisorRef,
     projects: DashMap<(Arc<str>, String), Project>,
+    /// Bumped whenever a cached project is forgotten: a row read before a change is not
+    /// cached after it.
+    projects_changed: std::sync::atomic::AtomicU64,
     /// Releases and waiting contenders of leases.
     leases: Arc<LeaseBoard>,
     /// What this node tells the others, and hears from them.
@@ -101,6 +105,7 @@ impl Runtime {
             roster: Arc::new(Roster::new()),
             supervisor,
             projects: DashMap::new(),
+            projects_changed: std::sync::atomic::AtomicU64::new(0),
             leases: Arc::new(LeaseBoard::new()),
             cluster: cluster.clone(),
         });
@@ -218,9 +223,14 @@ impl Runtime {
         if let Some(p) = self.inner.projects.get(&key) {
             return Ok(Some(p.clone()));
         }
+        let generation = self.inner.projects_changed.load(Ordering::Acquire);
         let found = self.inner.store.project_by_name(org, name).await?;
         if let Some(p) = &found {
-            self.inner.projects.insert(key, p.clone());
+            self.inner.projects.insert(key.clone(), p.clone());
+            // Changed while we read: what we read may be the old row.
+            if self.inner.projects_changed.load(Ordering::Acquire) != generation {
+                self.inner.projects.remove(&key);
+            }
         }
         Ok(found)
     }
@@ -247,6 +257,7 @@ impl Runtime {
 
     /// [`Runtime::project_changed`], on this node only.
     async fn forget_project(&self, org: &Arc<str>, old_name: &str, id: Uuid, renamed: bool) {
+        self.inner.projects_changed.fetch_add(1, Ordering::AcqRel);
         self.inner
             .projects
             .remove(&(org.clone(), old_name.to_owned()));
