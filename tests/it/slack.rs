@@ -1021,3 +1021,33 @@ async fn polaris_serve_bridges_slack_from_its_environment() {
     assert!(!text.contains(FakeSlack::BOT_TOKEN) && !text.contains(SIGNING));
     child.kill().await.expect("kill");
 }
+
+/// Until the bridge knows who it is in Slack (`auth.test`), events are refused with 503 so
+/// that Slack delivers them again, never taken and dropped; the URL check still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_slack_to_answer_auth_test() {
+    let fake = FakeSlack::start().await;
+    fake.fail("auth.test", 1000, "service_unavailable");
+    let Some(srv) = start(Backend::Sqlite, &fake, |_| {}).await else {
+        return;
+    };
+    fake.wait_calls("auth.test", 1, WAIT).await;
+    let event =
+        json!({"type": "message", "channel": "C1", "user": "U1", "text": "hi", "ts": "1.000001"});
+    let (s, v) = deliver(&srv, &event_callback("EvEarly", event), &[]).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not connected")),
+        "{v}"
+    );
+    let (s, v) = deliver(
+        &srv,
+        &json!({"type": "url_verification", "challenge": "x"}),
+        &[],
+    )
+    .await;
+    assert_eq!((s, v), (200, json!({"challenge": "x"})));
+    srv.finish().await;
+}

@@ -114,6 +114,14 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             let challenge = v.get("challenge").and_then(Value::as_str).unwrap_or("");
             Json(json!({"challenge": challenge})).into_response()
         }
+        Some("event_callback") if shared.me().is_none() => {
+            // Not connected to Slack yet (auth.test): Slack delivers it again later.
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "not connected to Slack yet"})),
+            )
+                .into_response()
+        }
         Some("event_callback") => {
             // Answered now; the floor write happens after (Slack's 3-second deadline).
             match shared.inbound.try_send(v) {
