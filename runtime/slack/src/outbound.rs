@@ -96,6 +96,7 @@ pub(crate) async fn run_floor(
             channel: String::new(),
             threads: HashMap::new(),
             last_post: None,
+            stop: stop.clone(),
         };
         let span = tracing::info_span!("slack.floor", project = %key.name);
         match floor.run(&mut name, &stop).instrument(span).await {
@@ -128,6 +129,9 @@ struct Floor {
     /// Session threads known so far.
     threads: HashMap<String, String>,
     last_post: Option<Instant>,
+    /// Ends waits between retries: a stopping bridge leaves the post pending (the next
+    /// holder settles it) rather than hold the shutdown for a `Retry-After`.
+    stop: CancellationToken,
 }
 
 /// An event ready to post, and the `seq` the cursor may move to once it is (past the
@@ -315,7 +319,7 @@ impl Floor {
     }
 
     /// Posts the next message: the run of ready events bound for the same thread as the
-    /// first, as many as fit. False when the lease moved on.
+    /// first, as many as fit. False when the lease moved on or the bridge is stopping.
     async fn post_next(&mut self, ready: &mut VecDeque<Ready>) -> Result<bool, Stop> {
         let Some(head) = ready.front() else {
             return Ok(true);
@@ -412,7 +416,9 @@ impl Floor {
             match &err {
                 SlackError::RateLimited(wait) => {
                     metrics::counter!("polaris_slack_rate_limited_total").increment(1);
-                    tokio::time::sleep(*wait).await;
+                    if self.pause(*wait).await {
+                        return Ok(false);
+                    }
                     continue;
                 }
                 SlackError::Api(code) if code == "not_in_channel" => {
@@ -471,7 +477,9 @@ impl Floor {
                 SlackError::Api(_) => {}
             }
             tracing::warn!(error = %err, retry_in = ?delay, "slack post failed; retrying");
-            tokio::time::sleep(delay).await;
+            if self.pause(delay).await {
+                return Ok(false);
+            }
             delay = (delay * 2).min(Duration::from_secs(60));
         };
         metrics::counter!("polaris_slack_posts_total").increment(1);
@@ -581,6 +589,14 @@ impl Floor {
                 && p["last"].as_i64() == Some(pending.last))
             .then(|| str_of(m, "ts").to_owned())
         })
+    }
+
+    /// Waits `d`; true when the bridge is stopping instead.
+    async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            () = self.stop.cancelled() => true,
+        }
     }
 
     /// Saves the cursor (and the post under way). False when the lease moved on.
