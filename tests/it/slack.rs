@@ -1052,22 +1052,21 @@ async fn events_wait_for_slack_to_answer_auth_test() {
     srv.finish().await;
 }
 
-/// A bridge asked to stop while Slack has told it to wait five minutes stops now: the post
-/// stays pending for whoever holds the lease next.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_does_not_wait_out_a_retry_after() {
-    let fake = FakeSlack::start().await;
-    let Some(srv) = start(Backend::Sqlite, &fake, |_| {}).await else {
-        return;
-    };
-    let c = srv.client();
-    c.project_session("pj", "s-1").await;
-    channel_of(&c, "pj").await;
-    fake.rate_limit("chat.postMessage", 1, 300);
-    c.prompt("pj", "s-1", "user:manu", "held back").await;
-    fake.wait_calls("chat.postMessage", 1, WAIT).await;
-    tokio::time::timeout(Duration::from_secs(60), srv.finish())
-        .await
-        .expect("the server stops without waiting out Retry-After");
-    assert!(fake.messages().is_empty());
-}
+// A bridge asked to stop while Slack has told it to wait five minutes stops now: the post
+// stays pending for whoever holds the lease next.
+slack_test!(
+    stopping_does_not_wait_out_a_retry_after,
+    |_o| {},
+    |srv, fake| {
+        let c = srv.client();
+        c.project_session("pj", "s-1").await;
+        channel_of(&c, "pj").await;
+        fake.rate_limit("chat.postMessage", 1, 300);
+        c.prompt("pj", "s-1", "user:manu", "held back").await;
+        fake.wait_calls("chat.postMessage", 1, WAIT).await;
+        tokio::time::timeout(Duration::from_secs(60), srv.stop())
+            .await
+            .expect("the server stops without waiting out Retry-After");
+        assert!(fake.messages().is_empty());
+    }
+);
