@@ -28,6 +28,9 @@ use crate::format::unescape;
 use crate::web::str_of;
 use crate::{CHAT_SESSION, EVENT_NAMESPACE, Shared, names, team};
 
+/// Tries at taking one Slack message onto the floor (about 6 s in all).
+const ATTEMPTS: u32 = 5;
+
 /// What became of a Slack event (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -46,11 +49,23 @@ pub(crate) enum Outcome {
 pub(crate) async fn handle(shared: &Shared, body: &Value) -> Outcome {
     let event_id = str_of(body, "event_id");
     tracing::Span::current().record("event_id", event_id);
-    let outcome = match route(shared, body).await {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(error = %e, "slack message not taken onto the floor");
-            Outcome::Ignored("error")
+    // Slack was answered already: a failure here (the store or the floor busy a moment)
+    // is retried, and the derived event id makes a repeated post a no-op.
+    let mut delay = std::time::Duration::from_millis(200);
+    let mut attempt = 1;
+    let outcome = loop {
+        match route(shared, body).await {
+            Ok(o) => break o,
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "slack message not on the floor yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempt, "slack message not taken onto the floor");
+                break Outcome::Ignored("error");
+            }
         }
     };
     tracing::debug!(?outcome, "slack event handled");

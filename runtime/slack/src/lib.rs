@@ -203,11 +203,6 @@ impl SlackBridge {
         }
     }
 
-    /// The bot's identity, once `auth.test` answered.
-    pub fn identity(&self) -> Option<Identity> {
-        self.shared.me()
-    }
-
     /// Stops posting and listening, and gives the lease up.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
