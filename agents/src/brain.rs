@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polaris_config::{Env, SecretRef};
-use polaris_protocol::secrets;
+use polaris_protocol::{redaction, secrets};
 use polaris_registry::AgentSpec;
 use tokio::sync::OnceCell;
 
@@ -152,9 +152,13 @@ impl OfflineBrain {
         Some(out)
     }
 
-    /// Sage: secrets and personal data in the event, never echoed in full.
+    /// Sage: secrets and personal data in the event, never echoed in full — and the
+    /// credentials the floor redacted before it stored the event, which were exposed all
+    /// the same on their way there.
     fn scan(&self, event_text: &str) -> Option<String> {
-        let found = secrets::scan(event_text);
+        let mut found = secrets::scan(event_text);
+        found.extend(redaction::placeholders(event_text));
+        found.sort_by_key(|f| f.start);
         if found.is_empty() {
             return None;
         }
@@ -177,8 +181,14 @@ impl OfflineBrain {
                 f.kind.advice()
             ));
         }
-        if found.len() > pii {
+        let redacted = found
+            .iter()
+            .filter(|f| f.masked.starts_with("[redacted"))
+            .count();
+        if found.len() - pii > redacted {
             out.push_str("\nThis text is on the floor now: treat every secret above as exposed and rotate it; move it to a secret store and reference it (env or file), never commit it.");
+        } else if redacted > 0 {
+            out.push_str("\nThe floor redacted these before storing the message, but they left the machine they were typed on: rotate them anyway, and keep them in a secret store referenced by env or file.");
         }
         Some(out)
     }

@@ -532,6 +532,7 @@ impl Directory {
             sender: agent,
             payload: serde_json::value::to_raw_value(&payload)
                 .map_err(|e| DirectoryError::Invalid(e.to_string()))?,
+            redactions: Vec::new(),
         };
         match self.post_floor_event(key, event, Some(effect)).await {
             Ok(_) => Ok(true),

@@ -79,6 +79,8 @@ pub(crate) struct FloorEnv {
     pub(crate) live_sessions: Arc<AtomicUsize>,
     /// Tells the other nodes what this one committed.
     pub(crate) cluster: Arc<crate::cluster::Cluster>,
+    /// What participants' events pass before the commit.
+    pub(crate) screen: Arc<crate::screen::Screen>,
 }
 
 /// Start-up arguments.
@@ -334,6 +336,7 @@ async fn start_session(
         row,
         floor: myself.get_derived(),
         store: state.env.store.clone(),
+        screen: state.env.screen.clone(),
     };
     let actor = Session::spawn_linked(args, myself.get_cell())
         .await

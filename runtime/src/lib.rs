@@ -24,6 +24,7 @@ mod live;
 mod live_sessions;
 mod roster;
 mod runtime;
+mod screen;
 mod session;
 mod store;
 mod subscription;

@@ -24,6 +24,7 @@ use crate::leases::{LeaseBoard, Leases};
 use crate::live::{Floors, LiveFloor};
 use crate::protocol::Project;
 use crate::roster::Roster;
+use crate::screen::Screen;
 use crate::session::SessionMsg;
 use crate::store::{ProjectKey, Store, StoreError};
 use crate::subscription::{SubscriptionSpec, subscribe};
@@ -62,6 +63,8 @@ struct Inner {
     leases: Arc<LeaseBoard>,
     /// What this node tells the others, and hears from them.
     cluster: Arc<Cluster>,
+    /// The ingest screen's cached policies.
+    screen: Arc<Screen>,
 }
 
 /// The runtime: cheap to clone, shared by everything.
@@ -86,12 +89,14 @@ impl Runtime {
         let floors = Arc::new(Floors::new(settings.subscriber_buffer));
         let indexer = Arc::new(IndexerSlot::default());
         let cluster = Arc::new(Cluster::new(&store));
+        let screen = Arc::new(Screen::new(store.clone()));
         let env = FloorEnv {
             store: store.clone(),
             indexer: indexer.clone(),
             session_idle: settings.session_idle,
             live_sessions: floors.live_sessions.clone(),
             cluster: cluster.clone(),
+            screen: screen.clone(),
         };
         let args = SupervisorArgs {
             floors: floors.clone(),
@@ -108,6 +113,7 @@ impl Runtime {
             projects_changed: std::sync::atomic::AtomicU64::new(0),
             leases: Arc::new(LeaseBoard::new()),
             cluster: cluster.clone(),
+            screen,
         });
         cluster.start(Arc::downgrade(&inner));
         Ok(Runtime { inner })
@@ -261,6 +267,7 @@ impl Runtime {
         self.inner
             .projects
             .remove(&(org.clone(), old_name.to_owned()));
+        self.inner.screen.forget(id);
         // Watchers of the directory (the Slack bridge) follow projects too.
         self.inner.roster.bump();
         if renamed {

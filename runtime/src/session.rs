@@ -1,7 +1,8 @@
 //! The session actor: one per live session. It owns what is the session's — the driver
 //! seat, the agent identity and the label — loaded once from the store when it starts,
 //! and the rules of the seat. It checks who may post what, stamps events (session, times,
-//! the inject's target) and hands them to its floor's group commit.
+//! the inject's target), passes what participants wrote through the ingest screen
+//! (credentials redacted, `screen`) and hands them to its floor's group commit.
 //!
 //! Posts never wait on a commit: the caller's reply port travels with the event to the
 //! floor, so one busy session still feeds the floor's group commit. Seat and label changes
@@ -16,16 +17,19 @@
 //! store). An idle session is stopped by its floor and started again on the next request.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use chrono::Utc;
 use polaris_registry::ParticipantId;
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, MessagingErr};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::commit::{Commit, FloorError, Posted, Reply, answer};
-use crate::protocol::{Session as SessionRow, Source, to_ms};
+use crate::protocol::{Redaction, Session as SessionRow, Source, to_ms};
+use crate::screen::Screen;
 use crate::store::{Append, Effect, Fence, NewEvent, ProjectKey, Rejected, Store};
 use crate::validate::Incoming;
 
@@ -157,6 +161,8 @@ pub(crate) struct SessionArgs {
     pub(crate) floor: DerivedActorRef<Commit>,
     /// For reloading the row after another node changed the seat.
     pub(crate) store: Store,
+    /// What every written event passes before the commit.
+    pub(crate) screen: Arc<Screen>,
 }
 
 /// State of a live session.
@@ -165,6 +171,7 @@ pub(crate) struct SessionState {
     name: String,
     floor: DerivedActorRef<Commit>,
     store: Store,
+    screen: Arc<Screen>,
     seat: Seat,
     /// A seat or label change is being committed; its outcome decides the next one.
     changing: bool,
@@ -202,6 +209,7 @@ impl Actor for Session {
             name: args.row.name,
             floor: args.floor,
             store: args.store,
+            screen: args.screen,
             changing: false,
             waiting: VecDeque::new(),
         })
@@ -262,6 +270,13 @@ impl SessionState {
                     lease: incoming.sender.root().to_owned(),
                     term,
                 });
+                let (payload, redactions) = match self.screened(incoming.payload).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        answer(reply, Err(e));
+                        return Ok(());
+                    }
+                };
                 let now = to_ms(Utc::now());
                 let event = NewEvent {
                     id: incoming.id,
@@ -271,7 +286,8 @@ impl SessionState {
                     source: incoming.source,
                     kind: incoming.kind,
                     sender: incoming.sender,
-                    payload: incoming.payload,
+                    payload,
+                    redactions,
                 };
                 self.commit_fenced(event, None, fence, reply);
             }
@@ -281,8 +297,15 @@ impl SessionState {
                 reply,
             } => {
                 let payload = json!({"type": "inject", "content": content, "sender": sender, "target": self.name});
-                let event = self.event(Source::Inject, "message", sender, &payload);
-                self.commit(event, None, reply);
+                let mut event = self.event(Source::Inject, "message", sender, &payload);
+                match self.screened(event.payload).await {
+                    Ok((payload, redactions)) => {
+                        event.payload = payload;
+                        event.redactions = redactions;
+                        self.commit(event, None, reply);
+                    }
+                    Err(e) => answer(reply, Err(e)),
+                }
             }
             SessionMsg::ClaimDriver { driver, by, reply } => match &self.seat.driver {
                 Some(current) => answer(
@@ -383,7 +406,19 @@ impl SessionState {
             // A Value always serializes; RawValue accepts what serde_json wrote.
             payload: serde_json::value::to_raw_value(payload)
                 .unwrap_or_else(|_| unreachable!("serialized JSON is valid JSON")),
+            redactions: Vec::new(),
         }
+    }
+
+    /// A participant's payload as the project's policy lets it be committed.
+    async fn screened(
+        &self,
+        payload: Box<RawValue>,
+    ) -> Result<(Box<RawValue>, Vec<Redaction>), FloorError> {
+        self.screen
+            .payload(&self.project, payload)
+            .await
+            .map_err(|e| FloorError::Store(Arc::new(e)))
     }
 
     /// Hands an event to the floor's group commit; the floor answers `reply`.

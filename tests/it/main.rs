@@ -23,6 +23,7 @@ mod mcp;
 mod nodes;
 mod process;
 mod recover;
+mod redaction;
 mod sidecar;
 mod slack;
 mod slack_fake;

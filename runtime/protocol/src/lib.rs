@@ -8,11 +8,13 @@
 //! it without linking the floor.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod redaction;
 pub mod secrets;
 pub mod team;
 pub mod validate;
 mod wire;
 
+pub use redaction::Redaction;
 pub use wire::{
     Annotation, Event, Member, NewEventBody, Project, Session, Source, Visibility, format_ms,
     iso_ms, iso_ms_opt, to_ms,

@@ -77,6 +77,31 @@ impl SecretKind {
         }
     }
 
+    /// The kind a [`SecretKind::label`] names.
+    pub fn from_label(label: &str) -> Option<SecretKind> {
+        use SecretKind::*;
+        [
+            AwsAccessKeyId,
+            AwsSecretKey,
+            GithubToken,
+            SlackToken,
+            PrivateKey,
+            UrlPassword,
+            ConfigSecret,
+            Jwt,
+            BearerToken,
+            StripeKey,
+            SendgridKey,
+            OpenaiKey,
+            GoogleApiKey,
+            NpmToken,
+            UsSsn,
+            PaymentCard,
+        ]
+        .into_iter()
+        .find(|k| k.label() == label)
+    }
+
     /// True for personal data (about a person) rather than a credential.
     pub fn is_pii(&self) -> bool {
         matches!(self, SecretKind::UsSsn | SecretKind::PaymentCard)

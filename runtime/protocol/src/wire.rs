@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::redaction::Redaction;
+
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,8 +81,12 @@ pub struct Event {
     pub kind: String,
     /// Who said it.
     pub sender: ParticipantId,
-    /// The payload, exactly as accepted.
+    /// The payload as accepted, but for credentials the project's `redact_secrets` policy
+    /// replaced with `[redacted: <kind>]` before the commit.
     pub payload: Box<RawValue>,
+    /// What was redacted from the payload, if anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<Redaction>,
 }
 
 impl Event {
@@ -105,9 +111,17 @@ pub struct Project {
     pub visibility: Visibility,
     /// Tags that named agents join by.
     pub tags: Vec<String>,
+    /// Whether credentials in events are replaced by placeholders before they are
+    /// committed (on unless an admin turned it off for this project).
+    #[serde(default = "redact_by_default")]
+    pub redact_secrets: bool,
     /// Creation time.
     #[serde(with = "iso_ms")]
     pub created_at: DateTime<Utc>,
+}
+
+fn redact_by_default() -> bool {
+    true
 }
 
 /// Who may see a project.

@@ -222,6 +222,7 @@ fn router(state: AppState, max_body: usize) -> Router {
         .route("/projects/{project}", get(projects::get))
         .route("/projects/{project}/rename", post(projects::rename))
         .route("/projects/{project}/visibility", post(projects::visibility))
+        .route("/projects/{project}/redaction", post(projects::redaction))
         .route(
             "/projects/{project}/members",
             get(projects::members).post(projects::add_member),

@@ -152,6 +152,39 @@ pub(super) async fn visibility(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetRedaction {
+    redact_secrets: bool,
+}
+
+/// Turns the project's ingest-time redaction of credentials on or off (admins only). Off,
+/// a secret pasted into a prompt is stored and streamed as typed, so the change is logged.
+pub(super) async fn redaction(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+    JsonBody(body): JsonBody<SetRedaction>,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Admin).await?;
+    st.runtime
+        .store()
+        .set_redact_secrets(opened.project.id, body.redact_secrets)
+        .await?;
+    tracing::warn!(
+        project = %opened.project.name,
+        by = ?caller.participant.as_ref().map(|p| p.as_str()),
+        redact_secrets = body.redact_secrets,
+        "redaction policy changed"
+    );
+    st.runtime
+        .project_changed(&caller.org, &opened.project.name, opened.project.id, false)
+        .await;
+    Ok(Json(
+        json!({"ok": true, "redact_secrets": body.redact_secrets}),
+    ))
+}
+
+#[derive(Deserialize)]
 pub(super) struct AddMember {
     participant_id: ParticipantId,
     #[serde(default)]

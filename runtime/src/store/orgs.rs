@@ -28,6 +28,7 @@ pub(super) struct ProjectRow {
     slack_channel_name: Option<String>,
     visibility: String,
     tags: Tags,
+    redact_secrets: bool,
     created_at: Time,
 }
 
@@ -44,6 +45,7 @@ impl From<ProjectRow> for Project {
                 Visibility::Org
             },
             tags: r.tags.0,
+            redact_secrets: r.redact_secrets,
             created_at: r.created_at.0,
         }
     }
@@ -115,6 +117,7 @@ impl Store {
             slack_channel_name: None,
             visibility: Visibility::Org,
             tags: tags.to_vec(),
+            redact_secrets: true,
             created_at: to_ms(Utc::now()),
         };
         let inserted = execute!(
@@ -201,6 +204,53 @@ impl Store {
             Id(id),
         )?;
         Ok(())
+    }
+
+    /// Whether a project's events are screened for credentials (`None`: no such project).
+    pub(crate) async fn redacts_secrets(&self, id: Uuid) -> Result<Option<bool>, StoreError> {
+        Ok(fetch!(
+            self,
+            read,
+            scalar fetch_optional,
+            "SELECT redact_secrets FROM projects WHERE id = $1",
+            Id(id),
+        )?)
+    }
+
+    /// Turns a project's `redact_secrets` policy on or off.
+    pub(crate) async fn set_redact_secrets(&self, id: Uuid, on: bool) -> Result<(), StoreError> {
+        execute!(
+            self,
+            write,
+            "UPDATE projects SET redact_secrets = $1 WHERE id = $2",
+            on,
+            Id(id),
+        )?;
+        Ok(())
+    }
+
+    /// The org's key for the hashes of redacted secrets, made on first use. Two nodes
+    /// making it at once agree: the first write wins and both read it back.
+    pub(crate) async fn redaction_key(&self, org: &str) -> Result<Vec<u8>, StoreError> {
+        let fresh: [u8; 32] = rand::random();
+        execute!(
+            self,
+            write,
+            "UPDATE orgs SET redaction_key = $1 WHERE id = $2 AND redaction_key IS NULL",
+            hex::encode(fresh),
+            org,
+        )?;
+        let key: Option<Option<String>> = fetch!(
+            self,
+            read,
+            scalar fetch_optional,
+            "SELECT redaction_key FROM orgs WHERE id = $1",
+            org,
+        )?;
+        let key = key
+            .flatten()
+            .ok_or_else(|| StoreError::Corrupt(format!("org {org} has no redaction key")))?;
+        hex::decode(&key).map_err(|_| StoreError::Corrupt(format!("org {org}: bad redaction key")))
     }
 
     /// Sets who may see a project.

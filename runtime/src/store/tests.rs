@@ -115,6 +115,7 @@ fn event(session: Option<&str>, payload: &str, at: DateTime<Utc>) -> Append {
             kind: "UserPromptSubmit".into(),
             sender: ParticipantId::parse("user:ada").expect("participant"),
             payload: RawValue::from_string(payload.into()).expect("json"),
+            redactions: Vec::new(),
         },
         effect: None,
     }

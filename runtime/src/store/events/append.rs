@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::EventRow;
-use crate::protocol::{Event, Source};
+use crate::protocol::{Event, Redaction, Source};
 use crate::store::agents::{FloorChange, JoinReason, LeaveReason, change_floor};
 use crate::store::column::Id;
 use crate::store::leases::fence_term;
@@ -37,6 +37,8 @@ pub(crate) struct NewEvent {
     pub sender: ParticipantId,
     /// Payload JSON.
     pub payload: Box<RawValue>,
+    /// What the ingest screen redacted from the payload.
+    pub redactions: Vec<Redaction>,
 }
 
 impl NewEvent {
@@ -56,6 +58,7 @@ impl NewEvent {
             kind: self.kind,
             sender: self.sender,
             payload: self.payload,
+            redactions: self.redactions,
         }
     }
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::column::{Id, Participant, Src, Time};
 use super::{ProjectKey, Store, StoreError};
-use crate::protocol::Event;
+use crate::protocol::{Event, Redaction};
 
 mod append;
 mod postgres;
@@ -28,14 +28,15 @@ macro_rules! event_columns {
         concat!(
             $($alias,)? "id, ", $($alias,)? "seq, ", $($alias,)? "session, ",
             $($alias,)? "timestamp, ", $($alias,)? "received_at, ", $($alias,)? "source, ",
-            $($alias,)? "kind, ", $($alias,)? "sender, ", $($alias,)? "payload"
+            $($alias,)? "kind, ", $($alias,)? "sender, ", $($alias,)? "payload, ",
+            $($alias,)? "redactions"
         )
     };
 }
 pub(super) use event_columns;
 
 /// How many columns [`event_columns!`] names.
-pub(super) const EVENT_COLUMNS: usize = 9;
+pub(super) const EVENT_COLUMNS: usize = 10;
 
 /// An `events` row: everything of an [`Event`] but the project's name.
 pub(super) struct EventRow {
@@ -49,6 +50,8 @@ pub(super) struct EventRow {
     sender: Participant,
     // JSON on PostgreSQL, text on SQLite: kept exactly as accepted either way.
     payload: Json<Box<RawValue>>,
+    /// JSON; NULL when nothing was redacted.
+    redactions: Option<Json<Vec<Redaction>>>,
 }
 
 /// Decodes rows by column position, not by name: a page decodes up to a thousand rows,
@@ -70,6 +73,7 @@ macro_rules! decode_event_rows {
                     kind: row.try_get(6)?,
                     sender: row.try_get(7)?,
                     payload: row.try_get(8)?,
+                    redactions: row.try_get(9)?,
                 })
             }
         }
@@ -109,7 +113,17 @@ impl EventRow {
             kind: self.kind,
             sender: self.sender.0,
             payload: self.payload.0,
+            redactions: self.redactions.map(|r| r.0).unwrap_or_default(),
         }
+    }
+}
+
+/// The stored form of a redaction list: JSON, or NULL for none (most events).
+pub(super) fn redactions_json(r: &[Redaction]) -> Option<String> {
+    if r.is_empty() {
+        None
+    } else {
+        serde_json::to_string(r).ok()
     }
 }
 

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::append::{Append, Appended, Plan, Rejected, StoredRow};
-use super::event_columns;
+use super::{event_columns, redactions_json};
 use crate::store::{ProjectKey, StoreError, Tx};
 
 pub(super) async fn append(
@@ -72,6 +72,7 @@ pub(super) async fn append(
             cols.kind.push(&e.kind);
             cols.sender.push(e.sender.as_str());
             cols.payload.push(e.payload.get());
+            cols.redactions.push(redactions_json(&e.redactions));
         }
         let n = plan.activity.len();
         let (mut names, mut events, mut prompts, mut last) = (
@@ -88,11 +89,12 @@ pub(super) async fn append(
         }
         sqlx::query(
             "WITH ins AS (
-                INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload)
-                SELECT u.id, $1, $2, u.seq, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json
+                INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions)
+                SELECT u.id, $1, $2, u.seq, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
+                       u.redactions::json
                 FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-                            $8::text[], $9::text[], $10::text[], $11::text[])
-                     AS u(id, seq, session, ts, ra, source, kind, sender, payload)
+                            $8::text[], $9::text[], $10::text[], $11::text[], $17::text[])
+                     AS u(id, seq, session, ts, ra, source, kind, sender, payload, redactions)
                 RETURNING 1),
              counters AS (
                 UPDATE sessions s SET event_count = s.event_count + a.n, prompt_count = s.prompt_count + a.p,
@@ -119,6 +121,7 @@ pub(super) async fn append(
         .bind(&prompts)
         .bind(&last)
         .bind(plan.seq)
+        .bind(&cols.redactions)
         .execute(&mut *tx)
         .await?;
     }
@@ -138,4 +141,5 @@ struct Columns<'e> {
     kind: Vec<&'e str>,
     sender: Vec<&'e str>,
     payload: Vec<&'e str>,
+    redactions: Vec<Option<String>>,
 }

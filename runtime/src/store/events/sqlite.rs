@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::append::{Append, Appended, Plan, Rejected, StoredRow};
-use super::event_columns;
+use super::{event_columns, redactions_json};
 use crate::store::column::{Id, Time};
 use crate::store::{ProjectKey, StoreError, Tx};
 
@@ -94,7 +94,7 @@ async fn in_transaction(
     let fresh: Vec<_> = plan.fresh().collect();
     for chunk in fresh.chunks(INSERT_CHUNK) {
         q.push(
-            "INSERT INTO events (rowid, id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload) ",
+            "INSERT INTO events (rowid, id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions) ",
         );
         q.push_values(chunk, |mut b, e| {
             rowid += 1;
@@ -109,7 +109,8 @@ async fn in_transaction(
                 .push_bind(e.source.as_str())
                 .push_bind(e.kind.as_str())
                 .push_bind(e.sender.as_str())
-                .push_bind(e.payload.get());
+                .push_bind(e.payload.get())
+                .push_bind(redactions_json(&e.redactions));
         });
         q.push("; ");
     }
