@@ -33,6 +33,7 @@ async fn node(url: &DatabaseUrl) -> Result<String, BoxErr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let config = ApiConfig {
+        metrics_elsewhere: false,
         rate_limits: RateLimits {
             writes_per_minute: 0,
             injects_per_minute: 0,

@@ -50,6 +50,7 @@ async fn floor(dir: &std::path::Path, addr: &str) -> Result<String, BoxErr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let config = ApiConfig {
+        metrics_elsewhere: false,
         slack: None,
         jwt_secret: None,
         rate_limits: RateLimits {

@@ -91,6 +91,7 @@ async fn main() -> Result<(), BoxErr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let api_config = ApiConfig {
+        metrics_elsewhere: false,
         rate_limits: RateLimits {
             writes_per_minute: 0,
             injects_per_minute: 0,

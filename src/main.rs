@@ -175,6 +175,10 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "POLARIS_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
+    /// Serve /metrics on this address too, without authentication (the API's /metrics
+    /// then needs a token).
+    #[arg(long, env = "POLARIS_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Database URL: sqlite:PATH or postgres://… [default: sqlite in --data-dir]
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
@@ -325,6 +329,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
 fn serve(args: ServeArgs, env: &Env) -> anyhow::Result<()> {
     let overrides = ServeOverrides {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         database: args.database,
         data_dir: args.data_dir,
         config: args.config,
@@ -388,6 +393,23 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     api_config.slack = slack.as_ref().map(polaris_slack::SlackBridge::api);
     let listener = bind_announced(config.listen).await?;
     let addr = listener.local_addr()?;
+    // A scraper's own address, unauthenticated; the API's `/metrics` then needs a token.
+    let metrics_server = match config.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics address {at}"))?;
+            println!("metrics on http://{}", l.local_addr()?);
+            std::io::Write::flush(&mut std::io::stdout())?;
+            Some(tokio::spawn(api::serve_metrics(
+                l,
+                runtime.clone(),
+                metrics.clone(),
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(%addr, store = %config.database.redacted(), dev_mode = config.dev_mode(), agents = agent_count, slack = slack.is_some(), "polaris serving");
     api::serve(
         listener,
@@ -398,6 +420,9 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     )
     .await?;
     tracing::info!("stopped accepting; committing what was accepted");
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     if let Some(s) = slack {
         s.shutdown().await;
     }

@@ -20,6 +20,8 @@ const MIN_SECRET_LEN: usize = 32;
 pub struct ServeOverrides {
     /// `--listen` / `POLARIS_LISTEN`.
     pub listen: Option<String>,
+    /// `--metrics-listen` / `POLARIS_METRICS_LISTEN`.
+    pub metrics_listen: Option<String>,
     /// `--database` / `DATABASE_URL`.
     pub database: Option<String>,
     /// `--data-dir` / `POLARIS_DATA_DIR`.
@@ -36,6 +38,7 @@ pub struct ServeOverrides {
 #[serde(deny_unknown_fields, default)]
 struct RawServerConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     database: Option<String>,
     data_dir: Option<PathBuf>,
     agents: Option<PathBuf>,
@@ -188,6 +191,9 @@ pub struct LogConfig {
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served on its own, unauthenticated, if anywhere; the API's
+    /// `/metrics` then requires a token like every other route.
+    pub metrics_listen: Option<SocketAddr>,
     /// The store.
     pub database: DatabaseUrl,
     /// Directory for the embedded database and other local state.
@@ -259,6 +265,25 @@ impl ServerConfig {
                 format!("{listen_src:?} is not an address such as 127.0.0.1:4321"),
             )
         })?;
+
+        let metrics_listen = match (&overrides.metrics_listen, &raw.metrics_listen) {
+            (Some(l), _) => Some((
+                l.clone(),
+                Origin::Flag("--metrics-listen / POLARIS_METRICS_LISTEN"),
+            )),
+            (None, Some(l)) => Some((l.clone(), from_file("metrics_listen"))),
+            (None, None) => None,
+        };
+        let metrics_listen = match metrics_listen {
+            Some((src, origin)) => Some(src.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    origin,
+                    "metrics_listen",
+                    format!("{src:?} is not an address such as 127.0.0.1:9464"),
+                )
+            })?),
+            None => None,
+        };
 
         let data_dir = overrides
             .data_dir
@@ -383,6 +408,7 @@ impl ServerConfig {
 
         Ok(ServerConfig {
             listen,
+            metrics_listen,
             database,
             data_dir,
             agents,

@@ -9,9 +9,10 @@
 //!   after a rename closes its floor, which opens again under the new name;
 //! - events were committed on a floor (its newest `seq`): the subscribers of that floor on
 //!   every other node read them from the store. Commits are coalesced, one notice per
-//!   burst (the newest `seq` of each floor), off the commit path; after listening again a
-//!   node reads every watched floor's head from the store, so a notice lost while it was
-//!   not listening costs nothing.
+//!   burst (the newest `seq` of each floor), off the commit path; after listening again
+//!   (the connection is watched: a lost one is made again, not silently resumed) and every
+//!   few seconds regardless, a node reads every watched floor's head from the store, so a
+//!   notice lost while it was not listening costs a delay, never an event.
 //!
 //! A notice is a hint, never the data: a lost one (a dropped connection, a node starting)
 //! only delays what the store already holds, until an expiry, a timeout or the next
@@ -60,10 +61,20 @@ pub(crate) enum Notice {
     Appended {
         /// `(project, seq)`.
         heads: Vec<(Uuid, i64)>,
+        /// When the oldest of these commits was made (ms since the epoch, the sender's
+        /// clock): how late the relay is, for `/metrics`. 0 from a node that does not say.
+        #[serde(default)]
+        at: i64,
     },
-    /// This node listens (again): never sent, told to this node's ear by its relay.
-    Listening,
+    /// This node listens (again), or its periodic check is due: never sent, told to this
+    /// node's ear by its relay, which then reads every watched floor's head from the store.
+    CatchUp,
 }
+
+/// How often a node reads the heads of the floors it watches even if it heard nothing: a
+/// notice lost without the connection failing (none known, but cheap to bound) costs at
+/// most this much delay.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(5);
 
 /// Least time between two `appended` rounds.
 const ANNOUNCE_PAUSE: Duration = Duration::from_millis(3);
@@ -84,7 +95,7 @@ pub(crate) struct Cluster {
     store: Store,
     relay: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Commits to announce (PostgreSQL only), coalesced by the announcer task.
-    appended: Option<tokio::sync::mpsc::UnboundedSender<(Uuid, i64)>>,
+    appended: Option<tokio::sync::mpsc::UnboundedSender<(Uuid, i64, i64)>>,
     announcer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -118,7 +129,7 @@ impl Cluster {
     /// (never waits).
     pub(crate) fn appended(&self, project: Uuid, seq: i64) {
         if let Some(tx) = &self.appended {
-            let _ = tx.send((project, seq));
+            let _ = tx.send((project, seq, chrono::Utc::now().timestamp_millis()));
         }
     }
 
@@ -174,14 +185,16 @@ impl Cluster {
 async fn announce_commits(
     store: Store,
     node: Uuid,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Uuid, i64)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Uuid, i64, i64)>,
 ) {
     let mut heads: std::collections::HashMap<Uuid, i64> = std::collections::HashMap::new();
-    while let Some((project, seq)) = rx.recv().await {
+    while let Some((project, seq, first)) = rx.recv().await {
         heads.insert(project, seq);
-        while let Ok((project, seq)) = rx.try_recv() {
+        let mut at = first;
+        while let Ok((project, seq, t)) = rx.try_recv() {
             let e = heads.entry(project).or_insert(seq);
             *e = (*e).max(seq);
+            at = at.min(t);
         }
         let all: Vec<(Uuid, i64)> = heads.drain().collect();
         for chunk in all.chunks(HEADS_PER_NOTICE) {
@@ -189,6 +202,7 @@ async fn announce_commits(
                 node,
                 notice: Notice::Appended {
                     heads: chunk.to_vec(),
+                    at,
                 },
             };
             let Ok(payload) = serde_json::to_string(&wire) else {
@@ -207,17 +221,44 @@ async fn announce_commits(
 }
 
 async fn relay<H: Hear>(store: Store, me: Uuid, ear: Weak<H>) {
+    let mut listened = false;
     loop {
         match store.listen(CHANNEL).await {
             Ok(Some(mut listener)) => {
+                if listened {
+                    metrics::counter!("polaris_cluster_listen_reconnects_total").increment(1);
+                }
+                listened = true;
+                metrics::gauge!("polaris_cluster_listening").set(1.0);
                 match ear.upgrade() {
-                    Some(e) => e.hear(Notice::Listening).await,
+                    Some(e) => e.hear(Notice::CatchUp).await,
                     None => return,
                 }
+                let mut check = tokio::time::interval_at(
+                    tokio::time::Instant::now() + CATCH_UP_EVERY,
+                    CATCH_UP_EVERY,
+                );
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    let payload = match listener.recv().await {
-                        Ok(p) => p,
+                    let received = tokio::select! {
+                        r = listener.recv() => r,
+                        _ = check.tick() => {
+                            let Some(ear) = ear.upgrade() else { return };
+                            ear.hear(Notice::CatchUp).await;
+                            continue;
+                        }
+                    };
+                    let payload = match received {
+                        Ok(Some(p)) => p,
+                        Ok(None) => {
+                            metrics::gauge!("polaris_cluster_listening").set(0.0);
+                            tracing::warn!(
+                                "notices from other nodes: connection lost; listening again"
+                            );
+                            break;
+                        }
                         Err(e) => {
+                            metrics::gauge!("polaris_cluster_listening").set(0.0);
                             tracing::warn!(error = %e, "notices from other nodes: listening again");
                             break;
                         }

@@ -93,15 +93,19 @@ impl FloorHub {
     }
 
     /// Another node committed this floor's events through `seq` (heard on the cluster
-    /// channel, or read from the store after listening again).
-    pub(crate) fn heard(&self, seq: i64) {
+    /// channel, or read from the store after listening again). Answers how many of them
+    /// this node had neither heard of nor published: how far behind it was.
+    pub(crate) fn heard(&self, seq: i64) -> i64 {
+        let mut behind = 0;
         self.remote.send_if_modified(|v| {
             let newer = seq > *v;
             if newer {
+                behind = seq - (*v).max(self.head());
                 *v = seq;
             }
             newer
         });
+        behind
     }
 
     /// The newest `seq` committed on other nodes, as heard.

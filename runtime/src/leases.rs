@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
 use tokio::sync::broadcast;
 
 use crate::cluster::{Cluster, Notice};
@@ -30,6 +31,9 @@ type Released = (Arc<str>, String);
 pub(crate) struct LeaseBoard {
     released: broadcast::Sender<Released>,
     waiting: AtomicUsize,
+    /// Leases taken through this runtime, with their expiry as last renewed (for
+    /// `/metrics`: which node does the work that must run once).
+    held: DashMap<(Arc<str>, String), DateTime<Utc>>,
 }
 
 impl LeaseBoard {
@@ -37,6 +41,7 @@ impl LeaseBoard {
         LeaseBoard {
             released: broadcast::channel(64).0,
             waiting: AtomicUsize::new(0),
+            held: DashMap::new(),
         }
     }
 
@@ -108,7 +113,12 @@ impl Leases {
                 .acquire_lease(org, name, holder, ttl, Utc::now())
                 .await?
             {
-                Ok(lease) => return Ok(Ok(lease)),
+                Ok(lease) => {
+                    board
+                        .held
+                        .insert((org.clone(), name.to_owned()), lease.expires_at);
+                    return Ok(Ok(lease));
+                }
                 Err(held) => held,
             };
             let now = tokio::time::Instant::now();
@@ -135,9 +145,21 @@ impl Leases {
         term: i64,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.store
+        let renewed = self
+            .store
             .renew_lease(org, name, holder, term, ttl, Utc::now())
-            .await
+            .await?;
+        let key = (Arc::<str>::from(org), name.to_owned());
+        match &renewed {
+            Some(lease) => {
+                self.board.held.insert(key, lease.expires_at);
+            }
+            // Lapsed: shown as 0 once, then forgotten.
+            None => {
+                self.board.held.insert(key, DateTime::<Utc>::MIN_UTC);
+            }
+        }
+        Ok(renewed)
     }
 
     /// Gives a lease up and tells waiting contenders at once. False when `holder` did not
@@ -154,6 +176,9 @@ impl Leases {
             .release_lease(org, name, holder, term, Utc::now())
             .await?;
         if released {
+            self.board
+                .held
+                .insert((org.clone(), name.to_owned()), DateTime::<Utc>::MIN_UTC);
             self.board.wake(org.clone(), name.to_owned());
             let notice = Notice::Released {
                 org: org.to_string(),
@@ -168,6 +193,25 @@ impl Leases {
     /// and tests).
     pub fn waiting(&self) -> usize {
         self.board.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Sets `polaris_lease_held{lease}` to 1 for each lease held through this runtime
+    /// and 0 for one that lapsed or was released since, and `polaris_leases_held` to
+    /// their number.
+    pub(crate) fn export_holdings(&self) {
+        let now = Utc::now();
+        let mut n = 0;
+        self.board.held.retain(|(_, name), expires| {
+            let live = *expires > now;
+            metrics::gauge!("polaris_lease_held", "lease" => name.clone()).set(if live {
+                1.0
+            } else {
+                0.0
+            });
+            n += usize::from(live);
+            live
+        });
+        metrics::gauge!("polaris_leases_held").set(n as f64);
     }
 
     /// The lease as stored (held or expired), if it was ever taken.

@@ -514,15 +514,26 @@ impl Hear for Inner {
         match notice {
             Notice::Released { org, name } => self.leases.wake(org.into(), name),
             Notice::Directory { .. } => self.roster.bump(),
-            Notice::Appended { heads } => {
+            Notice::Appended { heads, at } => {
+                if at > 0 {
+                    let late = chrono::Utc::now().timestamp_millis() - at;
+                    metrics::histogram!("polaris_relay_lag_seconds")
+                        .record(late.max(0) as f64 / 1000.0);
+                }
                 for (project, seq) in heads {
                     if let Some(hub) = self.floors.live_hub(project) {
-                        hub.heard(seq);
+                        // How many events this node learns of at once: how far behind
+                        // its subscribers were.
+                        let behind = hub.heard(seq);
+                        if behind > 0 {
+                            metrics::histogram!("polaris_relay_lag_events").record(behind as f64);
+                        }
                     }
                 }
             }
-            Notice::Listening => {
-                // Listening (again): what was committed elsewhere meanwhile was not heard.
+            Notice::CatchUp => {
+                // Listening (again), or the periodic check: what was committed elsewhere
+                // meanwhile may not have been heard.
                 for project in self.floors.hub_ids() {
                     match self.store.last_seq(project).await {
                         Ok(seq) => {

@@ -131,3 +131,77 @@ async fn events_committed_on_one_node_reach_subscribers_on_the_other() {
     b.finish().await;
     a.finish().await;
 }
+
+/// The LISTEN connections, killed from the database side: each node makes its own again,
+/// and what node A committed while node B was not listening still reaches B's subscriber,
+/// in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listen_connection_killed_by_the_database_heals() {
+    let Some(a) = TestServer::start(Backend::Postgres, Options::default()).await else {
+        return;
+    };
+    let b = a.second_node().await;
+    let polaris_config::DatabaseUrl::Postgres(url) = a.database_url() else {
+        unreachable!("PostgreSQL only")
+    };
+    let admin = sqlx::PgPool::connect(url.expose()).await.expect("connect");
+    let listeners = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity
+              WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("pg_stat_activity")
+    };
+    let before = crate::support::eventually(10, || {
+        let pids = listeners(admin.clone());
+        async move {
+            let pids = pids.await;
+            (pids.len() == 2).then_some(pids)
+        }
+    })
+    .await;
+
+    let (ca, cb) = (a.client(), b.client());
+    ca.project_session("pj", "s").await;
+    let mut ws = cb.ws("/projects/pj/ws?after=0").await.expect("ws on B");
+    ca.prompt("pj", "s", "user:manu", "before").await;
+    assert_eq!(ws.next_event().await["payload"]["prompt"], "before");
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert_eq!(killed, [true, true]);
+    for i in 0..5 {
+        let r = ca.prompt("pj", "s", "user:manu", &format!("gap {i}")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let got: Vec<String> = ws
+        .take(5)
+        .await
+        .iter()
+        .map(|e| e["payload"]["prompt"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(got, (0..5).map(|i| format!("gap {i}")).collect::<Vec<_>>());
+
+    // Both nodes listen again, on new connections.
+    crate::support::eventually(10, || {
+        let pids = listeners(admin.clone());
+        let before = before.clone();
+        async move {
+            let pids = pids.await;
+            (pids.len() == 2 && pids.iter().all(|p| !before.contains(p))).then_some(())
+        }
+    })
+    .await;
+    ca.prompt("pj", "s", "user:manu", "after").await;
+    assert_eq!(ws.next_event().await["payload"]["prompt"], "after");
+    admin.close().await;
+    b.finish().await;
+    a.finish().await;
+}

@@ -494,3 +494,103 @@ async fn agents_file_edits_take_effect_without_a_restart() {
         ["agent:dean"]
     );
 }
+
+/// `--metrics-listen`: `/metrics` on an address of its own without a token, while the
+/// API's `/metrics` needs one like every other route; the node's figures include the
+/// leases it holds.
+#[tokio::test]
+async fn metrics_on_their_own_address_while_the_api_needs_tokens() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents.yaml");
+    std::fs::write(
+        &agents,
+        "agents:\n  - id: agent:dean\n    name: Dean\n    description: Data engineering\n    tags: [data]\n",
+    )
+    .unwrap();
+    let mut cmd = polaris(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--agents",
+        agents.to_str().unwrap(),
+    ]);
+    cmd.env("POLARIS_JWT_SECRET", SECRET);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .unwrap()
+            .expect("a line")
+    };
+    let base = next()
+        .await
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let line = next().await;
+    let scrape = line.strip_prefix("metrics on ").expect(&line).to_owned();
+    assert_ne!(base, scrape);
+
+    let api = crate::support::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    let c = Client::new(
+        &base,
+        Some(crate::support::token(
+            "acme",
+            "user:ops",
+            polaris_runtime::auth::Role::Admin,
+        )),
+    );
+    assert_eq!(c.get("/metrics").await.status, 200);
+    let r = c
+        .post(
+            "/projects",
+            serde_json::json!({"name": "pj", "tags": ["data"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    c.project_session("pj", "s").await;
+    c.prompt("pj", "s", "user:ops", "count me").await;
+
+    let text = crate::support::eventually(30, || async {
+        let t = crate::support::http()
+            .get(format!("{scrape}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (t.contains("polaris_events_committed_total") && t.contains("polaris_leases_held 1"))
+            .then_some(t)
+    })
+    .await;
+    assert!(
+        text.contains("polaris_lease_held{lease=\"agent:dean\"} 1"),
+        "{text}"
+    );
+    // Only metrics there: the API is not reachable through the scraper's address.
+    let other = crate::support::http()
+        .get(format!("{scrape}/projects"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -228,6 +228,7 @@ impl PortFloor {
         })
         .await;
         let config = ApiConfig {
+            metrics_elsewhere: false,
             slack: None,
             jwt_secret: None,
             rate_limits: RateLimits {

@@ -43,11 +43,22 @@ pub(super) async fn healthz(State(st): State<AppState>) -> Response {
 
 /// Prometheus text format.
 pub(super) async fn metrics(State(st): State<AppState>) -> Response {
-    let (floors, sessions) = st.runtime.live_actors();
+    render_metrics(&st.runtime, st.metrics.as_ref())
+}
+
+/// `/metrics`, wherever it is served: the recorder's figures plus this node's gauges,
+/// read when asked.
+pub(super) fn render_metrics(
+    runtime: &crate::runtime::Runtime,
+    handle: Option<&metrics_exporter_prometheus::PrometheusHandle>,
+) -> Response {
+    let (floors, sessions) = runtime.live_actors();
     metrics::gauge!("polaris_floors_live").set(floors as f64);
     metrics::gauge!("polaris_sessions_live").set(sessions as f64);
-    metrics::gauge!("polaris_lease_waiters").set(st.runtime.leases().waiting() as f64);
-    match &st.metrics {
+    let leases = runtime.leases();
+    metrics::gauge!("polaris_lease_waiters").set(leases.waiting() as f64);
+    leases.export_holdings();
+    match handle {
         Some(h) => (
             [(
                 axum::http::header::CONTENT_TYPE,

@@ -62,6 +62,9 @@ pub struct ApiConfig {
     pub ws_ping: Duration,
     /// What a connected Slack workspace adds, if one is.
     pub slack: Option<SlackApi>,
+    /// `/metrics` is served on a listener of its own ([`serve_metrics`]): here it then
+    /// needs a token like every other route.
+    pub metrics_elsewhere: bool,
 }
 
 /// What a Slack bridge adds to the API.
@@ -99,6 +102,7 @@ impl ApiConfig {
             sse_heartbeat: c.streams.sse_heartbeat,
             ws_ping: c.streams.ws_ping,
             slack: None,
+            metrics_elsewhere: c.metrics_listen.is_some(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Default for ApiConfig {
             sse_heartbeat: Duration::from_secs(15),
             ws_ping: Duration::from_secs(30),
             slack: None,
+            metrics_elsewhere: false,
         }
     }
 }
@@ -176,7 +181,7 @@ pub async fn serve(
         slack_team: config.slack.as_ref().map(|s| s.team.clone()),
     }));
     tokio::spawn(prune_limiters(state.clone()));
-    let mut app = router(state, config.max_body_bytes);
+    let mut app = router(state, config.max_body_bytes, config.metrics_elsewhere);
     if let Some(slack) = config.slack {
         app = app.merge(slack.routes);
     }
@@ -215,9 +220,18 @@ async fn prune_limiters(state: AppState) {
     }
 }
 
-fn router(state: AppState, max_body: usize) -> Router {
+fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
     let s = "/projects/{project}/sessions/{session}";
-    let authenticated = Router::new()
+    let mut public = Router::new()
+        .route("/status", get(misc::status))
+        .route("/healthz", get(misc::healthz));
+    let mut authenticated = Router::new();
+    if metrics_elsewhere {
+        authenticated = authenticated.route("/metrics", get(misc::metrics));
+    } else {
+        public = public.route("/metrics", get(misc::metrics));
+    }
+    let authenticated = authenticated
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project}", get(projects::get))
         .route("/projects/{project}/rename", post(projects::rename))
@@ -297,10 +311,7 @@ fn router(state: AppState, max_body: usize) -> Router {
         .route("/search", get(misc::search))
         .route("/team", get(misc::team))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/status", get(misc::status))
-        .route("/healthz", get(misc::healthz))
-        .route("/metrics", get(misc::metrics))
+    public
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -309,6 +320,28 @@ fn router(state: AppState, max_body: usize) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Serves `/metrics` alone on `listener`, without authentication, for a
+/// scraper on a network the API's callers are not on, until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    runtime: Runtime,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let (runtime, metrics) = (runtime.clone(), metrics.clone());
+                async move { misc::render_metrics(&runtime, metrics.as_ref()) }
+            }),
+        )
+        .fallback(not_found);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

@@ -6,14 +6,16 @@ use sqlx::postgres::PgListener;
 
 use super::{Store, StoreError};
 
-/// A LISTEN on a connection of its own (sqlx reconnects it after a drop; what was
-/// announced meanwhile is missed, and the callers' own timeouts bound that).
+/// A LISTEN on a connection of its own.
 pub(crate) struct Listener(PgListener);
 
 impl Listener {
-    /// The next payload; `Err` when the connection failed and could not be made again.
-    pub(crate) async fn recv(&mut self) -> Result<String, StoreError> {
-        Ok(self.0.recv().await?.payload().to_owned())
+    /// The next payload; `None` when the connection was lost (what was announced
+    /// meanwhile is missed: the caller listens again and catches up), `Err` when it failed
+    /// otherwise.
+    pub(crate) async fn recv(&mut self) -> Result<Option<String>, StoreError> {
+        // Not `PgListener::recv`, which reconnects by itself and so hides the gap.
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_owned()))
     }
 }
 

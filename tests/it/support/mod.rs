@@ -218,6 +218,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let config = ApiConfig {
+            metrics_elsewhere: false,
             jwt_secret: opts.secret.then(|| Secret::new(SECRET.into())),
             rate_limits: opts.rate_limits,
             max_body_bytes: opts.max_body,
@@ -229,6 +230,7 @@ impl TestServer {
             polaris_slack::SlackBridge::start(runtime.clone(), o).expect("start the slack bridge")
         });
         let config = ApiConfig {
+            metrics_elsewhere: false,
             slack: slack.as_ref().map(polaris_slack::SlackBridge::api),
             ..config
         };
