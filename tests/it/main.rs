@@ -21,6 +21,7 @@ mod install;
 mod leases;
 mod mcp;
 mod nodes;
+mod nodes_example;
 mod process;
 mod recover;
 mod redaction;

@@ -1,0 +1,187 @@
+//! `examples/nodes/`: the compose file runs every node with the same command and config,
+//! its ports match the config's addresses, and that exact command and config, run twice as
+//! processes on one PostgreSQL (secrets as files, addresses on loopback), make two nodes:
+//! a write on one reaches a subscriber on the other, each serves `/metrics` without a token
+//! on its own address and says it is listening to the other.
+
+use std::path::Path;
+use std::time::Duration;
+
+use polaris_config::DatabaseUrl;
+use polaris_runtime::auth::Role;
+use serde_yaml::Value as Yaml;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+use crate::support::{BIN, Backend, Client, SECRET, TestDb, eventually, http, token};
+
+fn example(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/nodes")
+        .join(file)
+}
+
+fn command_of(service: &Yaml) -> Vec<String> {
+    service["command"]
+        .as_sequence()
+        .expect("command")
+        .iter()
+        .map(|s| s.as_str().expect("string").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_example_runs_two_nodes_on_one_database() {
+    let text = std::fs::read_to_string(example("compose.yaml")).unwrap();
+    let mut doc: Yaml = serde_yaml::from_str(&text).unwrap();
+    doc.apply_merge().unwrap();
+    let services = doc["services"].as_mapping().unwrap();
+    let (a, b) = (&services["node-a"], &services["node-b"]);
+    let cmd = command_of(a);
+    assert_eq!(cmd, command_of(b), "every node runs the same command");
+    assert_eq!(cmd[..2], ["serve", "--config"]);
+    let config_in_image = &cmd[2];
+    // The image copies examples/ to /etc/polaris/.
+    assert_eq!(config_in_image, "/etc/polaris/nodes/polaris.yaml");
+    let config = std::fs::read_to_string(example("polaris.yaml")).unwrap();
+    let conf: Yaml = serde_yaml::from_str(&config).unwrap();
+    let port = |key: &str| -> String {
+        conf[key]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    for node in [a, b] {
+        let ports: Vec<&str> = node["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.ends_with(&format!(":{}", port("listen"))))
+        );
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.ends_with(&format!(":{}", port("metrics_listen"))))
+        );
+        let secrets: Vec<&str> = node["secrets"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        for s in &secrets {
+            assert!(
+                doc["secrets"][*s]["file"].is_string(),
+                "secret {s} declared"
+            );
+            assert!(
+                config.contains(&format!("file:/run/secrets/{s}")),
+                "{s} used"
+            );
+        }
+    }
+
+    let Some(mut db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let DatabaseUrl::Postgres(url) = &db.url else {
+        unreachable!()
+    };
+    // What compose mounts, here: the secrets as files, the data directory, loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("database_url"), url.expose()).unwrap();
+    std::fs::write(secrets.join("polaris_jwt"), SECRET).unwrap();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let data = dir.path().join(name);
+        std::fs::create_dir(&data).unwrap();
+        let local = config
+            .replace("/run/secrets/", &format!("{}/", secrets.display()))
+            .replace("/var/lib/polaris", data.to_str().unwrap())
+            .replace("0.0.0.0:8080", "127.0.0.1:0")
+            .replace("0.0.0.0:9464", "127.0.0.1:0");
+        let file = dir.path().join(format!("polaris-{name}.yaml"));
+        std::fs::write(&file, local).unwrap();
+        let mut args = cmd.clone();
+        args[2] = file.to_str().unwrap().to_owned();
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env_remove("DATABASE_URL")
+            .env_remove("POLARIS_JWT_SECRET")
+            .env_remove("POLARIS_LISTEN")
+            .env_remove("POLARIS_METRICS_LISTEN")
+            .env("POLARIS_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("a line within 30 s")
+                .unwrap()
+                .expect("a line")
+        };
+        let api = next()
+            .await
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        let line = next().await;
+        let metrics = line.strip_prefix("metrics on ").expect(&line).to_owned();
+        nodes.push((child, api, metrics));
+    }
+
+    let manu = token("acme", "user:manu", Role::Member);
+    let on_a = Client::new(&nodes[0].1, Some(manu.clone()));
+    let on_b = Client::new(&nodes[1].1, Some(manu));
+    on_a.project_session("pj", "s").await;
+    let mut ws = on_b
+        .ws("/projects/pj/ws?after=0")
+        .await
+        .expect("ws on node B");
+    let r = on_a.prompt("pj", "s", "user:manu", "written on A").await;
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(ws.next_event().await["payload"]["prompt"], "written on A");
+    for (_, _, metrics) in &nodes {
+        eventually(30, || async {
+            let t = http()
+                .get(format!("{metrics}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            t.contains("polaris_cluster_listening 1").then_some(())
+        })
+        .await;
+    }
+    ws.close().await;
+    for (child, _, _) in &mut nodes {
+        let pid = child.id().unwrap().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    db.drop_db().await;
+}
