@@ -205,3 +205,105 @@ async fn a_listen_connection_killed_by_the_database_heals() {
     b.finish().await;
     a.finish().await;
 }
+
+/// Three nodes, writers on each at once, a floor subscriber on each: every subscriber sees
+/// every event once, in `seq` order; a reader resumes from its cursor on another node (SSE
+/// `Last-Event-ID`); and another org's subscriber on any node sees none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_writers_everywhere_every_subscriber_sees_all_once_in_order() {
+    let Some(a) = TestServer::start(Backend::Postgres, options()).await else {
+        return;
+    };
+    let (b, c) = (a.second_node().await, a.second_node().await);
+    let nodes = [&a, &b, &c];
+    let acme: Vec<_> = nodes
+        .iter()
+        .map(|n| n.client_as("acme", "user:manu", Role::Member))
+        .collect();
+    let globex: Vec<_> = nodes
+        .iter()
+        .map(|n| n.client_as("globex", "user:eve", Role::Member))
+        .collect();
+    acme[0].project_session("pj", "s").await;
+    // Same project name in another org, with a subscriber on every node.
+    globex[1].project_session("pj", "s").await;
+    let mut subs = Vec::new();
+    for cl in &acme {
+        subs.push(cl.ws("/projects/pj/ws?after=0").await.expect("ws"));
+    }
+    let mut others = Vec::new();
+    for cl in &globex {
+        others.push(cl.ws("/projects/pj/ws?after=0").await.expect("ws"));
+    }
+
+    const PER_NODE: usize = 30;
+    let writers = acme.iter().enumerate().map(|(i, cl)| {
+        let cl = cl.clone();
+        async move {
+            for k in 0..PER_NODE {
+                let r = cl
+                    .prompt("pj", "s", "user:manu", &format!("n{i}-{k}"))
+                    .await;
+                assert_eq!(r.status, 201, "{r:?}");
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+    let total = PER_NODE * nodes.len();
+    let mut first: Option<Vec<String>> = None;
+    for ws in &mut subs {
+        let got = ws.take(total).await;
+        let seqs: Vec<i64> = got.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as i64).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+        let texts: Vec<String> = got
+            .iter()
+            .map(|e| e["payload"]["prompt"].as_str().unwrap().to_owned())
+            .collect();
+        // Each writer's own events keep their order.
+        for i in 0..nodes.len() {
+            let mine: Vec<&String> = texts
+                .iter()
+                .filter(|t| t.starts_with(&format!("n{i}-")))
+                .collect();
+            let want: Vec<String> = (0..PER_NODE).map(|k| format!("n{i}-{k}")).collect();
+            assert_eq!(mine.len(), PER_NODE);
+            assert!(mine.iter().zip(&want).all(|(a, b)| *a == b));
+        }
+        match &first {
+            None => first = Some(texts),
+            Some(f) => assert_eq!(f, &texts, "the same order on every node"),
+        }
+    }
+
+    // Resume on another node: read 10 on A's SSE, go on from seq 10 on C.
+    let mut sse = acme[0]
+        .sse("/projects/pj/events?after=0", None)
+        .await
+        .expect("sse");
+    for want in 1..=10 {
+        assert_eq!(sse.next_event().await.0, want);
+    }
+    let mut resumed = acme[2]
+        .sse("/projects/pj/events", Some(10))
+        .await
+        .expect("sse on C");
+    for want in 11..=total as i64 {
+        assert_eq!(resumed.next_event().await.0, want);
+    }
+
+    // The other org: its own event arrives on every node, and nothing of acme's before it.
+    let r = globex[2].prompt("pj", "s", "user:eve", "globex only").await;
+    assert_eq!(r.status, 201, "{r:?}");
+    for ws in &mut others {
+        let e = ws.next_event().await;
+        assert_eq!(e["payload"]["prompt"], "globex only", "{e}");
+        assert_eq!(e["seq"], 1);
+    }
+    c.finish().await;
+    b.finish().await;
+    a.finish().await;
+}

@@ -30,8 +30,63 @@ fn command_of(service: &Yaml) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_nodes_example_runs_two_nodes_on_one_database() {
+/// Runs `cmd` with the example's config made local: secrets from `secrets`, data under
+/// `dir/name`, loopback addresses on free ports. Answers the process, its API base URL
+/// and its metrics base URL.
+async fn spawn_node(
+    cmd: &[String],
+    config: &str,
+    dir: &Path,
+    secrets: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, String, String) {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let local = config
+        .replace("/run/secrets/", &format!("{}/", secrets.display()))
+        .replace("/var/lib/polaris", data.to_str().unwrap())
+        .replace("0.0.0.0:8080", "127.0.0.1:0")
+        .replace("0.0.0.0:9464", "127.0.0.1:0");
+    let file = dir.join(format!("polaris-{name}.yaml"));
+    std::fs::write(&file, local).unwrap();
+    let mut args = cmd.to_vec();
+    args[2] = file.to_str().unwrap().to_owned();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env_remove("DATABASE_URL")
+        .env_remove("POLARIS_JWT_SECRET")
+        .env_remove("POLARIS_LISTEN")
+        .env_remove("POLARIS_METRICS_LISTEN")
+        .env_remove("POLARIS_AGENTS")
+        .env("POLARIS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .unwrap()
+            .expect("a line")
+    };
+    let api = next()
+        .await
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let line = next().await;
+    let metrics = line.strip_prefix("metrics on ").expect(&line).to_owned();
+    (child, api, metrics)
+}
+
+/// The compose file's command, checked against the config and the compose file's ports
+/// and secrets; and the config.
+fn checked_example() -> (Vec<String>, String) {
     let text = std::fs::read_to_string(example("compose.yaml")).unwrap();
     let mut doc: Yaml = serde_yaml::from_str(&text).unwrap();
     doc.apply_merge().unwrap();
@@ -89,6 +144,12 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
         }
     }
 
+    (cmd, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_example_runs_two_nodes_on_one_database() {
+    let (cmd, config) = checked_example();
     let Some(mut db) = TestDb::new(Backend::Postgres).await else {
         return;
     };
@@ -103,45 +164,7 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
     std::fs::write(secrets.join("polaris_jwt"), SECRET).unwrap();
     let mut nodes = Vec::new();
     for name in ["a", "b"] {
-        let data = dir.path().join(name);
-        std::fs::create_dir(&data).unwrap();
-        let local = config
-            .replace("/run/secrets/", &format!("{}/", secrets.display()))
-            .replace("/var/lib/polaris", data.to_str().unwrap())
-            .replace("0.0.0.0:8080", "127.0.0.1:0")
-            .replace("0.0.0.0:9464", "127.0.0.1:0");
-        let file = dir.path().join(format!("polaris-{name}.yaml"));
-        std::fs::write(&file, local).unwrap();
-        let mut args = cmd.clone();
-        args[2] = file.to_str().unwrap().to_owned();
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .env_remove("DATABASE_URL")
-            .env_remove("POLARIS_JWT_SECRET")
-            .env_remove("POLARIS_LISTEN")
-            .env_remove("POLARIS_METRICS_LISTEN")
-            .env("POLARIS_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut next = async || {
-            tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("a line within 30 s")
-                .unwrap()
-                .expect("a line")
-        };
-        let api = next()
-            .await
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_owned();
-        let line = next().await;
-        let metrics = line.strip_prefix("metrics on ").expect(&line).to_owned();
-        nodes.push((child, api, metrics));
+        nodes.push(spawn_node(&cmd, &config, dir.path(), &secrets, name, &[]).await);
     }
 
     let manu = token("acme", "user:manu", Role::Member);
@@ -183,5 +206,160 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
             .unwrap();
         assert!(status.success(), "{status:?}");
     }
+    db.drop_db().await;
+}
+
+/// `kill -9` of a node under load: every event it acknowledged is on the floor, the other
+/// node keeps serving and its subscriber misses nothing, and the named agent the dead node
+/// ran moves to the survivor (which answers `@dean` after the lease time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_agent_moves() {
+    let (cmd, config) = checked_example();
+    let Some(mut db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let DatabaseUrl::Postgres(url) = &db.url else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(secrets.join("database_url"), url.expose()).unwrap();
+    std::fs::write(secrets.join("polaris_jwt"), SECRET).unwrap();
+    let agents = dir.path().join("agents.yaml");
+    std::fs::write(
+        &agents,
+        "agents:\n  - id: agent:dean\n    name: Dean\n    description: Data engineering\n    tags: [data]\n",
+    )
+    .unwrap();
+    let extra = ["--agents", agents.to_str().unwrap()];
+    // A starts first and takes Dean's lease; B waits as the standby.
+    let mut a = spawn_node(&cmd, &config, dir.path(), &secrets, "a", &extra).await;
+    let manu = token("acme", "user:manu", Role::Member);
+    let on_a = Client::new(&a.1, Some(manu.clone()));
+    let r = on_a
+        .post(
+            "/projects",
+            serde_json::json!({"name": "pj", "tags": ["data"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    on_a.project_session("pj", "s").await;
+    eventually(30, || async {
+        let t = http()
+            .get(format!("{}/metrics", a.2))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains("polaris_lease_held{lease=\"agent:dean\"} 1")
+            .then_some(())
+    })
+    .await;
+    let b = spawn_node(&cmd, &config, dir.path(), &secrets, "b", &extra).await;
+    let on_b = Client::new(&b.1, Some(manu));
+    let mut ws = on_b
+        .ws("/projects/pj/sessions/s/ws?after=0")
+        .await
+        .expect("ws on B");
+
+    // Writers on A until it dies; every 201 is recorded.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let writer = {
+        let acked = acked.clone();
+        let url = format!("{}/projects/pj/sessions/s/events", a.1);
+        let bearer = token("acme", "user:manu", Role::Member);
+        tokio::spawn(async move {
+            let http = http();
+            for k in 0.. {
+                let text = format!("load {k}");
+                let body = serde_json::json!({"sender": "user:manu", "payload": {
+                    "hook_event_name": "UserPromptSubmit", "session_id": "cc-1", "prompt": text}});
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&bearer)
+                    .json(&body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 201 => acked.lock().unwrap().push(text),
+                    _ => break,
+                }
+            }
+        })
+    };
+    eventually(30, || async {
+        (acked.lock().unwrap().len() >= 50).then_some(())
+    })
+    .await;
+    let pid = a.0.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .await
+        .unwrap();
+    let _ = a.0.wait().await;
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    // B serves on, and its subscriber has every acknowledged event, in order, once.
+    let after = on_b.prompt("pj", "s", "user:manu", "after the crash").await;
+    assert_eq!(after.status, 201, "{after:?}");
+    let mut seen = Vec::new();
+    loop {
+        let e = ws.next_event().await;
+        if e["sender"] != "user:manu" {
+            continue;
+        }
+        let t = e["payload"]["prompt"].as_str().unwrap().to_owned();
+        if t == "after the crash" {
+            break;
+        }
+        seen.push(t);
+    }
+    // Everything acknowledged is there; one more may have committed unanswered.
+    assert!(
+        seen.len() >= acked.len() && seen.len() <= acked.len() + 1,
+        "{} {}",
+        seen.len(),
+        acked.len()
+    );
+    assert_eq!(&seen[..acked.len()], &acked[..]);
+
+    // Dean moves to B within the lease time and answers there.
+    eventually(30, || async {
+        let t = http()
+            .get(format!("{}/metrics", b.2))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains("polaris_lease_held{lease=\"agent:dean\"} 1")
+            .then_some(())
+    })
+    .await;
+    let q = on_b
+        .prompt("pj", "s", "user:manu", "@dean are you there?")
+        .await;
+    let qid = q.json["id"].clone();
+    loop {
+        let e = ws.next_event().await;
+        if e["sender"] == "agent:dean" && e["payload"]["in_reply_to"] == qid {
+            break;
+        }
+    }
+    ws.close().await;
+    let mut b = b;
+    let pid = b.0.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), b.0.wait()).await;
     db.drop_db().await;
 }
