@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::Event as SseEvent;
 use maud::html;
+use polaris_registry::ParticipantId;
 use serde::Deserialize;
 
 use super::render::{self, Personas};
@@ -18,6 +19,9 @@ use crate::api::streams::sse_with;
 use crate::api::{Access, ApiError, AppState, RateKey};
 use crate::session::SessionMsg;
 use crate::subscription::Start;
+
+/// Who the development caller's advice comes from.
+const LOCAL: &str = "user:local";
 
 /// Events on one page.
 const PAGE: i64 = 100;
@@ -178,7 +182,19 @@ pub(in crate::api) async fn inject(
     let (result, draft) = match form {
         Ok(Form(f)) => {
             let draft = f.content.clone();
-            let r = inject_as(&st, &seen.caller, &key, &project, &session, f.content, None).await;
+            // The development caller has no identity of its own; its advice is signed
+            // `user:local` (an authenticated caller always injects as itself).
+            let local = ParticipantId::parse(LOCAL).ok();
+            let r = inject_as(
+                &st,
+                &seen.caller,
+                &key,
+                &project,
+                &session,
+                f.content,
+                local,
+            )
+            .await;
             (r.map(|_| ()), draft)
         }
         Err(PageError(e)) => (Err(e), String::new()),
