@@ -136,8 +136,8 @@ async fn main() -> Result<(), BoxErr> {
             .await?;
             post(
                 format!("/projects/floor-{f}/sessions/s-{s}/events"),
-                json!({"source": "hook", "kind": "UserPromptSubmit", "sender": "user:manu",
-                       "payload": {"prompt": format!("hello from s-{s}")}}),
+                json!({"sender": "user:manu",
+                       "payload": {"hook_event_name": "UserPromptSubmit", "session_id": "b", "prompt": format!("hello from s-{s}")}}),
             )
             .await?;
         }
@@ -149,12 +149,12 @@ async fn main() -> Result<(), BoxErr> {
         let batch: Vec<Value> = (posted..posted + n)
             .map(|i| {
                 if i % 3 == 2 {
-                    json!({"source": "hook", "kind": "PostToolUse", "sender": "agent:claude",
-                           "payload": {"tool_name": "Bash", "tool_input": {"command": format!("cargo test -- case_{i}")}}})
+                    json!({"sender": "agent:claude",
+                           "payload": {"hook_event_name": "PostToolUse", "session_id": "b", "tool_name": "Bash", "tool_input": {"command": format!("cargo test -- case_{i}")}}})
                 } else {
-                    json!({"source": "hook", "kind": if i % 3 == 0 { "UserPromptSubmit" } else { "Stop" },
-                           "sender": if i % 3 == 0 { "user:manu" } else { "agent:claude" },
-                           "payload": {"prompt": format!("prompt {i}: why does the nightly job fail?"),
+                    json!({"sender": if i % 3 == 0 { "user:manu" } else { "agent:claude" },
+                           "payload": {"hook_event_name": if i % 3 == 0 { "UserPromptSubmit" } else { "Stop" },
+                                       "session_id": "b", "prompt": format!("prompt {i}: why does the nightly job fail?"),
                                        "stop_response": format!("answer {i}: the warehouse credentials rotated.")}})
                 }
             })

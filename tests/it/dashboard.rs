@@ -625,13 +625,13 @@ async fn in_a_browser_sign_in_watch_live_and_inject() {
     )
     .await;
     let tool = manu
-        .post(&format!("{s_path}/events"), json!({"source": "hook", "kind": "PostToolUse", "sender": "agent:claude",
-            "payload": {"tool_name": "Bash", "tool_input": {"command": "psql -c 'select count(*) from signups'"}}}))
+        .post(&format!("{s_path}/events"), json!({"sender": "agent:claude",
+            "payload": {"hook_event_name": "PostToolUse", "session_id": "w", "tool_name": "Bash", "tool_input": {"command": "psql -c 'select count(*) from signups'"}}}))
         .await;
     assert!(tool.status < 300, "{tool:?}");
     let answer = manu
-        .post(&format!("{s_path}/events"), json!({"source": "hook", "kind": "Stop", "sender": "agent:claude",
-            "payload": {"stop_response": "Signups fell after Tuesday's deploy: the email step rejects plus-addresses."}}))
+        .post(&format!("{s_path}/events"), json!({"sender": "agent:claude",
+            "payload": {"hook_event_name": "Stop", "session_id": "w", "stop_response": "Signups fell after Tuesday's deploy: the email step rejects plus-addresses."}}))
         .await;
     assert!(answer.status < 300, "{answer:?}");
     let seq = answer.json["seq"].as_i64().unwrap();
@@ -735,7 +735,7 @@ async fn in_a_browser_sign_in_watch_live_and_inject() {
         let html = b.client.source().await.unwrap();
         let expected = match name {
             "agents" => "Dean",
-            "search" => "signup funnel",
+            "search" => "<mark>signup</mark> funnel down 12%",
             "decisions" => "Roll back the email validator today",
             "team" => "user:manu",
             _ => "members only",

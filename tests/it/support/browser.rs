@@ -86,12 +86,20 @@ impl Browser {
 
     /// The element matching `css`, waiting up to ten seconds for it.
     pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("{css} did not appear ({e}) at {url:?}:\n{page}")
+            }
+        }
     }
 
     /// Saves a PNG of the window to `docs/screenshots/<name>.png` when

@@ -71,7 +71,7 @@ pub(in crate::api) async fn search(
                             } @else { span { (e.project) } }
                             time { (render::when(&e.received_at)) }
                         }
-                        div.body { (polaris_protocol::secrets::redact(snippet)) }
+                        div.body { (highlighted(&polaris_protocol::secrets::redact(snippet))) }
                     }
                 }
             }
@@ -260,4 +260,37 @@ pub(in crate::api) async fn save_settings(
         }
     }
     Ok(back(&format!("/ui/floors/{}/settings", seg(&project))))
+}
+
+/// A search snippet with its matches (`<b>…</b>` from the store) as `<mark>`, and
+/// everything else escaped.
+fn highlighted(snippet: &str) -> maud::Markup {
+    let mut parts = Vec::new();
+    let mut rest = snippet;
+    while let Some(start) = rest.find("<b>") {
+        let (before, after) = rest.split_at(start);
+        let after = &after[3..];
+        let (hit, tail) = after.split_once("</b>").unwrap_or((after, ""));
+        parts.push((before, false));
+        parts.push((hit, true));
+        rest = tail;
+    }
+    parts.push((rest, false));
+    html! {
+        @for (text, hit) in parts {
+            @if hit { mark { (text) } } @else { (text) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snippets_mark_matches_and_escape_the_rest() {
+        let m = super::highlighted("a <b>signup</b> <i>x</i> <b>b</b>").into_string();
+        assert_eq!(
+            m,
+            "a <mark>signup</mark> &lt;i&gt;x&lt;/i&gt; <mark>b</mark>"
+        );
+    }
 }
