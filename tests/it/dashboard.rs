@@ -479,6 +479,49 @@ both_stores!(
             .await;
         assert_eq!(r.status, 400);
         assert!(r.body.contains("participant_id"), "{}", r.body);
+
+        // Agents: invite to a floor and remove again, from the agents page's forms.
+        srv.load_agents(&crate::support::dataset_agents()).await;
+        let agents = v.get("/ui/agents").await;
+        assert!(agents.body.contains("Martha"), "{}", agents.body);
+        let r = v
+            .post_form(
+                "/ui/agents/invite",
+                &[
+                    ("csrf", &token),
+                    ("agent", "agent:martha"),
+                    ("project", "webapp"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let on = manu.get("/projects/webapp/agents").await.json;
+        assert!(
+            on.to_string().contains("agent:martha") && on.to_string().contains("invite"),
+            "{on}"
+        );
+        let page = v.get("/ui/agents").await;
+        assert!(page.body.contains("webapp — invite"), "{}", page.body);
+        let r = v
+            .post_form(
+                "/ui/floors/webapp/agents/remove",
+                &[("csrf", &token), ("agent", "agent:martha")],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let on = manu.get("/projects/webapp/agents").await.json;
+        assert!(!on.to_string().contains("agent:martha"), "{on}");
+        let r = v
+            .post_form(
+                "/ui/agents/invite",
+                &[
+                    ("csrf", &token),
+                    ("agent", "agent:nobody"),
+                    ("project", "webapp"),
+                ],
+            )
+            .await;
+        assert!(r.status.is_client_error(), "{}", r.status);
     }
 );
 
