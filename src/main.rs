@@ -36,6 +36,9 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a bearer token for a participant (needs the server's JWT secret).
     Token(TokenArgs),
+    /// Make a one-time, short-lived dashboard sign-in link for a participant (needs the
+    /// server's database and JWT secret); prints the URL.
+    LoginLink(LoginLinkArgs),
     /// Run one named agent as a process of its own (a container, say), beside the floor.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -220,6 +223,37 @@ struct TokenArgs {
     config: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct LoginLinkArgs {
+    /// The org the person signs in to.
+    #[arg(long)]
+    org: String,
+    /// Who signs in, e.g. user:manu.
+    #[arg(long, value_parser = parse_participant)]
+    participant: ParticipantId,
+    /// How long the link can be used (once), e.g. 10m, 1h.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Extra rights: admin may change project visibility and members.
+    #[arg(long, value_enum, default_value = "member")]
+    role: RoleArg,
+    /// The dashboard's address as browsers reach it [default: http://<listen address>]
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// Database URL: sqlite:PATH or postgres://… [default: sqlite in --data-dir]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Directory for the embedded database [default: ./.polaris]
+    #[arg(long, env = "POLARIS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// YAML configuration file (flags and environment win over it).
+    #[arg(long, env = "POLARIS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address the server listens on (for the default --base-url).
+    #[arg(long, env = "POLARIS_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+}
+
 fn parse_participant(s: &str) -> Result<ParticipantId, String> {
     ParticipantId::parse(s).map_err(|e| e.to_string())
 }
@@ -317,6 +351,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Uninstall(args) => install(args, &env, true),
         Command::Serve(args) => serve(args, &env),
         Command::Token(args) => token(args, &env),
+        Command::LoginLink(args) => login_link(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
         Command::Agent(AgentCommand::Run(args)) => agent_run::run(args, &env),
         Command::Sidecar(args) => sidecar(args, &env),
@@ -588,6 +623,63 @@ fn token(args: TokenArgs, env: &Env) -> anyhow::Result<()> {
     };
     let token = TokenKeys::new(secret).mint(&args.org, &args.participant, role, args.ttl)?;
     println!("{token}");
+    Ok(())
+}
+
+fn login_link(args: LoginLinkArgs, env: &Env) -> anyhow::Result<()> {
+    let overrides = ServeOverrides {
+        listen: args.listen,
+        database: args.database,
+        data_dir: args.data_dir,
+        config: args.config,
+        agents: None,
+        metrics_listen: None,
+    };
+    let config = ServerConfig::load(&overrides, env)?;
+    if config.jwt_secret.is_none() {
+        bail!(
+            "no JWT secret: this server runs in development mode, where the dashboard needs no \
+             sign-in (open http://{}/); set POLARIS_JWT_SECRET (or jwt_secret in the config file) \
+             as the server does",
+            config.listen
+        );
+    }
+    if args.org.trim().is_empty() {
+        bail!("--org must not be empty");
+    }
+    let base = match args.base_url {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None if config.listen.port() == 0 => {
+            bail!("--base-url is required when the listen address has port 0")
+        }
+        None => format!("http://{}", config.listen),
+    };
+    let role = match args.role {
+        RoleArg::Member => Role::Member,
+        RoleArg::Admin => Role::Admin,
+        RoleArg::Service => Role::Service,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let token = rt.block_on(async {
+        let store = Store::open(&config.database)
+            .await
+            .with_context(|| format!("opening the store at {}", config.database.redacted()))?;
+        let token = polaris_runtime::api::login_link(
+            &store,
+            args.org.trim(),
+            &args.participant,
+            role,
+            args.ttl,
+        )
+        .await
+        .context("recording the login link")?;
+        store.close().await;
+        anyhow::Ok(token)
+    })?;
+    println!("{base}/ui/login/{token}");
     Ok(())
 }
 

@@ -15,6 +15,7 @@ mod api;
 mod auth;
 mod bad_input;
 mod container;
+mod dashboard;
 mod hook;
 mod hosting;
 mod install;

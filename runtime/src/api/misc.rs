@@ -117,22 +117,22 @@ pub(super) async fn decisions(
     Ok(Json(json!({"decisions": list})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(super) struct SearchParams {
     #[serde(default)]
-    q: Option<String>,
+    pub(super) q: Option<String>,
     #[serde(default)]
-    project: Option<String>,
+    pub(super) project: Option<String>,
     #[serde(default)]
-    session: Option<String>,
+    pub(super) session: Option<String>,
     #[serde(default)]
-    sender: Option<String>,
+    pub(super) sender: Option<String>,
     #[serde(default)]
-    source: Option<String>,
+    pub(super) source: Option<String>,
     #[serde(default)]
-    tag: Option<String>,
+    pub(super) tag: Option<String>,
     #[serde(default)]
-    limit: Option<i64>,
+    pub(super) limit: Option<i64>,
 }
 
 pub(super) async fn search(
@@ -140,6 +140,21 @@ pub(super) async fn search(
     caller: Caller,
     QueryParams(p): QueryParams<SearchParams>,
 ) -> Result<Json<Value>, ApiError> {
+    let results: Vec<Value> = search_as(&st, &caller, p)
+        .await?
+        .into_iter()
+        .map(|(event, snippet)| json!({"event": event, "snippet": snippet}))
+        .collect();
+    Ok(Json(json!({"results": results})))
+}
+
+/// A search within the projects the caller may see: the API's route and the dashboard's
+/// page both go through here.
+pub(super) async fn search_as(
+    st: &AppState,
+    caller: &Caller,
+    p: SearchParams,
+) -> Result<Vec<(crate::protocol::Event, String)>, ApiError> {
     let q = p.q.unwrap_or_default();
     if q.trim().is_empty() {
         return Err(ApiError::BadRequest("q: a search query is required".into()));
@@ -149,7 +164,7 @@ pub(super) async fn search(
             "q: must be at most 1000 characters".into(),
         ));
     }
-    let projects = st.projects_in_scope(&caller, p.project.as_deref()).await?;
+    let projects = st.projects_in_scope(caller, p.project.as_deref()).await?;
     // Everything committed before this request is findable.
     if !st
         .runtime
@@ -167,15 +182,7 @@ pub(super) async fn search(
         tag: p.tag,
         limit: p.limit.unwrap_or(50).clamp(1, 100),
     };
-    let results: Vec<Value> = st
-        .runtime
-        .store()
-        .search(&caller.org, &sq)
-        .await?
-        .into_iter()
-        .map(|(event, snippet)| json!({"event": event, "snippet": snippet}))
-        .collect();
-    Ok(Json(json!({"results": results})))
+    Ok(st.runtime.store().search(&caller.org, &sq).await?)
 }
 
 /// The org's people (reference 7.8 without Slack, which a later bridge adds): everyone
@@ -184,6 +191,15 @@ pub(super) async fn team(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
+    let members = team_of(&st, &caller).await?;
+    Ok(Json(json!({"members": members})))
+}
+
+/// The caller's org's people and agents (the API's `/team` and the dashboard's page).
+pub(super) async fn team_of(
+    st: &AppState,
+    caller: &Caller,
+) -> Result<Vec<polaris_protocol::team::TeamMember>, ApiError> {
     let directory = st.runtime.directory();
     let users = directory.users(&caller.org).await?;
     let slack = match &st.slack_team {
@@ -196,6 +212,5 @@ pub(super) async fn team(
         .into_iter()
         .map(|a| (a.spec.id.to_string(), a.spec.shown_name().to_owned()))
         .collect();
-    let members = polaris_protocol::team::merge(&users, &slack, &agents);
-    Ok(Json(json!({"members": members})))
+    Ok(polaris_protocol::team::merge(&users, &slack, &agents))
 }

@@ -7,6 +7,7 @@
 //! resolves its project within the caller's org, so nothing crosses orgs.
 
 mod agents;
+mod dashboard;
 mod error;
 mod extract;
 mod hosting;
@@ -39,6 +40,7 @@ use polaris_registry::ParticipantId;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use dashboard::login_link;
 pub use error::ApiError;
 
 use crate::auth::{Caller, DEFAULT_ORG, TokenKeys};
@@ -313,6 +315,7 @@ fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     public
         .merge(authenticated)
+        .merge(dashboard::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -372,7 +375,21 @@ async fn authenticate(
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         st.check_rate(&st.writes, &key.0, "Rate limit exceeded")?;
     }
+    admit(&st, &caller, addr).await?;
     req.extensions_mut().insert(key);
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// What every authenticated request (API or dashboard) goes through once its caller is
+/// known: the caller's first appearance is recorded in `users`; the answer is its
+/// rate-limit key.
+pub(crate) async fn admit(
+    st: &AppState,
+    caller: &Caller,
+    addr: Option<SocketAddr>,
+) -> Result<RateKey, ApiError> {
+    let key = RateKey(rate_key(caller, addr));
     if let Some(who) = &caller.participant
         && st
             .seen
@@ -386,8 +403,7 @@ async fn authenticate(
             return Err(e.into());
         }
     }
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    Ok(key)
 }
 
 /// The caller's rate-limit key, for handlers with limits of their own.

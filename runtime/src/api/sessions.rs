@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::extract::{JsonBody, PathParams, RawBody, parse_json};
 use super::{Access, ApiError, AppState, Opened, RateKey, event_response};
 use crate::auth::Caller;
+use crate::commit::Posted;
 use crate::protocol::{NewEventBody, Session};
 use crate::session::SessionMsg;
 use crate::store::StoreError;
@@ -231,29 +232,51 @@ pub(super) async fn inject(
     PathParams((project, session)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Inject>,
 ) -> Result<Response, ApiError> {
+    let posted = inject_as(
+        &st,
+        &caller,
+        &key,
+        &project,
+        &session,
+        body.content,
+        body.sender,
+    )
+    .await?;
+    Ok(event_response(&posted))
+}
+
+/// An inject into a session, with the inject rate limit and the project's access rule:
+/// the API's route and the dashboard's form both go through here.
+pub(super) async fn inject_as(
+    st: &AppState,
+    caller: &Caller,
+    key: &RateKey,
+    project: &str,
+    session: &str,
+    content: String,
+    sender: Option<ParticipantId>,
+) -> Result<Posted, ApiError> {
     st.check_rate(&st.injects, &key.0, "Rate limit exceeded: too many injects")?;
-    let opened = st.open_project(&caller, &project, Access::Use).await?;
-    if body.content.trim().is_empty() {
+    let opened = st.open_project(caller, project, Access::Use).await?;
+    if content.trim().is_empty() {
         return Err(FieldError::new("content", "must not be empty").into());
     }
     // An authenticated caller always injects as itself, whatever the body says.
-    let sender = match (&caller.participant, body.sender) {
+    let sender = match (&caller.participant, sender) {
         (Some(me), _) => me.clone(),
         (None, Some(s)) => s,
         (None, None) => {
             return Err(FieldError::new("sender", "is required for anonymous injects").into());
         }
     };
-    let content = body.content;
-    let posted = st
+    Ok(st
         .runtime
-        .ask(&opened.key, &session, |reply| SessionMsg::Inject {
+        .ask(&opened.key, session, |reply| SessionMsg::Inject {
             content: content.clone(),
             sender: sender.clone(),
             reply,
         })
-        .await?;
-    Ok(event_response(&posted))
+        .await?)
 }
 
 pub(super) async fn messages(
@@ -371,10 +394,10 @@ pub(super) enum AnnotationKind {
 #[derive(Deserialize)]
 pub(super) struct Annotate {
     #[serde(default)]
-    event_id: Option<Uuid>,
-    kind: AnnotationKind,
+    pub(super) event_id: Option<Uuid>,
+    pub(super) kind: AnnotationKind,
     #[serde(default)]
-    value: Option<String>,
+    pub(super) value: Option<String>,
 }
 
 pub(super) async fn annotate(
@@ -383,15 +406,28 @@ pub(super) async fn annotate(
     PathParams((project, session)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Annotate>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let opened = st.open_project(&caller, &project, Access::Use).await?;
-    session_row(&st, &opened, &session).await?;
+    let id = annotate_as(&st, &caller, &project, &session, body).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+}
+
+/// Stars, tags or records a decision on a session (or one of its events): the API's
+/// route and the dashboard's form both go through here.
+pub(super) async fn annotate_as(
+    st: &AppState,
+    caller: &Caller,
+    project: &str,
+    session: &str,
+    body: Annotate,
+) -> Result<Uuid, ApiError> {
+    let opened = st.open_project(caller, project, Access::Use).await?;
+    session_row(st, &opened, session).await?;
     if let Some(id) = body.event_id {
         let found = st
             .runtime
             .store()
             .locate_event(opened.project.id, id)
             .await?;
-        if found.and_then(|(_, s)| s).as_deref() != Some(session.as_str()) {
+        if found.and_then(|(_, s)| s).as_deref() != Some(session) {
             return Err(FieldError::new("event_id", "is not an event of this session").into());
         }
     }
@@ -411,19 +447,18 @@ pub(super) async fn annotate(
         AnnotationKind::Tag => "tag",
         AnnotationKind::Decision => "decision",
     };
-    let id = st
+    Ok(st
         .runtime
         .store()
         .add_annotation(
             &opened.key,
-            &session,
+            session,
             body.event_id,
             caller.participant.as_ref().map(ParticipantId::as_str),
             kind,
             body.value.as_deref(),
         )
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": id}))))
+        .await?)
 }
 
 pub(super) async fn annotations(

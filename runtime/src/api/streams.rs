@@ -206,18 +206,30 @@ async fn sse(
     session: Option<String>,
     start: Start,
 ) -> Result<Response, ApiError> {
+    sse_with(st, opened, session, start, |c| {
+        SseEvent::default()
+            .id(c.event.seq.to_string())
+            .data(c.text.as_str())
+    })
+    .await
+}
+
+/// A Server-Sent Events answer over a subscription, each event rendered by `render` (the
+/// API sends the commit's JSON, the dashboard an HTML fragment) with its `seq` as the id,
+/// so a client resumes with `Last-Event-ID`.
+pub(super) async fn sse_with(
+    st: &AppState,
+    opened: Opened,
+    session: Option<String>,
+    start: Start,
+    render: impl Fn(&Committed) -> SseEvent + Send + 'static,
+) -> Result<Response, ApiError> {
     let events = subscription(st, opened, session, start).await?;
     let stream = events
         // A store failure ends the stream; the client reconnects with Last-Event-ID.
         .take_while(|r| futures::future::ready(r.is_ok()))
         .filter_map(|r| futures::future::ready(r.ok()))
-        .map(|c| {
-            Ok::<_, Infallible>(
-                SseEvent::default()
-                    .id(c.event.seq.to_string())
-                    .data(c.text.as_str()),
-            )
-        })
+        .map(move |c| Ok::<_, Infallible>(render(&c)))
         .take_until(st.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream)
         .keep_alive(

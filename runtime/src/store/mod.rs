@@ -131,6 +131,7 @@ mod slack;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod web;
 
 use std::sync::Arc;
 
@@ -142,6 +143,7 @@ pub(crate) use events::{Append, Effect, Fence, NewEvent, Rejected};
 pub use leases::Lease;
 pub(crate) use search::SearchQuery;
 pub use slack::{Fence as SlackFence, SlackCursor, SlackFloor, SlackLinks, SlackTarget};
+pub(crate) use web::SignIn;
 
 /// A store failure the caller cannot fix by changing its request.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses a different part
 
+pub mod browser;
 pub mod client;
 pub mod slack;
 
