@@ -39,7 +39,7 @@ pub use session::SYSTEM_SENDER;
 #[cfg(feature = "fault-injection")]
 pub use session::Seat;
 pub use store::{
-    Backend, Lease, ProjectKey, SlackCursor, SlackFence, SlackFloor, SlackLinks, SlackTarget,
+    AgentMemory, Backend, Lease, MAX_FACT_CHARS, MemoryFact, NewFact, ProjectKey, SlackCursor, SlackFence, SlackFloor, SlackLinks, SlackTarget,
     Store, StoreError,
 };
 pub use subscription::{Start, SubscriptionSpec};

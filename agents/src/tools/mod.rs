@@ -7,3 +7,4 @@
 
 pub mod database;
 mod sql;
+pub mod kit;

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod hosting;
 mod leases;
+mod memory;
 mod misc;
 mod projects;
 mod sessions;
@@ -266,6 +267,11 @@ fn router(state: AppState, max_body: usize) -> Router {
                 .delete(leases::release),
         )
         .route("/agents/{id}/roster", get(hosting::get_roster))
+        .route("/agents/{id}/memory", get(memory::list).post(memory::add))
+        .route(
+            "/agents/{id}/memory/{mid}",
+            get(memory::get).delete(memory::delete),
+        )
         .route(
             "/agents/{id}/cursors",
             get(hosting::get_cursor).put(hosting::save_cursors),

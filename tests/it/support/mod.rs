@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses a different part
 
 pub mod client;
+pub mod openai;
 pub mod slack;
 
 use std::time::Duration;
