@@ -100,9 +100,11 @@ async fn main() -> Result<(), BoxErr> {
         .send()
         .await?
         .error_for_status()?;
-    let (ws, _) =
-        tokio_tungstenite::connect_async(format!("{}/projects/bench/sessions/s/ws", base.replacen("http", "ws", 1)))
-            .await?;
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/projects/bench/sessions/s/ws",
+        base.replacen("http", "ws", 1)
+    ))
+    .await?;
     let (_, mut rx) = ws.split();
 
     let mut ask = async |who: &str| -> Result<f64, BoxErr> {
@@ -144,9 +146,17 @@ async fn main() -> Result<(), BoxErr> {
     let (mut offline, mut with_llm) = (Vec::new(), Vec::new());
     for i in 0..questions * 2 {
         // Alternate which goes first, so neither always follows the other.
-        let who = if (i % 2 == 0) == (i / 2 % 2 == 0) { "dean" } else { "lena" };
+        let who = if (i % 2 == 0) == (i / 2 % 2 == 0) {
+            "dean"
+        } else {
+            "lena"
+        };
         let ms = ask(who).await?;
-        if who == "dean" { offline.push(ms) } else { with_llm.push(ms) }
+        if who == "dean" {
+            offline.push(ms)
+        } else {
+            with_llm.push(ms)
+        }
     }
     offline.sort_by(|a, b| a.total_cmp(b));
     with_llm.sort_by(|a, b| a.total_cmp(b));

@@ -433,7 +433,10 @@ impl FloorLink for RemoteFloor {
     ) -> BoxFuture<'static, Result<bool, LinkError>> {
         let req = self
             .floor
-            .request(Method::DELETE, &self.agent_path(&agent, &format!("memory/{id}")))
+            .request(
+                Method::DELETE,
+                &self.agent_path(&agent, &format!("memory/{id}")),
+            )
             .timeout(SLACK);
         Box::pin(async move {
             let resp = req.send().await.map_err(LinkError::of)?;

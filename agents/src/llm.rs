@@ -35,7 +35,7 @@ use polaris_config::{Env, SecretRef};
 use polaris_registry::{AgentSpec, LlmBrain as LlmSpec};
 use serde_json::{Value, json};
 
-use crate::tools::kit::{Toolkit, ToolSpec};
+use crate::tools::kit::{ToolSpec, Toolkit};
 
 /// Retries after the first attempt of one request.
 const RETRIES: u32 = 3;
@@ -106,7 +106,11 @@ impl LlmBrain {
         format!("{} at {}", self.spec.model, self.spec.endpoint)
     }
 
-    fn client(&self, deadline: Instant, attempts: Arc<AtomicU32>) -> Result<Client<OpenAIConfig>, LlmError> {
+    fn client(
+        &self,
+        deadline: Instant,
+        attempts: Arc<AtomicU32>,
+    ) -> Result<Client<OpenAIConfig>, LlmError> {
         let key = match &self.spec.api_key {
             None => String::new(),
             Some(r) => {
@@ -159,7 +163,11 @@ impl LlmBrain {
             user(format!(
                 "{} asks: {}",
                 ctx.asker,
-                if ctx.text.trim().is_empty() { question } else { ctx.text.trim() }
+                if ctx.text.trim().is_empty() {
+                    question
+                } else {
+                    ctx.text.trim()
+                }
             )),
         ];
         let mut written: u32 = 0;
@@ -185,20 +193,21 @@ impl LlmBrain {
                     .then(|| offered.iter().map(tool_of).collect()),
                 ..Default::default()
             };
-            let turn_out = tokio::time::timeout_at(
-                deadline.into(),
-                self.turn(&client, request),
-            )
-            .await
-            .map_err(|_| {
-                LlmError(format!(
-                    "no answer within {} ({} request{})",
-                    self.spec.timeout,
-                    attempts.load(Ordering::Relaxed),
-                    if attempts.load(Ordering::Relaxed) == 1 { "" } else { "s" }
-                ))
-            })?
-            .map_err(|e| explain(&e, attempts.load(Ordering::Relaxed)))?;
+            let turn_out = tokio::time::timeout_at(deadline.into(), self.turn(&client, request))
+                .await
+                .map_err(|_| {
+                    LlmError(format!(
+                        "no answer within {} ({} request{})",
+                        self.spec.timeout,
+                        attempts.load(Ordering::Relaxed),
+                        if attempts.load(Ordering::Relaxed) == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    ))
+                })?
+                .map_err(|e| explain(&e, attempts.load(Ordering::Relaxed)))?;
             written = written.saturating_add(turn_out.tokens);
             if turn_out.calls.is_empty() {
                 let content = turn_out.content.trim().to_owned();
@@ -219,9 +228,7 @@ impl LlmBrain {
                 ));
             }
         }
-        Err(LlmError(format!(
-            "no answer after {max_turns} turns"
-        )))
+        Err(LlmError(format!("no answer after {max_turns} turns")))
     }
 
     /// One streamed turn: the text and the tool calls, assembled from the chunks.
@@ -269,7 +276,8 @@ impl LlmBrain {
             }
         }
         out.tokens = reported.unwrap_or_else(|| {
-            let chars = out.content.len() + out.calls.iter().map(|c| c.arguments.len()).sum::<usize>();
+            let chars =
+                out.content.len() + out.calls.iter().map(|c| c.arguments.len()).sum::<usize>();
             (chars / CHARS_PER_TOKEN).max(1) as u32
         });
         Ok(out)
@@ -403,7 +411,11 @@ async fn run_tool(tools: &dyn Toolkit, offered: &[ToolSpec], call: &Call) -> Str
         return format!(
             "error: there is no tool named {:?}; the tools are {}",
             call.name,
-            offered.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+            offered
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let args: Value = if call.arguments.trim().is_empty() {
@@ -453,7 +465,11 @@ async fn send(
                 }
                 let backoff = BACKOFF * 2u32.pow(retry);
                 let wait = retry_after(resp.headers()).unwrap_or(backoff);
-                tracing::warn!(status = status.as_u16(), retry_in_ms = wait.as_millis() as u64, "model endpoint refused; retrying");
+                tracing::warn!(
+                    status = status.as_u16(),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "model endpoint refused; retrying"
+                );
                 if Instant::now() + wait >= deadline {
                     // Waiting as asked would pass the deadline: this answer is final.
                     return Ok(resp);
@@ -466,7 +482,10 @@ async fn send(
             }
             Ok(Err(e)) => return Err(OpenAIError::Reqwest(e)),
             Err(_) if retry < RETRIES => {
-                tracing::warn!(after_ms = per_attempt.min(left).as_millis() as u64, "model endpoint timed out; retrying");
+                tracing::warn!(
+                    after_ms = per_attempt.min(left).as_millis() as u64,
+                    "model endpoint timed out; retrying"
+                );
                 BACKOFF * 2u32.pow(retry)
             }
             Err(_) => return Err(timed_out()),
@@ -528,7 +547,10 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
         h.insert("retry-after", "0.25".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

@@ -211,11 +211,7 @@ impl Mind {
         }
         let mut out = String::from("Forgotten:\n");
         for m in doomed {
-            match q
-                .link
-                .forget(q.org.clone(), q.agent.clone(), m.id)
-                .await
-            {
+            match q.link.forget(q.org.clone(), q.agent.clone(), m.id).await {
                 Ok(_) => out.push_str(&format!("- {}\n", m.fact)),
                 Err(e) => out.push_str(&format!("- (kept, could not delete: {e}) {}\n", m.fact)),
             }
@@ -248,10 +244,10 @@ fn cite(m: &MemoryFact) -> String {
 
 /// Words too common to make a fact relevant.
 const STOP: &[&str] = &[
-    "a", "an", "and", "are", "about", "as", "at", "be", "by", "do", "does", "did", "for",
-    "from", "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so",
-    "that", "the", "this", "to", "was", "we", "what", "when", "where", "which", "who", "why",
-    "with", "you", "your", "know", "remember", "tell", "any", "there", "have", "has",
+    "a", "an", "and", "are", "about", "as", "at", "be", "by", "do", "does", "did", "for", "from",
+    "how", "i", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the",
+    "this", "to", "was", "we", "what", "when", "where", "which", "who", "why", "with", "you",
+    "your", "know", "remember", "tell", "any", "there", "have", "has",
 ];
 
 /// The remembered facts that share a meaningful word with the question, best first.
@@ -488,7 +484,10 @@ mod tests {
 
     #[test]
     fn commands_start_the_question() {
-        assert_eq!(command("remember: orders is append-only", "remember"), Some("orders is append-only"));
+        assert_eq!(
+            command("remember: orders is append-only", "remember"),
+            Some("orders is append-only")
+        );
         assert_eq!(command("Remember that x", "remember"), Some("that x"));
         assert_eq!(command("remembering things", "remember"), None);
         assert_eq!(command("do you remember x", "remember"), None);
@@ -507,7 +506,10 @@ mod tests {
             author: None,
             created_at: chrono::Utc::now(),
         };
-        let m = vec![fact("the orders table is partitioned by month"), fact("vegetables are green")];
+        let m = vec![
+            fact("the orders table is partitioned by month"),
+            fact("vegetables are green"),
+        ];
         let r = relevant(&m, "how is orders partitioned?");
         assert_eq!(r.len(), 1);
         assert!(r[0].fact.contains("orders"));

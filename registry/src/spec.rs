@@ -175,7 +175,11 @@ impl Serialize for Brain {
         match self {
             // Written as before, so stored definitions read the same.
             Brain::Offline => s.serialize_str("offline"),
-            Brain::Llm(l) => Tagged { kind: "llm", llm: l }.serialize(s),
+            Brain::Llm(l) => Tagged {
+                kind: "llm",
+                llm: l,
+            }
+            .serialize(s),
         }
     }
 }
@@ -471,7 +475,9 @@ fn check_llm(l: &LlmBrain, bad: &mut impl FnMut(&str, String)) {
         bad("brain.max_turns", "must be between 1 and 20".into());
     }
     match humantime::parse_duration(&l.timeout) {
-        Ok(d) if d >= std::time::Duration::from_millis(100) && d <= std::time::Duration::from_secs(600) => {}
+        Ok(d)
+            if d >= std::time::Duration::from_millis(100)
+                && d <= std::time::Duration::from_secs(600) => {}
         _ => bad(
             "brain.timeout",
             "must be a duration from 100ms to 10m, such as 30s".into(),
@@ -582,19 +588,27 @@ mod tests {
 
     #[test]
     fn brains_are_offline_or_llm_with_settings() {
-        let dean: AgentSpec = serde_yaml::from_str("id: agent:dean\nname: Dean\nbrain: offline\n").unwrap();
+        let dean: AgentSpec =
+            serde_yaml::from_str("id: agent:dean\nname: Dean\nbrain: offline\n").unwrap();
         assert_eq!(dean.brain, Brain::Offline);
         assert_eq!(serde_json::to_value(&dean).unwrap()["brain"], "offline");
         let yaml = "id: agent:dean\nname: Dean\nbrain:\n  kind: llm\n  endpoint: http://127.0.0.1:8000/v1\n  model: qwen\n  api_key: env:DEAN_KEY\n  temperature: 0.2\n  timeout: 20s\n";
         let dean: AgentSpec = serde_yaml::from_str(yaml).unwrap();
-        let Brain::Llm(l) = &dean.brain else { panic!("{:?}", dean.brain) };
-        assert_eq!((l.max_tokens, l.max_turns), (DEFAULT_MAX_TOKENS, DEFAULT_MAX_TURNS));
+        let Brain::Llm(l) = &dean.brain else {
+            panic!("{:?}", dean.brain)
+        };
+        assert_eq!(
+            (l.max_tokens, l.max_turns),
+            (DEFAULT_MAX_TOKENS, DEFAULT_MAX_TURNS)
+        );
         assert_eq!(l.timeout(), std::time::Duration::from_secs(20));
         assert!(check_one(&dean).is_empty(), "{:?}", check_one(&dean));
         // Round trip through the agents table's JSON.
         let back: AgentSpec = serde_json::from_value(serde_json::to_value(&dean).unwrap()).unwrap();
         assert_eq!(back, dean);
-        let bad = serde_yaml::from_str::<AgentSpec>("id: agent:x\nname: X\nbrain: {kind: llm, endpoint: http://x, model: m, mdoel: n}\n");
+        let bad = serde_yaml::from_str::<AgentSpec>(
+            "id: agent:x\nname: X\nbrain: {kind: llm, endpoint: http://x, model: m, mdoel: n}\n",
+        );
         assert!(bad.unwrap_err().to_string().contains("mdoel"));
         assert!(serde_yaml::from_str::<AgentSpec>("id: agent:x\nname: X\nbrain: llm\n").is_err());
         let mut x = spec("agent:x");
@@ -611,9 +625,20 @@ mod tests {
         let fields: Vec<&str> = issues.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(
             fields,
-            ["brain.endpoint", "brain.model", "brain.api_key", "brain.temperature", "brain.max_tokens", "brain.max_turns", "brain.timeout"]
+            [
+                "brain.endpoint",
+                "brain.model",
+                "brain.api_key",
+                "brain.temperature",
+                "brain.max_tokens",
+                "brain.max_turns",
+                "brain.timeout"
+            ]
         );
-        assert!(issues.iter().all(|(_, m)| !m.contains("sk-live")), "{issues:?}");
+        assert!(
+            issues.iter().all(|(_, m)| !m.contains("sk-live")),
+            "{issues:?}"
+        );
     }
 
     #[test]

@@ -65,12 +65,7 @@ async fn floor(c: &Client, project: &str) -> crate::support::client::Ws {
 }
 
 /// Asks on `project`/s-1 and waits for the answer's content.
-async fn ask(
-    c: &Client,
-    ws: &mut crate::support::client::Ws,
-    project: &str,
-    text: &str,
-) -> String {
+async fn ask(c: &Client, ws: &mut crate::support::client::Ws, project: &str, text: &str) -> String {
     let r = c.prompt(project, "s-1", "user:manu", text).await;
     assert_eq!(r.status, 201, "{r:?}");
     let id = r.json["id"].clone();
@@ -116,9 +111,20 @@ both_stores!(an_llm_brain_calls_tools_and_answers, |srv| {
     restart_with(&mut srv, opts).await;
     let c = srv.client();
     let mut ws = floor(&c, "warehouse").await;
-    c.prompt("warehouse", "s-1", "user:ana", "we are renaming the raw layer today")
-        .await;
-    let a = ask(&c, &mut ws, "warehouse", "@dean how do we name staging tables?").await;
+    c.prompt(
+        "warehouse",
+        "s-1",
+        "user:ana",
+        "we are renaming the raw layer today",
+    )
+    .await;
+    let a = ask(
+        &c,
+        &mut ws,
+        "warehouse",
+        "@dean how do we name staging tables?",
+    )
+    .await;
     assert_eq!(
         a,
         "Staging tables are stg_<source>__<entity> (warehouse.md › Naming)."
@@ -135,29 +141,52 @@ both_stores!(an_llm_brain_calls_tools_and_answers, |srv| {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert!(tools.contains(&"search_knowledge") && tools.contains(&"remember"), "{tools:?}");
+    assert!(
+        tools.contains(&"search_knowledge") && tools.contains(&"remember"),
+        "{tools:?}"
+    );
     let system = first["messages"][0]["content"].as_str().unwrap();
     assert!(system.contains("Dean (Data)"), "{system}");
     assert!(
         system.contains("user:ana: we are renaming the raw layer today"),
         "recent floor context in the prompt: {system}"
     );
-    assert!(first["messages"][1]["content"].as_str().unwrap().contains("how do we name staging tables"));
+    assert!(
+        first["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("how do we name staging tables")
+    );
     // The key went in the header, resolved from its reference.
-    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
     // Turn 2 carries the error, turn 3 the passage; the budget shrinks by what was written.
     let second = tool_results(&seen[1].body);
-    assert!(second[0].starts_with("error: the arguments are not valid JSON"), "{second:?}");
+    assert!(
+        second[0].starts_with("error: the arguments are not valid JSON"),
+        "{second:?}"
+    );
     let third = tool_results(&seen[2].body);
     assert!(third[1].contains("stg_<source>__<entity>"), "{third:?}");
-    assert!(third[1].contains("warehouse.md › Warehouse conventions > Naming") || third[1].contains("warehouse.md"), "{third:?}");
+    assert!(
+        third[1].contains("warehouse.md › Warehouse conventions > Naming")
+            || third[1].contains("warehouse.md"),
+        "{third:?}"
+    );
     assert!(seen[2].body["max_tokens"].as_u64().unwrap() < 300);
     // The key is nowhere on the floor or in the API.
     assert!(!floor_text(&c, "warehouse").await.contains(KEY));
     let dean = c.get("/agents/dean").await;
     assert_eq!(dean.status, 200);
     assert!(!dean.json.to_string().contains(KEY));
-    assert!(dean.json["brain"]["api_key"].as_str().unwrap().starts_with("file:"));
+    assert!(
+        dean.json["brain"]["api_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("file:")
+    );
     assert_eq!(dean.json["brain"]["kind"], "llm");
 });
 
@@ -198,14 +227,32 @@ both_stores!(a_failing_endpoint_falls_back_to_the_offline_brain, |srv| {
     let c = srv.client();
     let mut ws = floor(&c, "warehouse").await;
 
-    let a = ask(&c, &mut ws, "warehouse", "@dean how do we name staging tables?").await;
-    assert!(a.starts_with("_Answering from my offline brain: my model (test-model at"), "{a}");
+    let a = ask(
+        &c,
+        &mut ws,
+        "warehouse",
+        "@dean how do we name staging tables?",
+    )
+    .await;
+    assert!(
+        a.starts_with("_Answering from my offline brain: my model (test-model at"),
+        "{a}"
+    );
     assert!(a.contains("500"), "{a}");
-    assert!(a.contains("stg_<source>__<entity>"), "the offline answer follows: {a}");
+    assert!(
+        a.contains("stg_<source>__<entity>"),
+        "the offline answer follows: {a}"
+    );
     assert_eq!(llm.requests().len(), 4, "the first try and three retries");
 
     llm.set_fallback(Reply::Hang);
-    let a = ask(&c, &mut ws, "warehouse", "@dean how long are raw events kept?").await;
+    let a = ask(
+        &c,
+        &mut ws,
+        "warehouse",
+        "@dean how long are raw events kept?",
+    )
+    .await;
     assert!(a.starts_with("_Answering from my offline brain:"), "{a}");
     assert!(a.contains("in time") || a.contains("within 3s"), "{a}");
     assert!(a.contains("400 days"), "{a}");
@@ -245,22 +292,55 @@ both_stores!(agents_remember_by_their_context_model, |srv| {
     restart_with(&mut srv, opts).await;
     let c = srv.client();
     let mut a_ws = floor(&c, "warehouse").await;
-    let a = ask(&c, &mut a_ws, "warehouse", "@dean remember: the orders table is partitioned by month").await;
-    assert!(a.starts_with("I'll remember that: the orders table is partitioned by month"), "{a}");
-    let a = ask(&c, &mut a_ws, "warehouse", "@ivy remember that the deploy freeze starts on friday").await;
-    assert!(a.starts_with("I'll remember that on warehouse: the deploy freeze starts on friday"), "{a}");
+    let a = ask(
+        &c,
+        &mut a_ws,
+        "warehouse",
+        "@dean remember: the orders table is partitioned by month",
+    )
+    .await;
+    assert!(
+        a.starts_with("I'll remember that: the orders table is partitioned by month"),
+        "{a}"
+    );
+    let a = ask(
+        &c,
+        &mut a_ws,
+        "warehouse",
+        "@ivy remember that the deploy freeze starts on friday",
+    )
+    .await;
+    assert!(
+        a.starts_with("I'll remember that on warehouse: the deploy freeze starts on friday"),
+        "{a}"
+    );
     drop(a_ws);
 
     srv.restart().await;
     let c = srv.client();
     let mut b_ws = floor(&c, "lake").await;
     let a = ask(&c, &mut b_ws, "lake", "@dean how is orders partitioned?").await;
-    assert!(a.contains("From memory:") && a.contains("partitioned by month"), "{a}");
+    assert!(
+        a.contains("From memory:") && a.contains("partitioned by month"),
+        "{a}"
+    );
     assert!(a.contains("from event `"), "cites its source: {a}");
-    let a = ask(&c, &mut b_ws, "lake", "@ivy when does the deploy freeze start?").await;
+    let a = ask(
+        &c,
+        &mut b_ws,
+        "lake",
+        "@ivy when does the deploy freeze start?",
+    )
+    .await;
     assert!(!a.contains("friday"), "nothing crosses floors: {a}");
     let mut a_ws = c.ws("/projects/warehouse/sessions/s-1/ws").await.unwrap();
-    let a = ask(&c, &mut a_ws, "warehouse", "@ivy when does the deploy freeze start?").await;
+    let a = ask(
+        &c,
+        &mut a_ws,
+        "warehouse",
+        "@ivy when does the deploy freeze start?",
+    )
+    .await;
     assert!(a.contains("friday"), "{a}");
 
     // A decision on the floor becomes memory (Ivy's of this floor).
@@ -279,8 +359,16 @@ both_stores!(agents_remember_by_their_context_model, |srv| {
         .iter()
         .map(|m| m["fact"].as_str().unwrap())
         .collect();
-    assert!(facts.iter().any(|f| f.contains("use dbt snapshots for customers")), "{facts:?}");
-    assert_eq!(c.get("/agents/ivy/memory?project=lake").await.json["memory"], json!([]));
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("use dbt snapshots for customers")),
+        "{facts:?}"
+    );
+    assert_eq!(
+        c.get("/agents/ivy/memory?project=lake").await.json["memory"],
+        json!([])
+    );
 
     // Listed, fetched, deleted: then gone from answers.
     let dean = c.get("/agents/dean/memory").await;
@@ -301,13 +389,25 @@ both_stores!(agents_remember_by_their_context_model, |srv| {
     assert_eq!(r.status, 404);
     assert!(r.json["error"].is_string(), "{r:?}");
     assert_eq!(c.delete(&path).await.status, 404);
-    let a = ask(&c, &mut a_ws, "warehouse", "@dean how is orders partitioned?").await;
+    let a = ask(
+        &c,
+        &mut a_ws,
+        "warehouse",
+        "@dean how is orders partitioned?",
+    )
+    .await;
     assert!(!a.contains("partitioned by month"), "{a}");
 
     // Forgetting by words.
     let a = ask(&c, &mut a_ws, "warehouse", "@ivy forget deploy freeze").await;
     assert!(a.starts_with("Forgotten:") && a.contains("friday"), "{a}");
-    let a = ask(&c, &mut a_ws, "warehouse", "@ivy when does the deploy freeze start?").await;
+    let a = ask(
+        &c,
+        &mut a_ws,
+        "warehouse",
+        "@ivy when does the deploy freeze start?",
+    )
+    .await;
     assert!(!a.contains("friday"), "{a}");
 
     // Bad input: 4xx with JSON errors.
@@ -319,21 +419,50 @@ both_stores!(agents_remember_by_their_context_model, |srv| {
 });
 
 // Memory is org-scoped: another org neither sees nor deletes it.
-both_stores!(memory_is_org_scoped, Options { secret: true, ..Options::default() }, |srv| {
-    let (_dir, opts) = memory_team();
-    restart_with(&mut srv, Options { secret: true, ..opts }).await;
-    use polaris_runtime::auth::{DEFAULT_ORG, Role};
-    let c = srv.client_as(DEFAULT_ORG, "user:manu", Role::Admin);
-    let mut ws = floor(&c, "warehouse").await;
-    ask(&c, &mut ws, "warehouse", "@dean remember: invoices close on the 5th").await;
-    let list = c.get("/agents/dean/memory").await.json["memory"].clone();
-    let id = list[0]["id"].as_str().unwrap().to_owned();
-    let other = srv.client_as("other-org", "user:eve", Role::Admin);
-    let r = other.get(&format!("/agents/dean/memory/{id}")).await;
-    assert_eq!(r.status, 404, "{r:?}");
-    assert_eq!(other.delete(&format!("/agents/dean/memory/{id}")).await.status, 404);
-    assert_eq!(c.get(&format!("/agents/dean/memory/{id}")).await.status, 200);
-});
+both_stores!(
+    memory_is_org_scoped,
+    Options {
+        secret: true,
+        ..Options::default()
+    },
+    |srv| {
+        let (_dir, opts) = memory_team();
+        restart_with(
+            &mut srv,
+            Options {
+                secret: true,
+                ..opts
+            },
+        )
+        .await;
+        use polaris_runtime::auth::{DEFAULT_ORG, Role};
+        let c = srv.client_as(DEFAULT_ORG, "user:manu", Role::Admin);
+        let mut ws = floor(&c, "warehouse").await;
+        ask(
+            &c,
+            &mut ws,
+            "warehouse",
+            "@dean remember: invoices close on the 5th",
+        )
+        .await;
+        let list = c.get("/agents/dean/memory").await.json["memory"].clone();
+        let id = list[0]["id"].as_str().unwrap().to_owned();
+        let other = srv.client_as("other-org", "user:eve", Role::Admin);
+        let r = other.get(&format!("/agents/dean/memory/{id}")).await;
+        assert_eq!(r.status, 404, "{r:?}");
+        assert_eq!(
+            other
+                .delete(&format!("/agents/dean/memory/{id}"))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            c.get(&format!("/agents/dean/memory/{id}")).await.status,
+            200
+        );
+    }
+);
 
 /// Starts the test's server again with `opts` (its agents file), on the same database.
 async fn restart_with(srv: &mut TestServer, opts: Options) {

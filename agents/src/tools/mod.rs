@@ -6,5 +6,5 @@
 //! and how to phrase the answer.
 
 pub mod database;
-mod sql;
 pub mod kit;
+mod sql;

@@ -463,7 +463,8 @@ async fn remember_decision(
         let Some(spec) = agents.iter().find(|l| l.spec.id.as_str() == a.agent) else {
             continue;
         };
-        let scope = (spec.spec.context == polaris_registry::ContextMode::Isolated).then_some(key.id);
+        let scope =
+            (spec.spec.context == polaris_registry::ContextMode::Isolated).then_some(key.id);
         st.runtime
             .agent_memory()
             .add(

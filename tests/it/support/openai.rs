@@ -24,7 +24,10 @@ pub enum Reply {
     /// A streamed call of `name` with `arguments` (sent in two pieces, as models do).
     Tool { name: String, arguments: String },
     /// An error status with a JSON error body and, maybe, `Retry-After`.
-    Status { code: u16, retry_after: Option<String> },
+    Status {
+        code: u16,
+        retry_after: Option<String>,
+    },
     /// Accepts the request and never answers.
     Hang,
     /// A 200 event stream whose chunk is not JSON.
@@ -115,7 +118,11 @@ async fn completions(State(s): State<Shared>, headers: HeaderMap, body: String) 
     match reply {
         Reply::Text(t) => {
             let chars: Vec<char> = t.chars().collect();
-            let mut chunks = vec![chunk(&model, json!({"role": "assistant", "content": ""}), None)];
+            let mut chunks = vec![chunk(
+                &model,
+                json!({"role": "assistant", "content": ""}),
+                None,
+            )];
             for piece in chars.chunks(7) {
                 chunks.push(chunk(
                     &model,
@@ -163,7 +170,9 @@ async fn completions(State(s): State<Shared>, headers: HeaderMap, body: String) 
         }
         Reply::Malformed => Response::builder()
             .header("content-type", "text/event-stream")
-            .body(Body::from("data: {\"id\": \"x\", \"choices\": [oops\n\ndata: [DONE]\n\n"))
+            .body(Body::from(
+                "data: {\"id\": \"x\", \"choices\": [oops\n\ndata: [DONE]\n\n",
+            ))
             .unwrap(),
     }
 }
