@@ -266,7 +266,7 @@ fn relevant<'m>(memory: &'m [MemoryFact], question: &str) -> Vec<&'m MemoryFact>
         .filter(|(n, _)| *n > 0)
         .collect();
     // Stable: among equals, the newest (memory comes newest first) leads.
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     scored.into_iter().take(QUOTED).map(|(_, m)| m).collect()
 }
 
