@@ -471,3 +471,54 @@ async fn restart_with(srv: &mut TestServer, opts: Options) {
     srv.opts = opts;
     srv.reopen().await;
 }
+
+// An agent in a process of its own (`polaris agent run`) keeps and recalls memory through
+// the floor's API.
+both_stores!(
+    an_agent_run_on_its_own_remembers_through_the_api,
+    Options::secured(),
+    |srv| {
+        use polaris_runtime::auth::Role;
+        let dir = agents_dir(&crate::answers::TEAM.replacen(
+            "  - id: agent:dean\n",
+            "  - id: agent:dean\n    hosting: external\n",
+            1,
+        ));
+        srv.load_agents(&dir.file).await;
+        let c = srv.client_as("default", "user:manu", Role::Member);
+        let mut ws = floor(&c, "warehouse").await;
+        let states = tempfile::tempdir().unwrap();
+        let run = crate::agent_run::Run::start(&srv, &dir.file, &states.path().join("one")).await;
+        run.until_ready().await;
+        let a = ask(
+            &c,
+            &mut ws,
+            "warehouse",
+            "@dean remember: the ledger closes on the 5th",
+        )
+        .await;
+        assert!(
+            a.starts_with("I'll remember that: the ledger closes on the 5th"),
+            "{a}"
+        );
+        let list = c.get("/agents/dean/memory").await;
+        assert_eq!(
+            list.json["memory"][0]["fact"], "the ledger closes on the 5th",
+            "{list:?}"
+        );
+        let a = ask(
+            &c,
+            &mut ws,
+            "warehouse",
+            "@dean when does the ledger close?",
+        )
+        .await;
+        assert!(a.contains("From memory:") && a.contains("5th"), "{a}");
+        // Only the agent itself (or a service, or an admin) writes its memory.
+        let r = c
+            .post("/agents/dean/memory", json!({"fact": "made up"}))
+            .await;
+        assert_eq!(r.status, 403, "{r:?}");
+        drop(run);
+    }
+);
