@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use polaris_agents::link::{Events, FloorLink, LinkError, Roster, TaskProgress};
+use polaris_agents::link::{Events, FloorLink, LinkError, Remember, Roster, TaskProgress};
 use polaris_protocol::Event;
 use polaris_registry::{AgentSpec, ParticipantId};
-use polaris_runtime::{Committed, ProjectKey};
+use polaris_runtime::{Committed, MemoryFact, ProjectKey};
 use polaris_sidecar::FloorClient;
 use polaris_sidecar::uplink::segment;
 use reqwest::{Method, StatusCode};
@@ -372,6 +372,76 @@ impl FloorLink for RemoteFloor {
             let resp = req.send().await.map_err(LinkError::of)?;
             match resp.status() {
                 StatusCode::CONFLICT => Ok(false),
+                s if s.is_success() => Ok(true),
+                s => Err(LinkError(format!("the floor answered {s}"))),
+            }
+        })
+    }
+
+    fn remember(
+        &self,
+        _org: Arc<str>,
+        f: Remember,
+    ) -> BoxFuture<'static, Result<MemoryFact, LinkError>> {
+        let req = self
+            .floor
+            .request(Method::POST, &self.agent_path(&f.agent, "memory"))
+            .timeout(SLACK)
+            .json(&json!({
+                "fact": f.fact,
+                "project_id": f.project_id,
+                "source_events": f.source_events,
+                "origin": f.origin,
+                "author": f.author,
+            }));
+        Box::pin(async move { ok_json(req.send().await.map_err(LinkError::of)?).await })
+    }
+
+    fn recall(
+        &self,
+        _org: Arc<str>,
+        agent: String,
+        scope: Option<ProjectKey>,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<Vec<MemoryFact>, LinkError>> {
+        let mut path = format!("memory?limit={}", limit.clamp(1, 1000));
+        if let Some(k) = &scope {
+            path.push_str(&format!("&project={}", segment(&k.name)));
+        }
+        let req = self
+            .floor
+            .request(Method::GET, &self.agent_path(&agent, &path))
+            .timeout(SLACK);
+        Box::pin(async move {
+            let v: Value = ok_json(req.send().await.map_err(LinkError::of)?).await?;
+            let mut facts: Vec<MemoryFact> =
+                serde_json::from_value(v["memory"].clone()).map_err(LinkError::of)?;
+            // Without a floor the listing holds every floor's facts too: a shared agent's
+            // memory is the unscoped part.
+            if scope.is_none() {
+                facts.retain(|m| m.project_id.is_none());
+            }
+            Ok(facts)
+        })
+    }
+
+    fn forget(
+        &self,
+        _org: Arc<str>,
+        agent: String,
+        id: Uuid,
+    ) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let req = self
+            .floor
+            .request(
+                Method::DELETE,
+                &self.agent_path(&agent, &format!("memory/{id}")),
+            )
+            .timeout(SLACK);
+        Box::pin(async move {
+            let resp = req.send().await.map_err(LinkError::of)?;
+            match resp.status() {
+                StatusCode::NOT_FOUND => Ok(false),
                 s if s.is_success() => Ok(true),
                 s => Err(LinkError(format!("the floor answered {s}"))),
             }

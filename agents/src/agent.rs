@@ -13,7 +13,7 @@
 //! few times, then logged; a subscription that fails is reopened from the cursor. A
 //! subagent that fails is restarted by its parent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use crate::brain::OfflineBrain;
 use crate::driver::{self, Drive, Signal, Task};
 use crate::health::Health;
 use crate::link::FloorLink;
+use crate::mind::{Mind, Question, RECENT};
 use crate::outbox::Outbox;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
@@ -143,6 +144,10 @@ pub struct Answer {
 pub struct AgentState {
     args: AgentArgs,
     brain: Arc<OfflineBrain>,
+    /// The brains answers come from (the offline one included).
+    mind: Arc<Mind>,
+    /// Recent events per floor, oldest first, for the LLM brain's prompt.
+    recent: HashMap<Uuid, VecDeque<(String, String)>>,
     reader: Reader,
     children: HashMap<ParticipantId, AgentRef>,
     per_floor: DefaultKeyedRateLimiter<Uuid>,
@@ -193,8 +198,11 @@ impl Actor for Agent {
     ) -> Result<AgentState, ActorProcessingErr> {
         let children = std::mem::take(&mut args.children);
         let rate = args.spec.rate;
+        let brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
         let mut state = AgentState {
-            brain: Arc::new(OfflineBrain::new(&args.spec, &args.base_dir)),
+            mind: Arc::new(Mind::new(&args.spec, brain.clone())),
+            recent: HashMap::new(),
+            brain,
             reader: Reader::new(
                 args.link.clone(),
                 args.org.clone(),
@@ -327,13 +335,20 @@ fn on_event(
         track_presence(state, &key, e);
         return;
     }
+    let text = event_text(e);
+    if !text.trim().is_empty() {
+        let recent = state.recent.entry(key.id).or_default();
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((e.sender.to_string(), text.clone()));
+    }
     if e.sender == me || state.left.get(&key.id).copied().unwrap_or(false) {
         return;
     }
     if on_task_event(myself, state, &key, &c) {
         return;
     }
-    let text = event_text(e);
     // `@dean take: …` is a hand-over, which the floor makes (the concierge): the task
     // arrives as a `task` event, not as a question.
     if state.args.router.take(&text).is_some_and(|(a, _)| a == me) {
@@ -370,11 +385,29 @@ fn on_event(
     if tracked {
         state.reader.begin(&key.id, e.seq);
     }
-    let brain = state.brain.clone();
+    let mind = state.mind.clone();
     let me_ref = myself.clone();
-    let question = strip_mentions(&text);
+    let question = Question {
+        link: state.args.link.clone(),
+        org: state.args.org.clone(),
+        agent: me.to_string(),
+        project: key.clone(),
+        event: e.id,
+        asker: e.sender.to_string(),
+        question: strip_mentions(&text),
+        recent: state
+            .recent
+            .get(&key.id)
+            .map(|r| {
+                // The question itself is the last of them: it is asked apart.
+                let n = r.len().saturating_sub(1);
+                r.iter().take(n).cloned().collect()
+            })
+            .unwrap_or_default(),
+        text,
+    };
     tokio::spawn(async move {
-        let content = brain.answer(&question, &text).await;
+        let content = mind.answer(question).await;
         // The agent may have stopped; its saved cursor then still points before this event.
         let _ = me_ref.cast(AgentMsg::Answered(Box::new(Answer {
             project: key,
@@ -658,6 +691,7 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
     state.reader.retain(|p| wanted.contains(p)).await;
     if args.spec != state.args.spec {
         state.brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
+        state.mind = Arc::new(Mind::new(&args.spec, state.brain.clone()));
         state.per_floor = RateLimiter::keyed(quota(args.spec.rate.per_floor_per_minute));
         state.overall = RateLimiter::direct(quota(args.spec.rate.per_agent_per_minute));
     }

@@ -88,29 +88,47 @@ impl OfflineBrain {
     /// Answers `question` (the event's text without the mention), asked in an event whose
     /// whole text is `event_text`.
     pub async fn answer(&self, question: &str, event_text: &str) -> String {
+        match self.answer_found(question, event_text).await {
+            Some(a) => a,
+            None => self.nothing(),
+        }
+    }
+
+    /// Like [`answer`](Self::answer), but `None` where it would say it has nothing.
+    pub async fn answer_found(&self, question: &str, event_text: &str) -> Option<String> {
         if self.secrets
             && let Some(a) = self.scan(event_text)
         {
-            return a;
+            return Some(a);
         }
         if self.database.is_some() {
             match self.database_answer(question).await {
-                Ok(Some(a)) => return a,
+                Ok(Some(a)) => return Some(a),
                 Ok(None) => {}
-                Err(e) => return format!("I could not reach my database: {e}"),
+                Err(e) => return Some(format!("I could not reach my database: {e}")),
             }
         }
-        if let Some(a) = self.quote_knowledge(question) {
-            return a;
-        }
-        self.nothing()
+        self.quote_knowledge(question)
+    }
+
+    /// The knowledge base's passages for `query`, best first.
+    pub(crate) fn search(&self, query: &str, k: usize) -> Vec<crate::knowledge::Hit> {
+        self.knowledge
+            .as_ref()
+            .map(|kb| kb.search(query, k))
+            .unwrap_or_default()
+    }
+
+    /// True when the agent has the secret scanner.
+    pub(crate) fn has_secrets(&self) -> bool {
+        self.secrets
     }
 
     fn passages(&self) -> usize {
         self.knowledge.as_ref().map_or(0, KnowledgeBase::len)
     }
 
-    fn nothing(&self) -> String {
+    pub(crate) fn nothing(&self) -> String {
         let mut tools = Vec::new();
         if self.database.is_some() {
             tools.push("list the tables, show a table's DDL, find columns that hold personal data, or EXPLAIN a query you put in backticks");
@@ -155,7 +173,7 @@ impl OfflineBrain {
     /// Sage: secrets and personal data in the event, never echoed in full — and the
     /// credentials the floor redacted before it stored the event, which were exposed all
     /// the same on their way there.
-    fn scan(&self, event_text: &str) -> Option<String> {
+    pub(crate) fn scan(&self, event_text: &str) -> Option<String> {
         let mut found = secrets::scan(event_text);
         found.extend(redaction::placeholders(event_text));
         found.sort_by_key(|f| f.start);
@@ -261,15 +279,7 @@ impl OfflineBrain {
                 Err(e) => format!("I did not run that: {e}"),
             }));
         }
-        let asks_pii = [
-            "pii",
-            "personal data",
-            "personal information",
-            "sensitive",
-            "gdpr",
-        ]
-        .iter()
-        .any(|k| lower.contains(k));
+        let asks_pii = asks_any(&lower, PII_WORDS);
         if asks_pii {
             let w = self.warehouse().await?;
             let cols = w.pii_columns().await.map_err(|e| e.to_string())?;
@@ -295,17 +305,8 @@ impl OfflineBrain {
             );
             return Ok(Some(out));
         }
-        let wants_schema = [
-            "ddl",
-            "schema",
-            "create table",
-            "columns",
-            "describe",
-            "definition",
-        ]
-        .iter()
-        .any(|k| lower.contains(k));
-        let wants_tables = lower.contains("tables") || lower.contains("what data");
+        let wants_schema = asks_any(&lower, SCHEMA_WORDS);
+        let wants_tables = asks_any(&lower, TABLE_WORDS);
         if !(wants_schema || wants_tables) {
             return Ok(None);
         }
@@ -378,7 +379,34 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn contains_word(text: &str, word: &str) -> bool {
+/// Words that ask about personal data (whole words: "pii" is not in "piing").
+const PII_WORDS: &[&str] = &[
+    "pii",
+    "personal data",
+    "personal information",
+    "sensitive",
+    "gdpr",
+];
+/// Words that ask for a table's definition.
+const SCHEMA_WORDS: &[&str] = &[
+    "ddl",
+    "schema",
+    "schemas",
+    "create table",
+    "column",
+    "columns",
+    "describe",
+    "definition",
+];
+/// Words that ask which tables there are ("tables", never "vegetables").
+const TABLE_WORDS: &[&str] = &["table", "tables", "what data", "which data"];
+
+/// True when `lower` (lowercased) holds one of `phrases` as whole words.
+fn asks_any(lower: &str, phrases: &[&str]) -> bool {
+    phrases.iter().any(|p| contains_word(lower, p))
+}
+
+pub(crate) fn contains_word(text: &str, word: &str) -> bool {
     let b = text.as_bytes();
     text.match_indices(word).any(|(i, _)| {
         let end = i + word.len();
@@ -435,6 +463,19 @@ mod tests {
         );
         assert_eq!(extract_sql("use `int_subscriptions` please"), None);
         assert_eq!(extract_sql("no code here"), None);
+    }
+
+    #[test]
+    fn intents_are_whole_words() {
+        assert!(!asks_any("what vegetables do we grow?", TABLE_WORDS));
+        assert!(asks_any("which tables hold orders?", TABLE_WORDS));
+        assert!(asks_any("what is in the orders table", TABLE_WORDS));
+        assert!(!asks_any("the stablecoin ledger", TABLE_WORDS));
+        assert!(!asks_any("insensitive matching", PII_WORDS));
+        assert!(asks_any("is it sensitive?", PII_WORDS));
+        assert!(!asks_any("the columnist wrote", SCHEMA_WORDS));
+        assert!(asks_any("show the ddl of orders", SCHEMA_WORDS));
+        assert!(!asks_any("the piiano rolled", PII_WORDS));
     }
 
     #[test]

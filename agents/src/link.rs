@@ -14,7 +14,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use polaris_registry::{AgentSpec, ParticipantId};
-use polaris_runtime::{Committed, ProjectKey, Runtime, Start, SubscriptionSpec};
+use polaris_runtime::{
+    Committed, MemoryFact, NewFact, ProjectKey, Runtime, Start, SubscriptionSpec,
+};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -52,6 +54,23 @@ pub struct TaskProgress {
     pub finished: bool,
     /// A `task_stop` is on the floor: why it should stop.
     pub stop: Option<String>,
+}
+
+/// A fact an agent keeps (see [`FloorLink::remember`]).
+#[derive(Debug, Clone)]
+pub struct Remember {
+    /// The agent (`agent:dean`).
+    pub agent: String,
+    /// The floor it is kept for (an isolated agent), or `None` (shared).
+    pub project_id: Option<Uuid>,
+    /// The fact.
+    pub fact: String,
+    /// The events it came from.
+    pub source_events: Vec<Uuid>,
+    /// `remember` or `tool`.
+    pub origin: &'static str,
+    /// Who asked for it to be kept.
+    pub author: Option<String>,
 }
 
 /// The floor, as agents see it. Every method may fail with a [`LinkError`]; none blocks
@@ -127,6 +146,31 @@ pub trait FloorLink: Send + Sync + 'static {
         name: String,
         holder: String,
         term: i64,
+    ) -> BoxFuture<'static, Result<bool, LinkError>>;
+
+    /// Keeps a fact in an agent's memory (the same text in the same scope is kept once).
+    fn remember(
+        &self,
+        org: Arc<str>,
+        fact: Remember,
+    ) -> BoxFuture<'static, Result<MemoryFact, LinkError>>;
+
+    /// An agent's facts of one scope (`Some(floor)`: an isolated agent's on that floor;
+    /// `None`: a shared agent's), newest first, at most `limit`.
+    fn recall(
+        &self,
+        org: Arc<str>,
+        agent: String,
+        scope: Option<ProjectKey>,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<Vec<MemoryFact>, LinkError>>;
+
+    /// Forgets one fact of an agent; false when it had no such fact.
+    fn forget(
+        &self,
+        org: Arc<str>,
+        agent: String,
+        id: Uuid,
     ) -> BoxFuture<'static, Result<bool, LinkError>>;
 }
 
@@ -279,5 +323,55 @@ impl FloorLink for Local {
                 .await
                 .map_err(LinkError::of)
         })
+    }
+
+    fn remember(
+        &self,
+        org: Arc<str>,
+        f: Remember,
+    ) -> BoxFuture<'static, Result<MemoryFact, LinkError>> {
+        let memory = self.runtime.agent_memory();
+        Box::pin(async move {
+            memory
+                .add(
+                    &org,
+                    NewFact {
+                        agent: &f.agent,
+                        project_id: f.project_id,
+                        fact: &f.fact,
+                        source_events: &f.source_events,
+                        origin: f.origin,
+                        author: f.author.as_deref(),
+                    },
+                )
+                .await
+                .map_err(LinkError::of)
+        })
+    }
+
+    fn recall(
+        &self,
+        org: Arc<str>,
+        agent: String,
+        scope: Option<ProjectKey>,
+        limit: i64,
+    ) -> BoxFuture<'static, Result<Vec<MemoryFact>, LinkError>> {
+        let memory = self.runtime.agent_memory();
+        Box::pin(async move {
+            memory
+                .in_scope(&org, &agent, scope.map(|k| k.id), limit)
+                .await
+                .map_err(LinkError::of)
+        })
+    }
+
+    fn forget(
+        &self,
+        org: Arc<str>,
+        agent: String,
+        id: Uuid,
+    ) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let memory = self.runtime.agent_memory();
+        Box::pin(async move { memory.delete(&org, &agent, id).await.map_err(LinkError::of) })
     }
 }

@@ -21,6 +21,7 @@ pub use file::{AgentFile, RegistryError};
 pub use identity::{IdentityError, MAX_PARTICIPANT_LEN, ParticipantId, ParticipantKind};
 pub use persona::{Persona, PersonaInfo};
 pub use spec::{
-    AgentSpec, Brain, ContextMode, DEFAULT_MAX_HOPS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool,
-    Hosting, RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
+    AgentSpec, Brain, ContextMode, DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_HOPS, DEFAULT_MAX_TOKENS,
+    DEFAULT_MAX_TURNS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool, Hosting, LlmBrain, RateSpec,
+    SecretsTool, SpecIssue, Tools, check, check_one,
 };

@@ -100,15 +100,125 @@ pub enum ContextMode {
     Isolated,
 }
 
-/// What produces an agent's answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// What produces an agent's answers: `brain: offline` (the default), or
+/// `brain: {kind: llm, endpoint, model, api_key: env:NAME, …}`.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Brain {
     /// Tools and knowledge documents, no network.
     #[default]
     Offline,
-    /// An OpenAI-compatible model (not available yet; rejected by [`check`]).
-    Llm,
+    /// An OpenAI-compatible chat-completions endpoint, with the agent's tools as functions.
+    Llm(LlmBrain),
+}
+
+/// Default answer budget of the LLM brain, in tokens.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+/// Default model turns (each tool round is one) before the brain answers with what it has.
+pub const DEFAULT_MAX_TURNS: u32 = 6;
+/// Default wall time for one answer, all turns and retries included.
+pub const DEFAULT_LLM_TIMEOUT: &str = "60s";
+
+/// An OpenAI-compatible model (OpenAI, vLLM, Ollama, llama.cpp's server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmBrain {
+    /// The API's base URL, up to and including its version (`http://localhost:11434/v1`).
+    pub endpoint: String,
+    /// The model name the endpoint knows.
+    pub model: String,
+    /// The API key, as a reference (`env:NAME` or `file:PATH`), resolved when used: the key
+    /// itself is never written down, logged or returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Sampling temperature (0..=2); the endpoint's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Most tokens the model may write per turn.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Most model turns per answer.
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    /// Wall time for one answer, retries included (`30s`, `2m`).
+    #[serde(default = "default_llm_timeout")]
+    pub timeout: String,
+}
+
+fn default_max_tokens() -> u32 {
+    DEFAULT_MAX_TOKENS
+}
+
+fn default_max_turns() -> u32 {
+    DEFAULT_MAX_TURNS
+}
+
+fn default_llm_timeout() -> String {
+    DEFAULT_LLM_TIMEOUT.into()
+}
+
+impl LlmBrain {
+    /// The wall time for one answer (the default when `timeout` does not parse, which
+    /// [`check`] refuses anyway).
+    pub fn timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.timeout).unwrap_or(std::time::Duration::from_secs(60))
+    }
+}
+
+impl Serialize for Brain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            llm: &'a LlmBrain,
+        }
+        match self {
+            // Written as before, so stored definitions read the same.
+            Brain::Offline => s.serialize_str("offline"),
+            Brain::Llm(l) => Tagged {
+                kind: "llm",
+                llm: l,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Brain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Brain, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        let (kind, rest) = match v {
+            serde_json::Value::String(k) => (k, None),
+            serde_json::Value::Object(mut m) => {
+                let kind = match m.remove("kind") {
+                    Some(serde_json::Value::String(k)) => k,
+                    Some(_) => return Err(D::Error::custom("kind: must be offline or llm")),
+                    None => return Err(D::Error::custom("missing field `kind` (offline or llm)")),
+                };
+                (kind, Some(m))
+            }
+            _ => {
+                return Err(D::Error::custom(
+                    "expected offline or a map with kind: llm, endpoint and model",
+                ));
+            }
+        };
+        match (kind.as_str(), rest) {
+            ("offline", None) => Ok(Brain::Offline),
+            ("offline", Some(m)) if m.is_empty() => Ok(Brain::Offline),
+            ("offline", Some(_)) => Err(D::Error::custom("the offline brain takes no settings")),
+            ("llm", Some(m)) => serde_json::from_value(serde_json::Value::Object(m))
+                .map(Brain::Llm)
+                .map_err(D::Error::custom),
+            ("llm", None) => Err(D::Error::custom(
+                "an llm brain needs its settings: {kind: llm, endpoint: URL, model: NAME}",
+            )),
+            (other, _) => Err(D::Error::custom(format!(
+                "unknown brain kind {other:?}: expected offline or llm"
+            ))),
+        }
+    }
 }
 
 /// Tool settings.
@@ -297,11 +407,8 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
             );
         }
     }
-    if s.brain == Brain::Llm {
-        bad(
-            "brain",
-            "the llm brain is not available in this version; use offline".into(),
-        );
+    if let Brain::Llm(l) = &s.brain {
+        check_llm(l, &mut bad);
     }
     for (i, k) in s.knowledge.iter().enumerate() {
         if k.trim().is_empty() {
@@ -334,6 +441,48 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
         bad("passive_threshold", "must be between 0 and 1".into());
     }
     out
+}
+
+/// The LLM brain's settings; messages never repeat `api_key` (it may be a key pasted where
+/// a reference belongs).
+fn check_llm(l: &LlmBrain, bad: &mut impl FnMut(&str, String)) {
+    let e = l.endpoint.trim();
+    if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() > 2000 {
+        bad(
+            "brain.endpoint",
+            "must be an http:// or https:// URL (the API base, e.g. http://localhost:11434/v1)"
+                .into(),
+        );
+    }
+    if l.model.trim().is_empty() || l.model.chars().count() > 200 {
+        bad("brain.model", "must be 1 to 200 characters".into());
+    }
+    if let Some(k) = &l.api_key
+        && SecretRef::parse(k).is_err()
+    {
+        bad(
+            "brain.api_key",
+            "must be a reference (env:NAME or file:PATH), never the key itself".into(),
+        );
+    }
+    if l.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+        bad("brain.temperature", "must be between 0 and 2".into());
+    }
+    if !(1..=32_768).contains(&l.max_tokens) {
+        bad("brain.max_tokens", "must be between 1 and 32768".into());
+    }
+    if !(1..=20).contains(&l.max_turns) {
+        bad("brain.max_turns", "must be between 1 and 20".into());
+    }
+    match humantime::parse_duration(&l.timeout) {
+        Ok(d)
+            if d >= std::time::Duration::from_millis(100)
+                && d <= std::time::Duration::from_secs(600) => {}
+        _ => bad(
+            "brain.timeout",
+            "must be a duration from 100ms to 10m, such as 30s".into(),
+        ),
+    }
 }
 
 /// A database URL is a secret when it holds a password: then only a reference may be
@@ -435,6 +584,61 @@ mod tests {
         s.tags = vec!["Data".into()];
         let fields: Vec<String> = check(&[s]).into_iter().map(|i| i.field).collect();
         assert_eq!(fields, ["tags[0]", "max_hops", "passive_threshold"]);
+    }
+
+    #[test]
+    fn brains_are_offline_or_llm_with_settings() {
+        let dean: AgentSpec =
+            serde_yaml::from_str("id: agent:dean\nname: Dean\nbrain: offline\n").unwrap();
+        assert_eq!(dean.brain, Brain::Offline);
+        assert_eq!(serde_json::to_value(&dean).unwrap()["brain"], "offline");
+        let yaml = "id: agent:dean\nname: Dean\nbrain:\n  kind: llm\n  endpoint: http://127.0.0.1:8000/v1\n  model: qwen\n  api_key: env:DEAN_KEY\n  temperature: 0.2\n  timeout: 20s\n";
+        let dean: AgentSpec = serde_yaml::from_str(yaml).unwrap();
+        let Brain::Llm(l) = &dean.brain else {
+            panic!("{:?}", dean.brain)
+        };
+        assert_eq!(
+            (l.max_tokens, l.max_turns),
+            (DEFAULT_MAX_TOKENS, DEFAULT_MAX_TURNS)
+        );
+        assert_eq!(l.timeout(), std::time::Duration::from_secs(20));
+        assert!(check_one(&dean).is_empty(), "{:?}", check_one(&dean));
+        // Round trip through the agents table's JSON.
+        let back: AgentSpec = serde_json::from_value(serde_json::to_value(&dean).unwrap()).unwrap();
+        assert_eq!(back, dean);
+        let bad = serde_yaml::from_str::<AgentSpec>(
+            "id: agent:x\nname: X\nbrain: {kind: llm, endpoint: http://x, model: m, mdoel: n}\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("mdoel"));
+        assert!(serde_yaml::from_str::<AgentSpec>("id: agent:x\nname: X\nbrain: llm\n").is_err());
+        let mut x = spec("agent:x");
+        x.brain = Brain::Llm(LlmBrain {
+            endpoint: "localhost:1".into(),
+            model: String::new(),
+            api_key: Some("sk-live-1234567890".into()),
+            temperature: Some(3.0),
+            max_tokens: 0,
+            max_turns: 0,
+            timeout: "soon".into(),
+        });
+        let issues = check_one(&x);
+        let fields: Vec<&str> = issues.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "brain.endpoint",
+                "brain.model",
+                "brain.api_key",
+                "brain.temperature",
+                "brain.max_tokens",
+                "brain.max_turns",
+                "brain.timeout"
+            ]
+        );
+        assert!(
+            issues.iter().all(|(_, m)| !m.contains("sk-live")),
+            "{issues:?}"
+        );
     }
 
     #[test]

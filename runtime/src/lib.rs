@@ -40,8 +40,8 @@ pub use session::SYSTEM_SENDER;
 #[cfg(feature = "fault-injection")]
 pub use session::Seat;
 pub use store::{
-    Backend, Lease, ProjectKey, SlackCursor, SlackFence, SlackFloor, SlackLinks, SlackTarget,
-    Store, StoreError,
+    AgentMemory, Backend, Lease, MAX_FACT_CHARS, MemoryFact, NewFact, ProjectKey, SlackCursor,
+    SlackFence, SlackFloor, SlackLinks, SlackTarget, Store, StoreError,
 };
 pub use subscription::{Start, SubscriptionSpec};
 pub use tasks::{Budget, HandedTask, NewTask, TaskView};

@@ -140,6 +140,11 @@ impl Runtime {
         )
     }
 
+    /// What agents remember.
+    pub fn agent_memory(&self) -> crate::store::AgentMemory {
+        crate::store::AgentMemory::new(self.inner.store.clone())
+    }
+
     /// The Slack bridge's tables.
     pub fn slack_links(&self) -> crate::store::SlackLinks {
         crate::store::SlackLinks::new(self.inner.store.clone())

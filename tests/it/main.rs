@@ -14,6 +14,7 @@ mod answers;
 mod api;
 mod auth;
 mod bad_input;
+mod brain;
 mod container;
 mod dashboard;
 mod hook;

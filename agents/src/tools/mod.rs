@@ -6,4 +6,5 @@
 //! and how to phrase the answer.
 
 pub mod database;
+pub mod kit;
 mod sql;

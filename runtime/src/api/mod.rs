@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod hosting;
 mod leases;
+mod memory;
 mod misc;
 mod projects;
 mod sessions;
@@ -283,6 +284,11 @@ fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
                 .delete(leases::release),
         )
         .route("/agents/{id}/roster", get(hosting::get_roster))
+        .route("/agents/{id}/memory", get(memory::list).post(memory::add))
+        .route(
+            "/agents/{id}/memory/{mid}",
+            get(memory::get).delete(memory::delete),
+        )
         .route(
             "/agents/{id}/cursors",
             get(hosting::get_cursor).put(hosting::save_cursors),

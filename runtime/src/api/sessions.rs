@@ -447,7 +447,7 @@ pub(super) async fn annotate_as(
         AnnotationKind::Tag => "tag",
         AnnotationKind::Decision => "decision",
     };
-    Ok(st
+    let id = st
         .runtime
         .store()
         .add_annotation(
@@ -458,7 +458,13 @@ pub(super) async fn annotate_as(
             kind,
             body.value.as_deref(),
         )
-        .await?)
+        .await?;
+    if body.kind == AnnotationKind::Decision
+        && let Some(decision) = body.value.as_deref().filter(|v| !v.trim().is_empty())
+    {
+        remember_decision(st, &opened.key, session, body.event_id, decision).await?;
+    }
+    Ok(id)
 }
 
 pub(super) async fn annotations(
@@ -474,4 +480,41 @@ pub(super) async fn annotations(
         .list_annotations(&opened.key, &session)
         .await?;
     Ok(Json(json!({"annotations": list})))
+}
+
+/// A decision taken on a floor becomes a memory of every agent on it: of the floor, for an
+/// isolated agent; the agent's own, for a shared one.
+async fn remember_decision(
+    st: &AppState,
+    key: &crate::store::ProjectKey,
+    session: &str,
+    event: Option<Uuid>,
+    decision: &str,
+) -> Result<(), ApiError> {
+    let directory = st.runtime.directory();
+    let agents = directory.agents(&key.org).await?;
+    let fact = format!("Decided on {} ({session}): {}", key.name, decision.trim());
+    let sources: Vec<Uuid> = event.into_iter().collect();
+    for a in directory.floor_agents(key).await? {
+        let Some(spec) = agents.iter().find(|l| l.spec.id.as_str() == a.agent) else {
+            continue;
+        };
+        let scope =
+            (spec.spec.context == polaris_registry::ContextMode::Isolated).then_some(key.id);
+        st.runtime
+            .agent_memory()
+            .add(
+                &key.org,
+                crate::store::NewFact {
+                    agent: &a.agent,
+                    project_id: scope,
+                    fact: &fact,
+                    source_events: &sources,
+                    origin: "decision",
+                    author: None,
+                },
+            )
+            .await?;
+    }
+    Ok(())
 }

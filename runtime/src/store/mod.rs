@@ -20,7 +20,7 @@
 //!
 //! One module per concern, each written once for both engines: `orgs` (orgs, users,
 //! projects, members), `sessions`, `events` (reads and the append), `agents` (the
-//! agents table, floor memberships, cursors), `leases`, `annotations` and `search`. A query is
+//! agents table, floor memberships, cursors), `leases`, `annotations`, `memory` and `search`. A query is
 //! one SQL text with `$n` placeholders (sqlx's SQLite driver numbers them as PostgreSQL
 //! does), run through `run!`, `execute!` or `fetch!`, which expand it for whichever
 //! engine the store holds; rows decode through one `FromRow` struct per table. Values the
@@ -122,6 +122,7 @@ mod annotations;
 mod column;
 mod events;
 mod leases;
+mod memory;
 mod notify;
 mod orgs;
 mod postgres;
@@ -141,6 +142,7 @@ use uuid::Uuid;
 pub(crate) use agents::{JoinReason, LeaveReason};
 pub(crate) use events::{Append, Effect, Fence, NewEvent, Rejected};
 pub use leases::Lease;
+pub use memory::{AgentMemory, MAX_FACT_CHARS, MemoryFact, NewFact};
 pub(crate) use search::SearchQuery;
 pub use slack::{Fence as SlackFence, SlackCursor, SlackFloor, SlackLinks, SlackTarget};
 pub(crate) use web::SignIn;

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod openai;
 pub mod slack;
 
 use std::time::Duration;
