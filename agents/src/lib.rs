@@ -18,6 +18,7 @@ pub mod knowledge;
 pub mod link;
 pub mod mentions;
 pub mod outbox;
+pub mod passive;
 mod reader;
 pub mod reload;
 pub mod route;

@@ -22,5 +22,6 @@ pub use identity::{IdentityError, MAX_PARTICIPANT_LEN, ParticipantId, Participan
 pub use persona::{Persona, PersonaInfo};
 pub use spec::{
     AgentSpec, Brain, ContextMode, DEFAULT_MAX_HOPS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool,
-    Hosting, RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
+    Examples, Hosting, Passive, PassiveSignal, RateSpec, SecretsTool, SpecIssue, Tools, check,
+    check_one,
 };

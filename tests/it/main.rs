@@ -21,6 +21,7 @@ mod install;
 mod leases;
 mod mcp;
 mod nodes;
+mod passive;
 mod process;
 mod recover;
 mod sidecar;
