@@ -188,6 +188,8 @@ async fn ingest(
             let _ = stopped.await;
         },
     ));
+    // Every reqwest client runs on rustls' ring provider, installed once per process.
+    polaris_sidecar::uplink::install_tls_provider();
     let http = reqwest::Client::new();
     http.post(format!("{base}/projects"))
         .json(&serde_json::json!({"name": "bench", "tags": ["data", "security", "marketing", "sales"]}))
