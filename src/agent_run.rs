@@ -192,6 +192,8 @@ async fn serve(
             Uuid::new_v4().simple()
         ),
         lease_ttl: args.lease_ttl,
+        // Passive monitoring runs in `polaris serve` (where the model is configured).
+        passive: None,
     })
     .await
     .context("starting the agent")?;

@@ -162,7 +162,9 @@ enum AgentsCommand {
         org: String,
     },
     /// Route events read as JSON lines `{"text", "source", "sender"?}` on stdin; prints
-    /// `{"mentions", "responders"}` per line, decided as the live floor decides.
+    /// `{"mentions", "responders", "passive"}` per line, decided as the live floor decides:
+    /// with no mention, the responders are the agents passive monitoring would have speak
+    /// up, and `passive` holds every top-level agent's score.
     Route {
         /// The agents file.
         #[arg(long, env = "POLARIS_AGENTS", value_name = "FILE")]
@@ -170,6 +172,10 @@ enum AgentsCommand {
         /// Also print the rules behind each decision.
         #[arg(long)]
         explain: bool,
+        /// The passive-monitoring model (all-MiniLM-L6-v2, sentence-transformers layout);
+        /// without it only the first stage (precise signals) runs.
+        #[arg(long, env = "POLARIS_MODEL_DIR", value_name = "DIR")]
+        model_dir: Option<PathBuf>,
     },
 }
 
@@ -194,6 +200,10 @@ struct ServeArgs {
     /// Named agents (agents.yaml); reloaded when the file changes or on SIGHUP.
     #[arg(long, env = "POLARIS_AGENTS", value_name = "FILE")]
     agents: Option<PathBuf>,
+    /// Passive monitoring's model (all-MiniLM-L6-v2, sentence-transformers layout);
+    /// without it only the first stage (precise signals) runs.
+    #[arg(long, env = "POLARIS_MODEL_DIR", value_name = "DIR")]
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -369,6 +379,7 @@ fn serve(args: ServeArgs, env: &Env) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         config: args.config,
         agents: args.agents,
+        model_dir: args.model_dir,
     };
     let config = ServerConfig::load(&overrides, env)?;
     // A broken agents file stops the start, with its file:line:column.
@@ -411,9 +422,25 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
         ),
         None => None,
     };
-    let host = AgentHost::start(runtime.clone())
-        .await
-        .context("starting the agents")?;
+    // Passive monitoring: the model loads (and its hash is checked) before anything
+    // serves; a bad model directory stops the start with the file it names.
+    let passive = if config.passive.enabled {
+        let embedder = match &config.passive.model_dir {
+            Some(dir) => Some(std::sync::Arc::new(
+                polaris_passive::Embedder::load(dir).context("loading passive.model_dir")?,
+            )),
+            None => None,
+        };
+        tracing::info!(model = embedder.is_some(), "passive monitoring on");
+        Some(polaris_agents::passive::Passive::start(embedder))
+    } else {
+        None
+    };
+    let host = match &passive {
+        Some(p) => AgentHost::start_watching(runtime.clone(), p.clone()).await,
+        None => AgentHost::start(runtime.clone()).await,
+    }
+    .context("starting the agents")?;
     let slack = match &config.slack {
         Some(c) => Some(
             polaris_slack::SlackBridge::start(
@@ -465,6 +492,9 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
         r.abort();
     }
     host.shutdown().await;
+    if let Some(p) = passive {
+        p.stop();
+    }
     runtime.shutdown().await;
     store.close().await;
     tracing::info!("bye");
@@ -634,6 +664,7 @@ fn login_link(args: LoginLinkArgs, env: &Env) -> anyhow::Result<()> {
         config: args.config,
         agents: None,
         metrics_listen: None,
+        model_dir: None,
     };
     let config = ServerConfig::load(&overrides, env)?;
     if config.jwt_secret.is_none() {
@@ -745,9 +776,18 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AgentsCommand::Route { agents, explain } => {
+        AgentsCommand::Route {
+            agents,
+            explain,
+            model_dir,
+        } => {
             let file = AgentFile::load(&agents)?;
             let router = Router::new(&file.agents);
+            let embedder = match &model_dir {
+                Some(dir) => Some(std::sync::Arc::new(polaris_passive::Embedder::load(dir)?)),
+                None => None,
+            };
+            let scorer = polaris_agents::passive::scorer(&file.agents, &file.base_dir, embedder)?;
             let stdin = std::io::stdin();
             let mut out = std::io::stdout().lock();
             let mut bad = 0usize;
@@ -756,7 +796,7 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let answer = match route_line(&router, &line, explain) {
+                let answer = match route_line(&router, &scorer, &line, explain) {
                     Ok(v) => v,
                     Err(e) => {
                         bad += 1;
@@ -774,19 +814,55 @@ fn agents_command(cmd: AgentsCommand) -> anyhow::Result<()> {
 }
 
 /// One `polaris agents route` input line: `{"text", "source", "sender"?}`.
-fn route_line(router: &Router, line: &str, explain: bool) -> Result<serde_json::Value, String> {
+fn route_line(
+    router: &Router,
+    scorer: &polaris_passive::Scorer,
+    line: &str,
+    explain: bool,
+) -> Result<serde_json::Value, String> {
     #[derive(serde::Deserialize)]
     struct Input {
         text: String,
+        /// `tool` marks a tool call or its output (failing-job signals read only those).
         #[serde(default)]
-        #[allow(dead_code)] // the source does not change who is addressed (yet)
         source: Option<String>,
         #[serde(default)]
         sender: Option<ParticipantId>,
     }
     let input: Input = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let r = router.route(&input.text, input.sender.as_ref(), explain);
-    serde_json::to_value(&r).map_err(|e| e.to_string())
+    let mut r = router.route(&input.text, input.sender.as_ref(), explain);
+    // As on the floor: nobody speaks up unasked on an event that addresses someone, nor on
+    // an agent's own post.
+    let watched = r.mentions.is_empty() && !input.sender.as_ref().is_some_and(|s| s.is_agent());
+    let scores = if watched {
+        let one = polaris_passive::Input {
+            text: &input.text,
+            tool_output: input.source.as_deref() == Some("tool"),
+        };
+        scorer
+            .score(&[one])
+            .map_err(|e| e.to_string())?
+            .pop()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for s in scores.iter().filter(|s| s.fires) {
+        if let Ok(id) = ParticipantId::parse(&s.agent) {
+            r.responders.push(id);
+        }
+    }
+    if explain && watched {
+        r.explain.push(if scorer.has_model() {
+            "nobody is addressed: passive monitoring scored it (first stage, then the model)".into()
+        } else {
+            "nobody is addressed: passive monitoring scored it (first stage only: no --model-dir)"
+                .into()
+        });
+    }
+    let mut v = serde_json::to_value(&r).map_err(|e| e.to_string())?;
+    v["passive"] = serde_json::to_value(&scores).map_err(|e| e.to_string())?;
+    Ok(v)
 }
 
 #[cfg(test)]

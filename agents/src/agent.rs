@@ -35,6 +35,7 @@ use crate::health::Health;
 use crate::link::FloorLink;
 use crate::mind::{Mind, Question, RECENT};
 use crate::outbox::Outbox;
+use crate::passive::{Job, Passive};
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
 use crate::text::{event_text, hops};
@@ -45,6 +46,11 @@ const FLUSH_EVERY: Duration = Duration::from_secs(2);
 const POST_ATTEMPTS: u32 = 5;
 /// At most one rate-limit notice per floor per this long.
 const NOTICE_EVERY: Duration = Duration::from_secs(60);
+/// Passive advice is rate-limited more strictly than answers: this fraction of the
+/// agent's per-floor answer rate (at least one a minute).
+const PASSIVE_SHARE: u32 = 4;
+/// Things already advised on, kept per session, and sessions kept.
+const ADVISED_KEPT: (usize, usize) = (200, 1_000);
 
 pub use crate::text::ANSWER_NAMESPACE;
 
@@ -80,6 +86,8 @@ pub struct AgentArgs {
     /// The term of the lease it runs under: every post carries it, and the floor refuses
     /// them once another instance took the lease over. `None`: it runs unleased.
     pub term: Option<i64>,
+    /// Passive monitoring, if the process runs it (top-level agents only use it).
+    pub passive: Option<Passive>,
 }
 
 impl AgentArgs {
@@ -96,6 +104,8 @@ impl AgentArgs {
             floors,
             children: Vec::new(),
             term: self.term,
+            // Subagents are reached through their parent: they never speak up unasked.
+            passive: None,
         }
     }
 }
@@ -121,6 +131,15 @@ pub enum AgentMsg {
     /// A task the agent drove (its `task` event at this seq) has ended, its `Stop` on the
     /// floor.
     TaskEnded(Uuid, String, i64),
+    /// Passive monitoring scored an unaddressed event for this agent (`None`: it did
+    /// not, the job was shed or the scorer failed).
+    Scored(
+        ProjectKey,
+        Arc<Committed>,
+        Option<Box<polaris_passive::Score>>,
+    ),
+    /// Passive advice is written and ready to post.
+    Advise(Box<Answer>),
 }
 
 /// A task the agent is driving, by (floor, session).
@@ -163,6 +182,10 @@ pub struct AgentState {
     /// Recent injects in sessions it does not drive (yet): advice given before a task is
     /// handed over is the first thing the task takes in.
     advice: HashMap<(Uuid, String), Vec<(String, String)>>,
+    /// Passive advice per floor (stricter than answers).
+    passive_rate: DefaultKeyedRateLimiter<Uuid>,
+    /// What it already advised on, per (floor, session): it never repeats itself.
+    advised: HashMap<(Uuid, String), Vec<String>>,
 }
 
 /// Injects kept per session for a task to come, and sessions kept.
@@ -184,6 +207,10 @@ impl Agent {
 
 fn quota(per_minute: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN))
+}
+
+fn passive_quota(per_floor_per_minute: u32) -> Quota {
+    quota((per_floor_per_minute / PASSIVE_SHARE).max(1))
 }
 
 impl Actor for Agent {
@@ -221,6 +248,8 @@ impl Actor for Agent {
             flusher: Some(myself.send_interval(FLUSH_EVERY, || AgentMsg::Flush)),
             driving: HashMap::new(),
             advice: HashMap::new(),
+            passive_rate: RateLimiter::keyed(passive_quota(rate.per_floor_per_minute)),
+            advised: HashMap::new(),
             args,
         };
         for key in state.args.floors.clone() {
@@ -277,6 +306,17 @@ impl Actor for Agent {
                 state.driving.remove(&(project, session));
                 state.reader.done(&project, seq);
             }
+            AgentMsg::Scored(key, c, score) => {
+                let (project, seq) = (key.id, c.event.seq);
+                let advising = match score {
+                    Some(s) => on_scored(&myself, state, key, c, *s),
+                    None => false,
+                };
+                if !advising {
+                    state.reader.done(&project, seq);
+                }
+            }
+            AgentMsg::Advise(a) => post_advice(&myself, state, *a).await,
         }
         Ok(())
     }
@@ -357,6 +397,9 @@ fn on_event(
     if !delegated {
         let routing = state.args.router.route(&text, Some(&e.sender), false);
         if !routing.responders.contains(&me) {
+            if routing.mentions.is_empty() {
+                watch(myself, state, key, c, text);
+            }
             return;
         }
     }
@@ -646,6 +689,174 @@ fn on_task_event(
     true
 }
 
+/// Hands an event nobody addressed to passive monitoring, when this agent watches: a
+/// top-level agent with passive advice on, and the event written by a person or a tool
+/// (never by an agent, so agents do not advise each other in circles).
+fn watch(
+    myself: &AgentRef,
+    state: &mut AgentState,
+    key: ProjectKey,
+    c: Arc<Committed>,
+    text: String,
+) {
+    let spec = &state.args.spec;
+    let Some(passive) = &state.args.passive else {
+        return;
+    };
+    let e = &c.event;
+    if spec.parent.is_some()
+        || !spec.passive.enabled
+        || !matches!(e.source, Source::Hook | Source::Slack | Source::Reply)
+        || e.sender.is_agent()
+        || text.trim().is_empty()
+    {
+        return;
+    }
+    let tool_output = e.kind == "PreToolUse" || e.kind == "PostToolUse";
+    let me = myself.clone();
+    let (event, c2, key2) = (e.id, c.clone(), key.clone());
+    // The read position stays below the event until its advice is on the floor (or none
+    // is to be given), so a restart scores it again rather than losing it.
+    state.reader.begin(&key.id, e.seq);
+    passive.submit(Job {
+        org: state.args.org.clone(),
+        router: state.args.router.clone(),
+        base_dir: state.args.base_dir.clone(),
+        event,
+        text,
+        tool_output,
+        agent: spec.id.to_string(),
+        reply: Box::new(move |score| {
+            // The agent may have stopped: its saved cursor then still points before this
+            // event.
+            let _ = me.cast(AgentMsg::Scored(key2, c2, score.map(Box::new)));
+        }),
+    });
+}
+
+/// What an advice is about, for "never the same thing twice in a session": the signal
+/// (a secret's kind, the failing tool) or the written example the event is nearest to.
+fn advice_topic(score: &polaris_passive::Score) -> String {
+    match score.stage {
+        polaris_passive::Stage::Signal => score
+            .why
+            .split(" on line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        _ => score.why.clone(),
+    }
+}
+
+/// A score came back: above the threshold, new for the session and within the passive
+/// rate, the brain writes the advice. True when advice is on its way (the event is done
+/// once it is on the floor).
+fn on_scored(
+    myself: &AgentRef,
+    state: &mut AgentState,
+    key: ProjectKey,
+    c: Arc<Committed>,
+    score: polaris_passive::Score,
+) -> bool {
+    let me = &state.args.spec.id;
+    if !score.fires || state.left.get(&key.id).copied().unwrap_or(false) {
+        return false;
+    }
+    let Some(session) = c.event.session.clone() else {
+        return false;
+    };
+    let topic = advice_topic(&score);
+    let slot = (key.id, session);
+    if state.advised.get(&slot).is_some_and(|t| t.contains(&topic)) {
+        metrics::counter!("polaris_passive_advice_total", "outcome" => "repeat").increment(1);
+        tracing::debug!(agent = %me, event = %c.event.id, "passive: already advised on this in the session");
+        return false;
+    }
+    if state.passive_rate.check_key(&key.id).is_err() {
+        metrics::counter!("polaris_passive_advice_total", "outcome" => "rate_limited").increment(1);
+        tracing::info!(agent = %me, event = %c.event.id, "passive: advice held back by its rate limit");
+        return false;
+    }
+    if state.advised.len() >= ADVISED_KEPT.1 && !state.advised.contains_key(&slot) {
+        state.advised.clear();
+    }
+    let topics = state.advised.entry(slot).or_default();
+    if topics.len() >= ADVISED_KEPT.0 {
+        topics.remove(0);
+    }
+    topics.push(topic);
+    tracing::info!(agent = %me, event = %c.event.id, score = score.score, stage = ?score.stage, "passive: offering advice");
+    let brain = state.brain.clone();
+    let me_ref = myself.clone();
+    let name = state.args.spec.shown_name().to_owned();
+    let text = event_text(&c.event);
+    tokio::spawn(async move {
+        let body = brain.answer(&text, &text).await;
+        let content = format!(
+            "{name}, unasked: this looks like my area ({why}, score {score:.2}).\n\n{body}",
+            why = score.why,
+            score = score.score,
+        );
+        // The agent may have stopped: the advice goes with it.
+        let _ = me_ref.cast(AgentMsg::Advise(Box::new(Answer {
+            project: key,
+            event: c,
+            content,
+            attempts: 0,
+            tracked: true,
+        })));
+    });
+    true
+}
+
+/// Posts passive advice: an `advice` event in the session, which the sidecar queues for
+/// the session's coding agent at its next prompt. Retried like answers.
+async fn post_advice(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
+    let Some(session) = a.event.event.session.clone() else {
+        return;
+    };
+    let incoming = reply_to(
+        &state.args.spec,
+        state.args.term,
+        &a.event,
+        "advice",
+        Source::Agent,
+        &a.content,
+    );
+    match state
+        .args
+        .outbox
+        .post(&state.args.org, &a.project, &session, incoming)
+        .await
+    {
+        Ok(delivered) => {
+            metrics::counter!("polaris_passive_advice_total", "outcome" => "posted").increment(1);
+            let (me, project, seq) = (myself.clone(), a.project.id, a.event.event.seq);
+            tokio::spawn(async move {
+                delivered.await;
+                let _ = me.cast(AgentMsg::Delivered(project, seq));
+            });
+            return;
+        }
+        Err(e) if a.attempts + 1 < POST_ATTEMPTS => {
+            a.attempts += 1;
+            tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "advice not posted; retrying");
+            let delay = Duration::from_millis(200 << a.attempts);
+            let me = myself.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                // The agent may have stopped: the advice goes with it.
+                let _ = me.cast(AgentMsg::Advise(Box::new(a)));
+            });
+            return;
+        }
+        Err(e) => {
+            tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "advice dropped after retries")
+        }
+    }
+    state.reader.done(&a.project.id, a.event.event.seq);
+}
+
 /// Tells the session, at most once a minute per floor, that the agent is holding back.
 fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
     let now = Instant::now();
@@ -693,6 +904,7 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
         state.brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
         state.mind = Arc::new(Mind::new(&args.spec, state.brain.clone()));
         state.per_floor = RateLimiter::keyed(quota(args.spec.rate.per_floor_per_minute));
+        state.passive_rate = RateLimiter::keyed(passive_quota(args.spec.rate.per_floor_per_minute));
         state.overall = RateLimiter::direct(quota(args.spec.rate.per_agent_per_minute));
     }
     state.args = args;

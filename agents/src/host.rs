@@ -32,6 +32,7 @@ use crate::concierge::{Concierge, ConciergeArgs, ConciergeMsg, ConciergeRef};
 use crate::health::{Health, HealthReport};
 use crate::link::{FloorLink, LinkError, Local, Roster};
 use crate::outbox::{InProcess, Outbox};
+use crate::passive::Passive;
 use crate::route::Router;
 
 /// How long an in-process agent's lease lasts unless renewed (it is renewed every third of
@@ -97,6 +98,8 @@ pub struct HostArgs {
     pub holder: String,
     /// How long its leases last unless renewed.
     pub lease_ttl: Duration,
+    /// Passive monitoring for its top-level agents, if it runs.
+    pub passive: Option<Passive>,
 }
 
 /// State of the host.
@@ -106,6 +109,7 @@ pub struct HostState {
     health: Arc<Health>,
     lease_ttl: Duration,
     outbox: Arc<dyn Outbox>,
+    passive: Option<Passive>,
     /// Running agent instances and the lease term each runs under.
     agents: HashMap<Instance, (AgentRef, i64)>,
     concierges: HashMap<String, ConciergeRef>,
@@ -135,12 +139,22 @@ impl AgentHost {
         AgentHost::start_with(runtime, outbox).await
     }
 
-    /// Starts the host with agents posting through `outbox` (an embedded sidecar, say).
-    pub async fn start_with(
+    /// [`AgentHost::start`], with passive monitoring: top-level agents score the events
+    /// nobody addressed and offer advice.
+    pub async fn start_watching(
         runtime: Runtime,
-        outbox: Arc<dyn Outbox>,
+        passive: Passive,
     ) -> Result<HostHandle, ractor::SpawnErr> {
+        let outbox = InProcess::shared(runtime.clone());
         AgentHost::spawn(HostArgs {
+            passive: Some(passive),
+            ..AgentHost::server_args(runtime, outbox)
+        })
+        .await
+    }
+
+    fn server_args(runtime: Runtime, outbox: Arc<dyn Outbox>) -> HostArgs {
+        HostArgs {
             link: Local::shared(runtime.clone()),
             outbox,
             scope: Scope::Server(runtime),
@@ -150,8 +164,16 @@ impl AgentHost {
                 Uuid::new_v4().simple()
             ),
             lease_ttl: LEASE_TTL,
-        })
-        .await
+            passive: None,
+        }
+    }
+
+    /// Starts the host with agents posting through `outbox` (an embedded sidecar, say).
+    pub async fn start_with(
+        runtime: Runtime,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<HostHandle, ractor::SpawnErr> {
+        AgentHost::spawn(AgentHost::server_args(runtime, outbox)).await
     }
 
     /// Starts a host as `args` say.
@@ -220,6 +242,7 @@ impl Actor for AgentHost {
             scope: args.scope,
             health,
             lease_ttl: args.lease_ttl,
+            passive: args.passive,
             outbox: args.outbox,
             agents: HashMap::new(),
             concierges: HashMap::new(),
@@ -352,6 +375,7 @@ struct Plan {
 struct Planning<'a> {
     link: &'a Arc<dyn FloorLink>,
     outbox: &'a Arc<dyn Outbox>,
+    passive: &'a Option<Passive>,
     scope: &'a Scope,
     health: &'a Arc<Health>,
 }
@@ -418,6 +442,7 @@ async fn plan(p: &Planning<'_>, org: &str) -> Result<Option<Plan>, LinkError> {
                 floors,
                 children,
                 term: None,
+                passive: p.passive.clone(),
             };
         match top.context {
             ContextMode::Shared => {
@@ -510,6 +535,7 @@ async fn reconcile(myself: &ActorRef<HostMsg>, state: &mut HostState) -> Result<
         let planning = Planning {
             link: &state.link,
             outbox: &state.outbox,
+            passive: &state.passive,
             scope: &state.scope,
             health: &state.health,
         };

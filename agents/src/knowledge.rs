@@ -204,6 +204,12 @@ impl KnowledgeBase {
         self.passages.len()
     }
 
+    /// Every passage's text, in document order (passive monitoring reads them as part of
+    /// the agent's definition).
+    pub fn passages(&self) -> impl Iterator<Item = &str> {
+        self.passages.iter().map(|p| p.text.as_str())
+    }
+
     /// The `k` passages that best answer `query`, best first. Empty when nothing matches
     /// well enough: the caller should then say it has nothing, not guess.
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {

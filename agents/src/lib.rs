@@ -20,6 +20,7 @@ pub mod llm;
 pub mod mentions;
 mod mind;
 pub mod outbox;
+pub mod passive;
 mod reader;
 pub mod reload;
 pub mod route;

@@ -38,6 +38,13 @@ impl Router {
         }
     }
 
+    /// Every agent, ordered by id.
+    pub fn specs(&self) -> Vec<&AgentSpec> {
+        let mut v: Vec<&AgentSpec> = self.agents.values().collect();
+        v.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        v
+    }
+
     /// The agent with this id.
     pub fn agent(&self, id: &ParticipantId) -> Option<&AgentSpec> {
         self.agents.get(id)

@@ -17,6 +17,6 @@ pub use env::Env;
 pub use error::ConfigError;
 pub use secret::{Secret, SecretRef};
 pub use server::{
-    DatabaseUrl, LogConfig, LogFormat, RateLimits, ServeOverrides, ServerConfig, SessionsConfig,
-    SlackConfig, StreamsConfig,
+    DatabaseUrl, LogConfig, LogFormat, PassiveConfig, RateLimits, ServeOverrides, ServerConfig,
+    SessionsConfig, SlackConfig, StreamsConfig,
 };

@@ -30,6 +30,8 @@ pub struct ServeOverrides {
     pub config: Option<PathBuf>,
     /// `--agents` / `POLARIS_AGENTS`.
     pub agents: Option<PathBuf>,
+    /// `--model-dir` / `POLARIS_MODEL_DIR`.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// The YAML file as written. Every key is optional; unknown keys are errors so a typo
@@ -49,6 +51,14 @@ struct RawServerConfig {
     max_body_bytes: Option<usize>,
     log: RawLog,
     slack: Option<RawSlack>,
+    passive: RawPassive,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPassive {
+    enabled: Option<bool>,
+    model_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +196,16 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Passive monitoring: agents offering advice on events nobody addressed to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveConfig {
+    /// Whether it runs at all (`passive.enabled`, default on).
+    pub enabled: bool,
+    /// The sentence-embedding model's directory (all-MiniLM-L6-v2 in the
+    /// sentence-transformers layout); `None`: only the first stage (precise signals) runs.
+    pub model_dir: Option<PathBuf>,
+}
+
 /// Everything `polaris serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -217,6 +237,8 @@ pub struct ServerConfig {
     pub file: Option<PathBuf>,
     /// The connected Slack workspace, if one is.
     pub slack: Option<SlackConfig>,
+    /// Passive monitoring.
+    pub passive: PassiveConfig,
 }
 
 /// A Slack workspace to bridge (`slack:` in the file, `SLACK_*` in the environment).
@@ -405,6 +427,19 @@ impl ServerConfig {
         });
 
         let slack = slack_config(raw.slack.as_ref(), env, &from_file("slack"))?;
+        let model_dir = overrides.model_dir.clone().or_else(|| {
+            raw.passive
+                .model_dir
+                .as_ref()
+                .map(|m| match file.as_ref().and_then(|f| f.parent()) {
+                    Some(dir) if m.is_relative() => dir.join(m),
+                    _ => m.clone(),
+                })
+        });
+        let passive = PassiveConfig {
+            enabled: raw.passive.enabled.unwrap_or(true),
+            model_dir,
+        };
 
         Ok(ServerConfig {
             listen,
@@ -441,6 +476,7 @@ impl ServerConfig {
             log: LogConfig { level, format },
             file,
             slack,
+            passive,
         })
     }
 
@@ -668,6 +704,44 @@ mod tests {
             e.contains("SLACK_SIGNING_SECRET") && e.contains("SLACK_APP_TOKEN"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn passive_model_dir_is_relative_to_the_file_and_the_flag_wins() {
+        let c = load(None, Default::default(), &[]).unwrap();
+        assert_eq!(
+            c.passive,
+            PassiveConfig {
+                enabled: true,
+                model_dir: None
+            }
+        );
+        let c = load(
+            Some("passive:\n  enabled: false\n  model_dir: models/minilm\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap();
+        assert!(!c.passive.enabled);
+        let dir = c.passive.model_dir.unwrap();
+        assert!(
+            dir.is_absolute() && dir.ends_with("models/minilm"),
+            "{dir:?}"
+        );
+        let c = load(
+            Some("passive:\n  model_dir: models/minilm\n"),
+            ServeOverrides {
+                model_dir: Some("/opt/m".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.passive.model_dir, Some(PathBuf::from("/opt/m")));
+        let e = load(Some("passive:\n  modeldir: x\n"), Default::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("modeldir"), "{e}");
     }
 
     #[test]

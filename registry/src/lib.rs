@@ -22,6 +22,6 @@ pub use identity::{IdentityError, MAX_PARTICIPANT_LEN, ParticipantId, Participan
 pub use persona::{Persona, PersonaInfo};
 pub use spec::{
     AgentSpec, Brain, ContextMode, DEFAULT_LLM_TIMEOUT, DEFAULT_MAX_HOPS, DEFAULT_MAX_TOKENS,
-    DEFAULT_MAX_TURNS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool, Hosting, LlmBrain, RateSpec,
-    SecretsTool, SpecIssue, Tools, check, check_one,
+    DEFAULT_MAX_TURNS, DEFAULT_PASSIVE_THRESHOLD, DatabaseTool, Examples, Hosting, LlmBrain,
+    Passive, PassiveSignal, RateSpec, SecretsTool, SpecIssue, Tools, check, check_one,
 };

@@ -58,10 +58,71 @@ pub struct AgentSpec {
     /// Relevance needed to speak up unasked (0..=1).
     #[serde(default = "default_passive_threshold")]
     pub passive_threshold: f32,
+    /// Passive monitoring: whether the agent speaks up unasked, and the precise signals
+    /// that make an event its own outright.
+    #[serde(default, skip_serializing_if = "Passive::is_default")]
+    pub passive: Passive,
+    /// Written examples of events that are (`mine`) and are not (`not_mine`) this agent's
+    /// domain; passive monitoring learns its domain from them when it loads.
+    #[serde(default, skip_serializing_if = "Examples::is_empty")]
+    pub examples: Examples,
     /// Where it runs: inside `polaris serve` (the default) or only as a process of its own
     /// (`polaris agent run`). The floor knows it either way (joins, personas, notices).
     #[serde(default, skip_serializing_if = "Hosting::is_server")]
     pub hosting: Hosting,
+}
+
+/// Passive monitoring settings of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Passive {
+    /// Offers advice unasked (top-level agents only); `false` switches it off.
+    pub enabled: bool,
+    /// Precise first-stage signals that make an event this agent's whatever its words.
+    pub signals: Vec<PassiveSignal>,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            enabled: true,
+            signals: Vec::new(),
+        }
+    }
+}
+
+impl Passive {
+    fn is_default(&self) -> bool {
+        *self == Passive::default()
+    }
+}
+
+/// A precise signal the first stage of passive scoring finds without a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassiveSignal {
+    /// A secret or personal data in the text (the scanner), or a redaction placeholder.
+    Secrets,
+    /// A failing data job or data test in a tool's output (dbt, Airflow, Spark, …).
+    DataJobFailure,
+}
+
+/// Written examples of what is and is not an agent's domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    /// Events that are this agent's to speak up about.
+    #[serde(default)]
+    pub mine: Vec<String>,
+    /// Events that look like its domain and are not (traps), or are nobody's.
+    #[serde(default)]
+    pub not_mine: Vec<String>,
+}
+
+impl Examples {
+    fn is_empty(&self) -> bool {
+        self.mine.is_empty() && self.not_mine.is_empty()
+    }
 }
 
 /// Where a top-level agent runs (its subagents run with it).
@@ -440,6 +501,19 @@ pub fn check_one(s: &AgentSpec) -> Vec<(String, String)> {
     if !(0.0..=1.0).contains(&s.passive_threshold) {
         bad("passive_threshold", "must be between 0 and 1".into());
     }
+    for (list, texts) in [
+        ("mine", &s.examples.mine),
+        ("not_mine", &s.examples.not_mine),
+    ] {
+        for (i, t) in texts.iter().enumerate() {
+            if t.trim().is_empty() || t.chars().count() > 4000 {
+                bad(
+                    &format!("examples.{list}[{i}]"),
+                    "must be 1 to 4000 characters".into(),
+                );
+            }
+        }
+    }
     out
 }
 
@@ -532,6 +606,8 @@ mod tests {
             rate: RateSpec::default(),
             max_hops: 3,
             passive_threshold: 0.6,
+            passive: Passive::default(),
+            examples: Examples::default(),
             hosting: Hosting::Server,
         }
     }

@@ -24,6 +24,7 @@ mod leases;
 mod mcp;
 mod nodes;
 mod nodes_example;
+mod passive;
 mod process;
 mod recover;
 mod redaction;

@@ -49,6 +49,9 @@ pub struct Options {
     pub agents_file: Option<std::path::PathBuf>,
     /// A Slack workspace to bridge.
     pub slack: Option<polaris_slack::BridgeOptions>,
+    /// Passive monitoring: `Some(None)` with the first stage only, `Some(Some(model))`
+    /// with the model as well.
+    pub passive: Option<Option<std::sync::Arc<polaris_passive::Embedder>>>,
 }
 
 impl Default for Options {
@@ -67,6 +70,7 @@ impl Default for Options {
             max_body: 1 << 20,
             agents_file: None,
             slack: None,
+            passive: None,
         }
     }
 }
@@ -212,9 +216,17 @@ impl TestServer {
                 .load_agent_file(Some(file))
                 .await
                 .expect("load agents");
-            let host = polaris_agents::AgentHost::start(runtime.clone())
+            let host = match &opts.passive {
+                Some(model) => polaris_agents::AgentHost::start_watching(
+                    runtime.clone(),
+                    polaris_agents::passive::Passive::start(model.clone()),
+                )
                 .await
-                .expect("agents");
+                .expect("agents"),
+                None => polaris_agents::AgentHost::start(runtime.clone())
+                    .await
+                    .expect("agents"),
+            };
             agents = Some(host);
         }
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");

@@ -1,0 +1,412 @@
+//! Passive monitoring on the floor, driven as a user would: an agents file, tagged
+//! projects, events posted over HTTP, advice read over WebSocket and from the stored log.
+//! "Nothing said" is checked after the agent has read past a later marker: its read
+//! position stays below an event until its passive verdict is final (no advice, or the
+//! advice on the floor).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::answers::{agents_dir, wait_for};
+use crate::both_stores;
+use crate::support::client::{Ws, WsItem};
+use crate::support::{Client, Options, TestServer};
+
+const TEAM: &str = r#"
+agents:
+  - id: agent:sage
+    name: Sage
+    display_name: Sage (Security)
+    tags: [security]
+    tools:
+      secrets: {}
+    passive:
+      signals: [secrets]
+  - id: agent:dean
+    name: Dean
+    display_name: Dean (Data)
+    tags: [data]
+    passive:
+      signals: [data_job_failure]
+  - id: agent:martha
+    name: Martha
+    tags: [data]
+    passive:
+      enabled: false
+      signals: [data_job_failure]
+"#;
+
+fn team() -> (crate::answers::AgentsDir, Options) {
+    let d = agents_dir(TEAM);
+    let o = Options {
+        agents_file: Some(d.file.clone()),
+        passive: Some(None),
+        ..Options::default()
+    };
+    (d, o)
+}
+
+fn advice_to<'a>(agent: &'a str, id: &'a Value) -> impl Fn(&Value) -> bool + 'a {
+    move |e: &Value| {
+        e["kind"] == "advice" && e["sender"] == agent && e["payload"]["in_reply_to"] == *id
+    }
+}
+
+async fn prompt(c: &Client, session: &str, text: &str) -> Value {
+    let r = c.prompt("app", session, "user:manu", text).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json["id"].clone()
+}
+
+async fn tool_output(c: &Client, session: &str, command: &str, stdout: &str) -> Value {
+    let r = c
+        .post(
+            &format!("/projects/app/sessions/{session}/events"),
+            json!({"sender": "user:manu", "payload": {
+                "hook_event_name": "PostToolUse", "session_id": "cc-1", "tool_name": "Bash",
+                "tool_input": {"command": command}, "tool_response": {"stdout": stdout}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json["id"].clone()
+}
+
+/// Posts a marker and waits until each of `agents` has read past it with nothing left
+/// to post.
+async fn read_past_a_marker(srv: &TestServer, session: &str, agents: &[&str]) {
+    let c = srv.client();
+    let marker = c
+        .prompt("app", session, "user:manu", "marker: nothing to see here")
+        .await;
+    assert_eq!(marker.status, 201, "{marker:?}");
+    let seq = marker.json["seq"].as_i64().unwrap();
+    let project = c.get("/projects/app").await.json["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    crate::support::eventually(60, || async {
+        for agent in agents {
+            let cursor = srv
+                .runtime
+                .directory()
+                .saved_position(polaris_runtime::auth::DEFAULT_ORG, agent, project)
+                .await
+                .unwrap();
+            if cursor.is_none_or(|c| c < seq) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Like `wait_for`, with time for the scorer to fit its heads on the first event (a few
+/// seconds, longer on a busy machine).
+async fn wait_long(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_item(left).await {
+            WsItem::Event(e) if pred(&e) => return e,
+            WsItem::Event(_) => {}
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+/// Advice in reply to `id`, from the stored log.
+async fn advice_on(c: &Client, id: &Value) -> Vec<Value> {
+    let all = c.get("/projects/app/messages").await.json;
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "advice" && e["payload"]["in_reply_to"] == *id)
+        .cloned()
+        .collect()
+}
+
+both_stores!(
+    agents_speak_up_unasked_on_precise_signals_once_per_thing,
+    team().1,
+    |srv| {
+        let _keep = team().0;
+        let c = srv.client();
+        let r = c
+            .post(
+                "/projects",
+                json!({"name": "app", "tags": ["security", "data"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        c.post(
+            "/projects/app/sessions",
+            json!({"name": "s-7a3f", "driver": "user:manu"}),
+        )
+        .await;
+        let mut ws = c.ws("/projects/app/sessions/s-7a3f/ws").await.unwrap();
+
+        // A secret pasted into a prompt: Sage speaks up unasked, without repeating it.
+        let key = "AKIAZ3MBKQ7XJ2LRWN4P";
+        let q = prompt(
+            &c,
+            "s-7a3f",
+            &format!("deploy with AWS_ACCESS_KEY_ID={key} please"),
+        )
+        .await;
+        let a = wait_for(&mut ws, "Sage's advice", advice_to("agent:sage", &q)).await;
+        assert_eq!(a["source"], "agent");
+        assert_eq!(a["payload"]["type"], "advice");
+        let content = a["payload"]["content"].as_str().unwrap();
+        assert!(content.contains("aws-access-key-id"), "{content}");
+        assert!(
+            !content.contains(key),
+            "advice never repeats the secret: {content}"
+        );
+
+        // A failing dbt test in a tool's output: Dean; Martha has passive advice off.
+        let t = tool_output(
+            &c,
+            "s-7a3f",
+            "dbt build --select stg_orders",
+            "10:01:02  Failure in test not_null_stg_orders_order_id (models/staging/schema.yml)\n10:01:02  Done. PASS=3 WARN=0 ERROR=1 SKIP=0 TOTAL=4",
+        )
+        .await;
+        wait_for(&mut ws, "Dean's advice", advice_to("agent:dean", &t)).await;
+
+        // The same kind of secret again in the session, chit-chat, and the same failure
+        // in another session's tool output (advice is per session, so Dean speaks there).
+        let again = prompt(&c, "s-7a3f", &format!("retrying with {key}")).await;
+        let chat = prompt(&c, "s-7a3f", "anyone up for lunch at noon?").await;
+        c.post(
+            "/projects/app/sessions",
+            json!({"name": "s-other", "driver": "user:manu"}),
+        )
+        .await;
+        let elsewhere = tool_output(
+            &c,
+            "s-other",
+            "dbt build --select stg_orders",
+            "Failure in test not_null_stg_orders_order_id (models/staging/schema.yml)",
+        )
+        .await;
+        read_past_a_marker(
+            &srv,
+            "s-7a3f",
+            &["agent:sage", "agent:dean", "agent:martha"],
+        )
+        .await;
+        assert!(
+            advice_on(&c, &again).await.is_empty(),
+            "said once per thing"
+        );
+        assert!(advice_on(&c, &chat).await.is_empty(), "quiet on chit-chat");
+        let there = c.get("/projects/app/sessions/s-other/messages").await.json;
+        assert!(
+            there
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "advice" && e["payload"]["in_reply_to"] == elsewhere),
+            "{there}"
+        );
+        let on_t = advice_on(&c, &t).await;
+        assert_eq!(on_t.len(), 1, "only Dean: Martha is switched off: {on_t:?}");
+
+        // An event that addresses someone is theirs: nobody speaks up unasked on it.
+        let asked = prompt(
+            &c,
+            "s-7a3f",
+            &format!("@dean is {key} in the warehouse config?"),
+        )
+        .await;
+        read_past_a_marker(&srv, "s-7a3f", &["agent:sage", "agent:dean"]).await;
+        assert!(
+            advice_on(&c, &asked).await.is_empty(),
+            "a mention is answered, not advised on"
+        );
+    }
+);
+
+/// The model from `POLARIS_TEST_MODEL_DIR` (`None`, with a message, when it is not
+/// configured and not required).
+fn model() -> Option<Arc<polaris_passive::Embedder>> {
+    let env = polaris_config::Env::from_process();
+    let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
+        assert!(
+            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
+            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
+        );
+        eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
+        return None;
+    };
+    Some(Arc::new(
+        polaris_passive::Embedder::load(std::path::Path::new(dir))
+            .unwrap_or_else(|e| panic!("{e}")),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_finds_a_domain_without_keywords_and_stays_quiet_on_chit_chat() {
+    let Some(embedder) = model() else { return };
+    let opts = Options {
+        agents_file: Some(crate::support::dataset_agents()),
+        passive: Some(Some(embedder)),
+        ..Options::default()
+    };
+    let Some(srv) = TestServer::start(crate::support::Backend::Sqlite, opts).await else {
+        return;
+    };
+    let c = srv.client();
+    let r = c
+        .post(
+            "/projects",
+            json!({"name": "app", "tags": ["data", "security", "marketing", "sales"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    c.post(
+        "/projects/app/sessions",
+        json!({"name": "s-1", "driver": "user:manu"}),
+    )
+    .await;
+    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+    let q = prompt(
+        &c,
+        "s-1",
+        "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
+    )
+    .await;
+    let a = wait_long(&mut ws, "Dean's advice", advice_to("agent:dean", &q)).await;
+    assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+    let chat = prompt(&c, "s-1", "who's bringing the cake for Friday's birthday?").await;
+    read_past_a_marker(
+        &srv,
+        "s-1",
+        &["agent:dean", "agent:sage", "agent:martha", "agent:sean"],
+    )
+    .await;
+    let on_q: Vec<String> = advice_on(&c, &q)
+        .await
+        .iter()
+        .map(|e| e["sender"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_q, ["agent:dean"]);
+    assert!(advice_on(&c, &chat).await.is_empty());
+    srv.finish().await;
+}
+
+/// `polaris agents route` with the model: every top-level agent's passive score per line,
+/// and the agents that would speak up as responders when nobody is addressed.
+async fn route(lines: &str, extra: &[&str]) -> (bool, Vec<Value>, String) {
+    use tokio::io::AsyncWriteExt;
+    let agents = crate::support::dataset_agents();
+    let mut args = vec!["agents", "route", "--agents", agents.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_polaris"))
+        .args(&args)
+        .env_remove("POLARIS_MODEL_DIR")
+        .env("POLARIS_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let parsed = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.success(),
+        parsed,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn agents_route_reports_passive_responders_and_scores() {
+    let input = concat!(
+        r#"{"text": "pasted AWS_ACCESS_KEY_ID=AKIAZ3MBKQ7XJ2LRWN4P into the deploy script", "source": "prompt"}"#,
+        "\n",
+        r#"{"text": "@martha AWS_ACCESS_KEY_ID=AKIAZ3MBKQ7XJ2LRWN4P", "source": "prompt"}"#,
+        "\n",
+        r#"{"text": "quota attainment by rep for the quarter: who is furthest behind and which deals could close the gap?", "source": "prompt"}"#,
+        "\n",
+        r#"{"text": "anyone seen my blue umbrella? left it by the kitchen", "source": "slack"}"#,
+        "\n",
+    );
+    // Without a model: the first stage alone (the secret), nothing else.
+    let (ok, lines, err) = route(input, &[]).await;
+    assert!(ok, "{err}");
+    assert_eq!(lines[0]["responders"], json!(["agent:sage"]));
+    let sage = |l: &Value| {
+        l["passive"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["agent"] == "agent:sage")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(sage(&lines[0])["stage"], "signal");
+    assert!(
+        !sage(&lines[0])["why"]
+            .as_str()
+            .unwrap()
+            .contains("AKIAZ3MBKQ7XJ2LRWN4P")
+    );
+    assert_eq!(
+        lines[1]["responders"],
+        json!(["agent:martha"]),
+        "a mention is answered, nobody advises"
+    );
+    assert_eq!(lines[1]["passive"], json!([]));
+    assert_eq!(lines[2]["responders"], json!([]));
+    assert!(
+        lines[2]["passive"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["stage"] == "no_model")
+    );
+
+    // A model directory that is not the model fails naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = route(input, &["--model-dir", dir.path().to_str().unwrap()]).await;
+    assert!(!ok && err.contains("config.json"), "{err}");
+
+    let env = polaris_config::Env::from_process();
+    let Some(model) = env.get("POLARIS_TEST_MODEL_DIR") else {
+        assert!(
+            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
+            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
+        );
+        eprintln!("skipping the model half: set POLARIS_TEST_MODEL_DIR");
+        return;
+    };
+    let (ok, lines, err) = route(input, &["--model-dir", model]).await;
+    assert!(ok, "{err}");
+    assert_eq!(lines[0]["responders"], json!(["agent:sage"]));
+    assert_eq!(
+        lines[2]["responders"],
+        json!(["agent:sean"]),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["responders"], json!([]), "{}", lines[3]);
+    let scores = lines[2]["passive"].as_array().unwrap();
+    assert_eq!(scores.len(), 4, "one score per top-level agent");
+    assert!(
+        scores
+            .iter()
+            .all(|s| s["stage"] == "model" && s["score"].as_f64().is_some())
+    );
+}
