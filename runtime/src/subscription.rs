@@ -62,6 +62,14 @@ pub(crate) fn subscribe(
         let mut seen: Option<i64> = (!catch_up).then_some(cursor);
         loop {
             if catch_up {
+                // A session's pages do not say where the floor is: its head, read first,
+                // is what the live stream must continue from without a gap (an event of
+                // this session committed on another node and not yet heard of must not be
+                // skipped when a later one arrives live).
+                let floor_head = match session {
+                    Some(_) => Some(store.last_seq(project.id).await?),
+                    None => None,
+                };
                 loop {
                     let page = store.events_after(&project, session.as_deref(), cursor, CATCH_UP_PAGE).await?;
                     let full = page.len() as i64 == CATCH_UP_PAGE;
@@ -74,8 +82,7 @@ pub(crate) fn subscribe(
                     }
                 }
                 catch_up = false;
-                // Unknown again: session reads do not tell where the floor is.
-                seen = if session.is_none() { Some(cursor) } else { None };
+                seen = Some(floor_head.map_or(cursor, |h| h.max(cursor)));
             }
             let received = tokio::select! {
                 r = rx.recv() => r,
