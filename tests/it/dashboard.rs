@@ -522,6 +522,31 @@ both_stores!(
             )
             .await;
         assert!(r.status.is_client_error(), "{}", r.status);
+
+        // What Martha remembers, as the memory API shows it.
+        let r = manu
+            .post(
+                "/agents/martha/memory",
+                serde_json::json!({"fact": "launch e-mails go out on Tuesdays"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let mid = r.json["id"].as_str().unwrap().to_owned();
+        let page = v.get("/ui/agents").await;
+        assert!(
+            page.body.contains("launch e-mails go out on Tuesdays") && page.body.contains(&mid),
+            "{}",
+            page.body
+        );
+        // Deleted through the API: gone from the page.
+        assert_eq!(
+            manu.delete(&format!("/agents/martha/memory/{mid}"))
+                .await
+                .status,
+            200
+        );
+        let page = v.get("/ui/agents").await;
+        assert!(!page.body.contains("launch e-mails go out on Tuesdays"));
     }
 );
 

@@ -46,7 +46,7 @@ async fn known_agent(st: &AppState, caller: &Caller, raw: &str) -> Result<String
 
 /// Whether the caller may see a fact: shared facts with the agent, a floor's facts with
 /// the floor.
-fn visible(m: &MemoryFact, floors: &[Uuid]) -> bool {
+pub(super) fn visible(m: &MemoryFact, floors: &[Uuid]) -> bool {
     m.project_id.is_none_or(|p| floors.contains(&p))
 }
 

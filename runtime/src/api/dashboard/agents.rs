@@ -1,6 +1,7 @@
 //! The agents page: each registered agent with its persona, where it is defined (file or
 //! table), the floors it is on and why (tag or invitation), its rate limits and use, its
-//! tasks and its recent answers and advice; invite to or remove from a floor.
+//! tasks, what it remembers and its recent answers and advice; invite to or remove from a
+//! floor.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,8 @@ use crate::store::ProjectKey;
 
 /// Recent posts shown per agent.
 const RECENT: i64 = 5;
+/// Remembered facts shown per agent (newest first; the API lists them all).
+const FACTS: usize = 10;
 
 pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page {
     let directory = st.runtime.directory();
@@ -65,12 +68,28 @@ pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page
                 tasks.push((k.name.clone(), t));
             }
         }
-        sections.push((a, recent, last_minute, floors, tasks));
+        // What it remembers, as the memory API shows it to this caller: shared facts, and
+        // the facts of floors the caller can see.
+        let seen_floors: Vec<uuid::Uuid> = projects.iter().map(|p| p.id).collect();
+        let mut facts = st.runtime.agent_memory().list(org, &id, 200).await?;
+        facts.retain(|m| crate::api::memory::visible(m, &seen_floors));
+        facts.truncate(FACTS);
+        let facts: Vec<(String, crate::store::MemoryFact)> = facts
+            .into_iter()
+            .map(|m| {
+                let place = m
+                    .project_id
+                    .and_then(|p| named.iter().find(|(id, _)| *id == p))
+                    .map_or_else(|| "shared".to_owned(), |(_, n)| n.clone());
+                (place, m)
+            })
+            .collect();
+        sections.push((a, recent, last_minute, floors, tasks, facts));
     }
     let body = html! {
         h1 { "Agents" }
         @if agents.is_empty() { p.empty { "No agents registered. Add them in agents.yaml or with POST /agents." } }
-        @for (a, recent, last_minute, floors, tasks) in &sections {
+        @for (a, recent, last_minute, floors, tasks, facts) in &sections {
             @let persona = personas.of(&a.spec.id);
             section.agent id={"agent-" (a.spec.id.name())} {
                 h2 { (persona.icon) " " (persona.name) }
@@ -108,6 +127,17 @@ pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page
                     ul.tasks {
                         @for (project, t) in tasks {
                             li { a href=(session_url(project, &t.session)) { (t.task) } " — " (t.status) ", " (t.steps) " steps" }
+                        }
+                    }
+                }
+                @if !facts.is_empty() {
+                    h3 { "Memory" }
+                    ul.memory {
+                        @for (place, m) in facts {
+                            li {
+                                (m.fact)
+                                span.muted { " — " (place) ", " (m.origin) ", " (m.created_at.format("%Y-%m-%d")) " · " code { (m.id) } }
+                            }
                         }
                     }
                 }
