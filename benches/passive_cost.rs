@@ -101,12 +101,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|c| c["mentions"].as_array().is_some_and(Vec::is_empty))
         .filter_map(|c| c["text"].as_str().map(str::to_owned))
         .collect();
-    let mut none = Vec::new();
-    let mut watching = Vec::new();
+    // No agents; four watching with the worker's default rest; four with a worker that
+    // never rests (what the rest buys).
+    let configs: [(&str, Option<f64>); 3] = [
+        ("no agents", None),
+        ("4 agents watching", Some(passive::DUTY)),
+        ("4 agents watching, worker never rests", Some(1.0)),
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for _ in 0..rounds {
-        for watch in [false, true] {
+        for (i, (label, duty)) in configs.iter().enumerate() {
             let (rate, shed) = ingest(
-                watch.then(|| embedder.clone()),
+                duty.map(|d| (embedder.clone(), d)),
                 &unaddressed,
                 events,
                 clients,
@@ -114,24 +120,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
             println!(
                 "RESULT {}",
-                serde_json::json!({"ingest": if watch {"4 agents watching"} else {"no agents"},
-                    "events_per_s": rate, "events": events, "clients": clients, "shed": shed})
+                serde_json::json!({"ingest": label, "events_per_s": rate, "events": events,
+                    "clients": clients, "shed": shed})
             );
-            if watch {
-                watching.push(rate)
-            } else {
-                none.push(rate)
-            }
+            rates[i].push(rate);
         }
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         pct(v, 0.5)
     };
-    let (n, w) = (median(&mut none), median(&mut watching));
+    let n = median(&mut rates[0]);
+    let w = median(&mut rates[1]);
+    let u = median(&mut rates[2]);
     println!(
         "RESULT {}",
-        serde_json::json!({"ingest_ratio": w / n, "no_agents_median": n, "watching_median": w})
+        serde_json::json!({"ingest_ratio": w / n, "ingest_ratio_never_resting": u / n,
+            "no_agents_median": n, "watching_median": w, "never_resting_median": u})
     );
     Ok(())
 }
@@ -139,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// One server on a fresh SQLite file; `events` prompts from `clients` concurrent
 /// clients. With a model, the four dataset agents are on the floor, watching.
 async fn ingest(
-    model: Option<Arc<Embedder>>,
+    model: Option<(Arc<Embedder>, f64)>,
     texts: &[String],
     events: usize,
     clients: usize,
@@ -156,12 +161,12 @@ async fn ingest(
     .await?;
     let mut host = None;
     let mut watcher = None;
-    if let Some(m) = model {
+    if let Some((m, duty)) = model {
         runtime
             .directory()
             .load_agent_file(Some(AgentFile::load(&data("agents.yaml"))?))
             .await?;
-        let p = Passive::start(Some(m));
+        let p = Passive::start_with_duty(Some(m), duty);
         host = Some(polaris_agents::AgentHost::start_watching(runtime.clone(), p.clone()).await?);
         watcher = Some(p);
     }

@@ -28,6 +28,14 @@ pub const QUEUE_CAPACITY: usize = 1024;
 const BATCH: usize = 16;
 /// Scores kept by event id, so agents that read an event at different times share one.
 const RESULTS_KEPT: usize = 4096;
+/// The share of time the worker may score while work is queued: after a batch that took
+/// `t` it rests `t × (1 − DUTY) / DUTY`. Advice can wait; the floor's ingest must not
+/// (the model's matrix products take every core they are given). Under a steady overload
+/// the queue then sheds its oldest jobs, as designed.
+pub const DUTY: f64 = 0.25;
+/// The longest rest after one batch (a batch that took unusually long, e.g. fitting the
+/// heads, is not paid back in full).
+const MAX_REST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What an agent gets back: its score for the event (`None` when the scorer failed).
 pub type Reply = Box<dyn FnOnce(Option<Score>) + Send>;
@@ -112,6 +120,8 @@ struct Inner {
     embedder: Option<Arc<Embedder>>,
     /// Jobs shed so far.
     shed: std::sync::atomic::AtomicU64,
+    /// Share of time the worker may score while work is queued ([`DUTY`]).
+    duty: f64,
 }
 
 /// The passive monitoring service of one process.
@@ -131,7 +141,16 @@ impl std::fmt::Debug for Passive {
 impl Passive {
     /// Starts the worker. Without an embedder only the first stage runs.
     pub fn start(embedder: Option<Arc<Embedder>>) -> Passive {
-        let p = Passive::unstarted(embedder);
+        Passive::start_with_duty(embedder, DUTY)
+    }
+
+    /// As [`Passive::start`], with the worker's share of time while work is queued
+    /// (`1.0`: it never rests; for measuring what the rest buys).
+    pub fn start_with_duty(embedder: Option<Arc<Embedder>>, duty: f64) -> Passive {
+        let mut p = Passive::unstarted(embedder);
+        if let Some(inner) = Arc::get_mut(&mut p.inner) {
+            inner.duty = duty.clamp(0.01, 1.0);
+        }
         let worker = p.inner.clone();
         let spawned = std::thread::Builder::new()
             .name("passive".into())
@@ -152,6 +171,7 @@ impl Passive {
                 wake: Condvar::new(),
                 embedder,
                 shed: std::sync::atomic::AtomicU64::new(0),
+                duty: DUTY,
             }),
         }
     }
@@ -220,7 +240,30 @@ fn work(inner: &Inner) {
             metrics::gauge!("polaris_passive_queue").set(q.jobs.len() as f64);
             batch
         };
+        let started = std::time::Instant::now();
         run_batch(inner, &mut cache, batch);
+        let rest = started
+            .elapsed()
+            .mul_f64((1.0 - inner.duty) / inner.duty)
+            .min(MAX_REST);
+        rest_unless_stopped(inner, rest);
+    }
+}
+
+/// Waits `rest`, or less if the worker is told to stop.
+fn rest_unless_stopped(inner: &Inner, rest: std::time::Duration) {
+    let deadline = std::time::Instant::now() + rest;
+    let mut q = inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+    while !q.stopped {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        q = inner
+            .wake
+            .wait_timeout(q, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }
 
