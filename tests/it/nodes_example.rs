@@ -10,7 +10,6 @@ use std::time::Duration;
 use polaris_config::DatabaseUrl;
 use polaris_runtime::auth::Role;
 use serde_yaml::Value as Yaml;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 
 use crate::support::{BIN, Backend, Client, SECRET, TestDb, eventually, http, token};
@@ -66,21 +65,7 @@ async fn spawn_node(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("a line within 30 s")
-            .unwrap()
-            .expect("a line")
-    };
-    let api = next()
-        .await
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let line = next().await;
-    let metrics = line.strip_prefix("metrics on ").expect(&line).to_owned();
+    let (api, metrics) = crate::support::api_and_metrics(&mut child).await;
     (child, api, metrics)
 }
 
@@ -147,21 +132,43 @@ fn checked_example() -> (Vec<String>, String) {
     (cmd, config)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_nodes_example_runs_two_nodes_on_one_database() {
-    let (cmd, config) = checked_example();
-    let Some(mut db) = TestDb::new(Backend::Postgres).await else {
-        return;
-    };
+/// Waits until the node's `/metrics` (at `metrics`, its scraper address) shows `line`.
+async fn shows(metrics: &str, line: &str) {
+    eventually(30, || async {
+        let t = http()
+            .get(format!("{metrics}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        t.contains(line).then_some(())
+    })
+    .await;
+}
+
+/// A fresh PostgreSQL database and what compose would mount: the secrets as files in a
+/// directory (the nodes' data directories go beside it). `None` without PostgreSQL.
+async fn mounted() -> Option<(TestDb, tempfile::TempDir, std::path::PathBuf)> {
+    let db = TestDb::new(Backend::Postgres).await?;
     let DatabaseUrl::Postgres(url) = &db.url else {
         unreachable!()
     };
-    // What compose mounts, here: the secrets as files, the data directory, loopback.
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
     std::fs::write(secrets.join("database_url"), url.expose()).unwrap();
     std::fs::write(secrets.join("polaris_jwt"), SECRET).unwrap();
+    Some((db, dir, secrets))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_example_runs_two_nodes_on_one_database() {
+    let (cmd, config) = checked_example();
+    let Some((mut db, dir, secrets)) = mounted().await else {
+        return;
+    };
     let mut nodes = Vec::new();
     for name in ["a", "b"] {
         nodes.push(spawn_node(&cmd, &config, dir.path(), &secrets, name, &[]).await);
@@ -179,18 +186,7 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
     assert_eq!(r.status, 201, "{r:?}");
     assert_eq!(ws.next_event().await["payload"]["prompt"], "written on A");
     for (_, _, metrics) in &nodes {
-        eventually(30, || async {
-            let t = http()
-                .get(format!("{metrics}/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            t.contains("polaris_cluster_listening 1").then_some(())
-        })
-        .await;
+        shows(metrics, "polaris_cluster_listening 1").await;
     }
     ws.close().await;
     for (child, _, _) in &mut nodes {
@@ -215,17 +211,9 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_agent_moves() {
     let (cmd, config) = checked_example();
-    let Some(mut db) = TestDb::new(Backend::Postgres).await else {
+    let Some((mut db, dir, secrets)) = mounted().await else {
         return;
     };
-    let DatabaseUrl::Postgres(url) = &db.url else {
-        unreachable!()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    std::fs::create_dir(&secrets).unwrap();
-    std::fs::write(secrets.join("database_url"), url.expose()).unwrap();
-    std::fs::write(secrets.join("polaris_jwt"), SECRET).unwrap();
     let agents = dir.path().join("agents.yaml");
     std::fs::write(
         &agents,
@@ -245,19 +233,7 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_agent_moves
         .await;
     assert_eq!(r.status, 201, "{r:?}");
     on_a.project_session("pj", "s").await;
-    eventually(30, || async {
-        let t = http()
-            .get(format!("{}/metrics", a.2))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        t.contains("polaris_lease_held{lease=\"agent:dean\"} 1")
-            .then_some(())
-    })
-    .await;
+    shows(&a.2, "polaris_lease_held{lease=\"agent:dean\"} 1").await;
     let b = spawn_node(&cmd, &config, dir.path(), &secrets, "b", &extra).await;
     let on_b = Client::new(&b.1, Some(manu));
     let mut ws = on_b
@@ -329,19 +305,7 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_agent_moves
     assert_eq!(&seen[..acked.len()], &acked[..]);
 
     // Dean moves to B within the lease time and answers there.
-    eventually(30, || async {
-        let t = http()
-            .get(format!("{}/metrics", b.2))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        t.contains("polaris_lease_held{lease=\"agent:dean\"} 1")
-            .then_some(())
-    })
-    .await;
+    shows(&b.2, "polaris_lease_held{lease=\"agent:dean\"} 1").await;
     let q = on_b
         .prompt("pj", "s", "user:manu", "@dean are you there?")
         .await;

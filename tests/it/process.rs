@@ -500,7 +500,6 @@ async fn agents_file_edits_take_effect_without_a_restart() {
 /// leases it holds.
 #[tokio::test]
 async fn metrics_on_their_own_address_while_the_api_needs_tokens() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let agents = dir.path().join("agents.yaml");
     std::fs::write(
@@ -521,21 +520,7 @@ async fn metrics_on_their_own_address_while_the_api_needs_tokens() {
     ]);
     cmd.env("POLARIS_JWT_SECRET", SECRET);
     let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("a line within 30 s")
-            .unwrap()
-            .expect("a line")
-    };
-    let base = next()
-        .await
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
-    let line = next().await;
-    let scrape = line.strip_prefix("metrics on ").expect(&line).to_owned();
+    let (base, scrape) = crate::support::api_and_metrics(&mut child).await;
     assert_ne!(base, scrape);
 
     let api = crate::support::http()

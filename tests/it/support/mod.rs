@@ -493,6 +493,32 @@ pub fn sidecar_command(
     cmd
 }
 
+/// The two addresses `polaris serve --metrics-listen` prints first (`listening on …`, then
+/// `metrics on …`), from a child spawned with its stdout piped.
+pub async fn api_and_metrics(child: &mut tokio::process::Child) -> (String, String) {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .expect("read")
+            .expect("a line")
+    };
+    let first = next().await;
+    let api = first
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .to_owned();
+    let second = next().await;
+    let metrics = second
+        .strip_prefix("metrics on ")
+        .expect(&second)
+        .to_owned();
+    (api, metrics)
+}
+
 /// Spawns `cmd` (`polaris serve` or `polaris sidecar` on port 0) and returns it with the
 /// base URL from its first line, `listening on http://127.0.0.1:PORT`.
 pub async fn spawn_listening(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
