@@ -84,6 +84,13 @@ impl TryFrom<FactRow> for MemoryFact {
 }
 
 // The scope compares NULL with NULL as equal: a shared agent's memory is the NULL scope.
+/// The columns a [`FactRow`] reads, from `agent_memory`.
+macro_rules! fact_select {
+    () => {
+        "SELECT id, agent_id, project_id, fact, source_events, origin, author, created_at FROM agent_memory"
+    };
+}
+
 const IN_SCOPE: Sql = dialects!(
     "SELECT id, agent_id, project_id, fact, source_events, origin, author, created_at
      FROM agent_memory WHERE org_id = $1 AND agent_id = $2 AND project_id "
@@ -176,9 +183,10 @@ impl AgentMemory {
             &self.store,
             read,
             fetch_all,
-            "SELECT id, agent_id, project_id, fact, source_events, origin, author, created_at
-             FROM agent_memory WHERE org_id = $1 AND agent_id = $2
-             ORDER BY created_at DESC, id DESC LIMIT $3",
+            concat!(
+                fact_select!(),
+                " WHERE org_id = $1 AND agent_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ),
             org,
             agent,
             limit,
@@ -197,8 +205,10 @@ impl AgentMemory {
             &self.store,
             read,
             fetch_optional,
-            "SELECT id, agent_id, project_id, fact, source_events, origin, author, created_at
-             FROM agent_memory WHERE org_id = $1 AND agent_id = $2 AND id = $3",
+            concat!(
+                fact_select!(),
+                " WHERE org_id = $1 AND agent_id = $2 AND id = $3"
+            ),
             org,
             agent,
             Id(id),
