@@ -581,6 +581,57 @@ async fn development_mode_needs_no_sign_in() {
     srv.finish().await;
 }
 
+/// The floors page's chart counts today's events as they come: the first view counts the
+/// window, later views only what was committed since, and nothing is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_chart_counts_events_as_they_come() {
+    let srv = TestServer::start(Backend::Sqlite, Options::default())
+        .await
+        .unwrap();
+    let c = srv.client();
+    c.project_session("webapp", "s-1").await;
+    let post = |n: usize| {
+        let c = &c;
+        async move {
+            for i in 0..n {
+                let r = c
+                    .post(
+                        "/projects/webapp/sessions/s-1/events",
+                        json!({"sender": "user:ada", "payload": {"hook_event_name": "UserPromptSubmit", "session_id": "cc", "prompt": format!("p{i}")}}),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "{r:?}");
+            }
+        }
+    };
+    // The chart's label lists the 14 days' counts, today last.
+    let today = |body: &str| -> i64 {
+        let label = body
+            .split("aria-label=\"events per day, last 14 days: ")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no chart: {body}"));
+        let counts: Vec<i64> = label.split(", ").map(|n| n.parse().unwrap()).collect();
+        assert_eq!(counts.len(), 14, "{label}");
+        assert!(counts[..13].iter().all(|n| *n == 0), "{label}");
+        counts[13]
+    };
+    let mut v = Visitor::new(&srv.base);
+    post(1).await;
+    let first = today(&v.get("/").await.body);
+    assert!(first >= 1, "{first}");
+    post(3).await;
+    assert_eq!(today(&v.get("/").await.body), first + 3);
+    post(2).await;
+    assert_eq!(today(&v.get("/").await.body), first + 5);
+    assert_eq!(
+        today(&v.get("/").await.body),
+        first + 5,
+        "nothing counted twice"
+    );
+    srv.finish().await;
+}
+
 /// Waits until the sidecar follows `session` for window `cc` with an empty queue: a first
 /// stream starts at "now", so probe with injects until one is queued, then drain up to a
 /// last probe (the stream is in order: nothing older comes after it).

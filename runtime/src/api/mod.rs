@@ -142,6 +142,8 @@ pub(crate) struct Inner {
     seen: DashMap<(Arc<str>, ParticipantId), ()>,
     metrics: Option<PrometheusHandle>,
     slack_team: Option<Arc<dyn SlackTeam>>,
+    /// The floors page's activity counts (`dashboard::Activity`).
+    activity: dashboard::Activity,
 }
 
 impl std::ops::Deref for AppState {
@@ -182,6 +184,7 @@ pub async fn serve(
         seen: DashMap::new(),
         metrics,
         slack_team: config.slack.as_ref().map(|s| s.team.clone()),
+        activity: dashboard::Activity::default(),
     }));
     tokio::spawn(prune_limiters(state.clone()));
     let mut app = router(state, config.max_body_bytes, config.metrics_elsewhere);

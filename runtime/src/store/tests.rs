@@ -282,3 +282,58 @@ async fn a_stored_value_that_does_not_parse_is_corrupt() {
         t.finish().await;
     }
 }
+
+#[tokio::test]
+async fn events_are_counted_per_day_from_where_a_window_starts() {
+    for t in stores().await {
+        let s = &t.store;
+        let p = project(s, "busy").await;
+        s.create_session(&p, "s", None, None)
+            .await
+            .expect("session");
+        let now = to_ms(Utc::now());
+        // 3 events 20 days ago, 2 ten days ago, 4 yesterday, 1 now: seq 1..=10.
+        let mut batch = Vec::new();
+        for (ago, n) in [(20, 3), (10, 2), (1, 4), (0, 1)] {
+            for i in 0..n {
+                let at = now - TimeDelta::days(ago) + TimeDelta::milliseconds(i);
+                batch.push(event(Some("s"), "{}", at));
+            }
+        }
+        s.append(&p, batch).await.expect("append");
+        let head = s.last_seq(p.id).await.expect("head");
+        assert_eq!(head, 10);
+
+        let since = now - TimeDelta::days(14);
+        assert_eq!(
+            s.first_seq_since(p.id, head, since).await.expect("bisect"),
+            4
+        );
+        assert_eq!(
+            s.first_seq_since(p.id, head, now).await.expect("bisect"),
+            10
+        );
+        let later = now + TimeDelta::seconds(1);
+        assert_eq!(
+            s.first_seq_since(p.id, head, later).await.expect("bisect"),
+            11
+        );
+        assert_eq!(s.first_seq_since(p.id, 0, since).await.expect("empty"), 1);
+
+        let today = now.timestamp().div_euclid(86_400);
+        let per_day = |ago: i64| (now - TimeDelta::days(ago)).timestamp().div_euclid(86_400);
+        let all = s.events_per_day(p.id, 0, head, since).await.expect("count");
+        let mut want = vec![(per_day(10), 2), (per_day(1), 4), (today, 1)];
+        // Events a few milliseconds apart may straddle midnight: compare totals per day.
+        want.sort();
+        let total: i64 = all.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 7, "{all:?}");
+        if all.len() == want.len() {
+            assert_eq!(all, want);
+        }
+        // Only the range asked for: seq 8..=10 of the window.
+        let tail = s.events_per_day(p.id, 7, head, since).await.expect("count");
+        assert_eq!(tail.iter().map(|(_, n)| n).sum::<i64>(), 3, "{tail:?}");
+        t.finish().await;
+    }
+}

@@ -153,36 +153,70 @@ impl Store {
         Ok(())
     }
 
-    /// Events per project and UTC day (days since the epoch) since `since`, for the
-    /// floors page's activity chart.
-    pub(crate) async fn activity_by_day(
+    /// The first `seq` of `project`, at most `upto + 1`, whose event arrived at or after
+    /// `t`: a bisection over the `(project_id, seq)` index, so finding where a time window
+    /// starts costs ~log2(events) point reads instead of a scan. Arrival times grow with
+    /// `seq` (stamped just before the commit, in the order the floor commits) up to the
+    /// reordering within one group commit; callers that need an exact count filter by
+    /// `received_at` as well and start a little early.
+    pub(crate) async fn first_seq_since(
         &self,
-        projects: &[Uuid],
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, i64, i64)>, StoreError> {
-        let mut out = Vec::new();
-        for p in projects {
-            let rows: Vec<(i64, i64)> = fetch!(
+        project: Uuid,
+        upto: i64,
+        t: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let (mut lo, mut hi) = (1_i64, upto.max(0) + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at_or_after: Option<bool> = fetch!(
                 self,
                 read,
-                fetch_all,
-                dialects!(
-                    "SELECT "
-                    {
-                        sqlite: "received_at / 86400000",
-                        postgres: "FLOOR(EXTRACT(EPOCH FROM received_at) / 86400)::BIGINT"
-                    }
-                    " AS day, COUNT(*) AS n FROM events
-                     WHERE project_id = $1 AND received_at >= $2
-                     GROUP BY day ORDER BY day"
-                )
-                .on(self.backend()),
-                Id(*p),
-                Time(since),
+                scalar fetch_optional,
+                "SELECT received_at >= $3 FROM events WHERE project_id = $1 AND seq >= $2
+                 ORDER BY seq LIMIT 1",
+                Id(project),
+                mid,
+                Time(t),
             )?;
-            out.extend(rows.into_iter().map(|(d, n)| (*p, d, n)));
+            match at_or_after {
+                Some(false) => lo = mid + 1,
+                // At or after `t`, or nothing at or above `mid` (deleted rows).
+                Some(true) | None => hi = mid,
+            }
         }
-        Ok(out)
+        Ok(lo)
+    }
+
+    /// Events of `project` with `after < seq <= upto` that arrived at or after `since`,
+    /// counted per UTC day (days since the epoch), for the floors page's activity chart.
+    /// The range keeps it on the `(project_id, seq)` index.
+    pub(crate) async fn events_per_day(
+        &self,
+        project: Uuid,
+        after: i64,
+        upto: i64,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(fetch!(
+            self,
+            read,
+            fetch_all,
+            dialects!(
+                "SELECT "
+                {
+                    sqlite: "received_at / 86400000",
+                    postgres: "FLOOR(EXTRACT(EPOCH FROM received_at) / 86400)::BIGINT"
+                }
+                " AS day, COUNT(*) AS n FROM events
+                 WHERE project_id = $1 AND seq > $2 AND seq <= $3 AND received_at >= $4
+                 GROUP BY day ORDER BY day"
+            )
+            .on(self.backend()),
+            Id(project),
+            after,
+            upto,
+            Time(since),
+        )?)
     }
 }
 

@@ -1,8 +1,6 @@
 //! The floors page (`/`): every project the viewer may see, with its tags, visibility, a
 //! 14-day activity chart and its sessions; idle sessions are folded away.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::response::IntoResponse;
 use chrono::{Duration, Utc};
@@ -14,8 +12,6 @@ use crate::api::AppState;
 use crate::protocol::Visibility;
 use crate::store::ProjectKey;
 
-/// Days the activity chart covers.
-const DAYS: i64 = 14;
 /// A session with nothing newer than this is idle (folded).
 const IDLE: Duration = Duration::hours(24);
 
@@ -24,18 +20,10 @@ pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page
     let projects = st.visible_projects(&seen.caller).await?;
     let now = Utc::now();
     let today = now.timestamp().div_euclid(86_400);
-    let since = chrono::DateTime::from_timestamp((today - DAYS + 1) * 86_400, 0).unwrap_or(now);
-    let ids: Vec<_> = projects.iter().map(|p| p.id).collect();
-    let mut activity: HashMap<uuid::Uuid, Vec<i64>> = HashMap::new();
-    for (p, day, n) in store.activity_by_day(&ids, since).await? {
-        let i = day - (today - DAYS + 1);
-        if (0..DAYS).contains(&i) {
-            activity.entry(p).or_insert_with(|| vec![0; DAYS as usize])[i as usize] = n;
-        }
-    }
     let personas = Personas::new(&st.runtime.directory().agents(&seen.caller.org).await?);
     let mut floors = Vec::with_capacity(projects.len());
     for p in &projects {
+        let activity = st.activity.days(store, p.id, today).await?;
         let key = ProjectKey {
             id: p.id,
             org: seen.caller.org.clone(),
@@ -46,9 +34,8 @@ pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page
         let (active, idle): (Vec<_>, Vec<_>) = sessions
             .into_iter()
             .partition(|s| s.last_activity.is_some_and(|t| now - t < IDLE));
-        floors.push((p, active, idle));
+        floors.push((p, activity, active, idle));
     }
-    let zeros = vec![0; DAYS as usize];
     let table = |list: &[crate::protocol::Session], project: &str| {
         html! {
             table.sessions {
@@ -71,13 +58,13 @@ pub(in crate::api) async fn page(State(st): State<AppState>, seen: Seen) -> Page
     let body = html! {
         h1 { "Floors" }
         @if floors.is_empty() { p.empty { "No floors yet. Sessions appear here as soon as a hook posts to a project." } }
-        @for (p, active, idle) in &floors {
+        @for (p, activity, active, idle) in &floors {
             section.floor id={"floor-" (p.name)} {
                 div.floor-head {
                     h2 { (p.name) }
                     span.badge { (match p.visibility { Visibility::Org => "org", Visibility::Members => "members only" }) }
                     @for t in &p.tags { span.tag { "#" (t) } }
-                    (render::activity_chart(activity.get(&p.id).unwrap_or(&zeros)))
+                    (render::activity_chart(activity))
                     @if seen.viewer.is_admin() {
                         a.settings href={"/ui/floors/" (seg(&p.name)) "/settings"} { "settings" }
                     }

@@ -13,6 +13,7 @@
 //! the visitor is the anonymous development caller. Otherwise a cookie session from a
 //! one-time login link (`signin`).
 
+mod activity;
 mod agents;
 mod floors;
 mod org;
@@ -34,6 +35,7 @@ use maud::html;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+pub(super) use activity::Activity;
 pub use signin::login_link;
 
 use super::extract::RawBody;
