@@ -620,8 +620,10 @@ async fn through_the_real_sidecar_to_the_floor_and_back() {
     );
 
     // Down: the hook spools; the sidecar takes the file in on start, under the hook's id.
+    // First the prompt just acknowledged reaches the floor (connect, prompt, inject, prompt),
+    // so the count below cannot be taken while it is still on its way.
+    let before = floor_events(&srv.base, "hookproj", &session, 4).await.len();
     stop_sidecar(sidecar).await;
-    let before = floor_events(&srv.base, "hookproj", &session, 3).await.len();
     let mut down = prompt("cc-e2e");
     down["prompt"] = json!("written while the sidecar was down");
     let out = w.hook(port, &[], down.to_string().as_bytes()).await;
