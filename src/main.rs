@@ -431,8 +431,18 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
             )),
             None => None,
         };
-        tracing::info!(model = embedder.is_some(), "passive monitoring on");
-        Some(polaris_agents::passive::Passive::start(embedder))
+        tracing::info!(
+            model = embedder.is_some(),
+            queue = config.passive.queue,
+            "passive monitoring on"
+        );
+        Some(polaris_agents::passive::Passive::start_tuned(
+            embedder,
+            polaris_agents::passive::Tuning {
+                capacity: config.passive.queue,
+                ..Default::default()
+            },
+        ))
     } else {
         None
     };

@@ -4,6 +4,7 @@
 //! roster is long-polled (`If-None-Match` with `wait_ms`), so a join or an invite reaches
 //! the agent as soon as the floor makes it.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub struct RemoteFloor {
     agent: ParticipantId,
     base_dir: PathBuf,
     changes: watch::Sender<u64>,
+    /// The agent's floors with passive advice off, as the latest roster has them (the
+    /// long poll wakes on a change).
+    quiet: Arc<std::sync::Mutex<HashSet<Uuid>>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +52,24 @@ struct Seat {
     agent: String,
     project: String,
     project_id: Uuid,
+    /// The floor's passive switch (absent from older floors: on).
+    #[serde(default = "on")]
+    passive: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+/// Keeps the floors with passive advice off from a roster's seats.
+fn note_quiet(quiet: &std::sync::Mutex<HashSet<Uuid>>, body: &RosterBody) {
+    let now: HashSet<Uuid> = body
+        .seats
+        .iter()
+        .filter(|s| !s.passive)
+        .map(|s| s.project_id)
+        .collect();
+    *quiet.lock().unwrap_or_else(|p| p.into_inner()) = now;
 }
 
 impl RemoteFloor {
@@ -60,6 +82,7 @@ impl RemoteFloor {
             agent,
             base_dir,
             changes,
+            quiet: Arc::default(),
         });
         tokio::spawn(watch_roster(Arc::downgrade(&link)));
         link
@@ -92,6 +115,7 @@ impl RemoteFloor {
             .unwrap_or_default()
             .to_owned();
         let body: RosterBody = ok_json(resp).await?;
+        note_quiet(&self.quiet, &body);
         Ok(Some((tag, roster_of(body, &self.base_dir))))
     }
 }
@@ -268,8 +292,10 @@ impl FloorLink for RemoteFloor {
             .floor
             .request(Method::GET, &self.agent_path(self.agent.as_str(), "roster"));
         let base_dir = self.base_dir.clone();
+        let quiet = self.quiet.clone();
         Box::pin(async move {
             let body: RosterBody = ok_json(req.send().await.map_err(LinkError::of)?).await?;
+            note_quiet(&quiet, &body);
             Ok(roster_of(body, &base_dir))
         })
     }
@@ -446,5 +472,14 @@ impl FloorLink for RemoteFloor {
                 s => Err(LinkError(format!("the floor answered {s}"))),
             }
         })
+    }
+
+    fn passive_advice(&self, project: ProjectKey) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let quiet = self
+            .quiet
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&project.id);
+        Box::pin(std::future::ready(Ok(!quiet)))
     }
 }

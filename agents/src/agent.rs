@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use polaris_protocol::Source;
 use polaris_protocol::validate::Incoming;
@@ -690,8 +691,9 @@ fn on_task_event(
 }
 
 /// Hands an event nobody addressed to passive monitoring, when this agent watches: a
-/// top-level agent with passive advice on, and the event written by a person or a tool
-/// (never by an agent, so agents do not advise each other in circles).
+/// top-level agent with passive advice on, on a floor whose admins left it on, and the
+/// event written by a person or a tool (never by an agent, so agents do not advise each
+/// other in circles).
 fn watch(
     myself: &AgentRef,
     state: &mut AgentState,
@@ -700,7 +702,7 @@ fn watch(
     text: String,
 ) {
     let spec = &state.args.spec;
-    let Some(passive) = &state.args.passive else {
+    let Some(passive) = state.args.passive.clone() else {
         return;
     };
     let e = &c.event;
@@ -712,13 +714,25 @@ fn watch(
     {
         return;
     }
+    // The floor's switch, read for this event: a change holds from the next event on.
+    // The link answers from a cache, so this is normally ready at once.
+    let mut floor_on = state.args.link.passive_advice(key.clone());
+    let ready = (&mut floor_on).now_or_never();
+    match &ready {
+        Some(Ok(false)) => return,
+        Some(Err(err)) => {
+            tracing::warn!(agent = %spec.id, event = %e.id, error = %err, "passive: the floor's switch could not be read; no advice on this event");
+            return;
+        }
+        _ => {}
+    }
     let tool_output = e.kind == "PreToolUse" || e.kind == "PostToolUse";
     let me = myself.clone();
     let (event, c2, key2) = (e.id, c.clone(), key.clone());
     // The read position stays below the event until its advice is on the floor (or none
     // is to be given), so a restart scores it again rather than losing it.
     state.reader.begin(&key.id, e.seq);
-    passive.submit(Job {
+    let job = Job {
         org: state.args.org.clone(),
         router: state.args.router.clone(),
         base_dir: state.args.base_dir.clone(),
@@ -731,6 +745,21 @@ fn watch(
             // event.
             let _ = me.cast(AgentMsg::Scored(key2, c2, score.map(Box::new)));
         }),
+    };
+    if ready.is_some() {
+        passive.submit(job);
+        return;
+    }
+    let agent = spec.id.clone();
+    tokio::spawn(async move {
+        match floor_on.await {
+            Ok(true) => passive.submit(job),
+            Ok(false) => (job.reply)(None),
+            Err(err) => {
+                tracing::warn!(agent = %agent, event = %event, error = %err, "passive: the floor's switch could not be read; no advice on this event");
+                (job.reply)(None);
+            }
+        }
     });
 }
 

@@ -172,6 +172,11 @@ pub trait FloorLink: Send + Sync + 'static {
         agent: String,
         id: Uuid,
     ) -> BoxFuture<'static, Result<bool, LinkError>>;
+
+    /// Whether agents offer advice unasked on a floor's events (the project's
+    /// `passive_advice` switch). Asked for each event an agent would score, so it answers
+    /// from a cache the floor's change notices keep current: usually ready at once.
+    fn passive_advice(&self, project: ProjectKey) -> BoxFuture<'static, Result<bool, LinkError>>;
 }
 
 /// The floor of this process: the runtime's facade.
@@ -373,5 +378,15 @@ impl FloorLink for Local {
     ) -> BoxFuture<'static, Result<bool, LinkError>> {
         let memory = self.runtime.agent_memory();
         Box::pin(async move { memory.delete(&org, &agent, id).await.map_err(LinkError::of) })
+    }
+
+    fn passive_advice(&self, project: ProjectKey) -> BoxFuture<'static, Result<bool, LinkError>> {
+        let runtime = self.runtime.clone();
+        Box::pin(async move {
+            runtime
+                .passive_advice(project.id)
+                .await
+                .map_err(LinkError::of)
+        })
     }
 }

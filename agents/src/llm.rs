@@ -6,9 +6,10 @@
 //! `max_tokens` written tokens over all turns, and `timeout` of wall time for everything,
 //! retries included. A tool call whose arguments do not parse, or that fails, goes back to
 //! the model as the tool's result. Requests that time out, or that the endpoint answers
-//! with 429 (after its `Retry-After`) or 5xx, are retried with backoff within the wall
-//! time; when the brain still has no answer it says why ([`LlmError`]) and the caller
-//! answers from the offline brain with a note.
+//! with 429 (after its `Retry-After`, seconds or a date) or 5xx, are retried with backoff
+//! within the wall time (a wait that would pass it ends the retries at once); when the
+//! brain still has no answer it says why ([`LlmError`]) and the caller answers from the
+//! offline brain with a note.
 //!
 //! The API key is a reference resolved for each answer; it goes into the request's header
 //! and nowhere else (never a log line, an error or an event).
@@ -106,27 +107,30 @@ impl LlmBrain {
         format!("{} at {}", self.spec.model, self.spec.endpoint)
     }
 
+    /// The API key, resolved from its reference (empty without one).
+    fn key(&self) -> Result<String, LlmError> {
+        let Some(r) = &self.spec.api_key else {
+            return Ok(String::new());
+        };
+        let key = SecretRef::parse(r)
+            .and_then(|r| r.resolve(&Env::from_process()))
+            .map_err(|_| LlmError(format!("the API key ({r}) could not be read")))?;
+        let key = key.expose().trim().to_owned();
+        // The client would panic on a header it cannot build.
+        if key.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(LlmError(format!(
+                "the API key ({r}) holds characters an HTTP header cannot carry"
+            )));
+        }
+        Ok(key)
+    }
+
     fn client(
         &self,
+        key: &str,
         deadline: Instant,
         attempts: Arc<AtomicU32>,
-    ) -> Result<Client<OpenAIConfig>, LlmError> {
-        let key = match &self.spec.api_key {
-            None => String::new(),
-            Some(r) => {
-                let key = SecretRef::parse(r)
-                    .and_then(|r| r.resolve(&Env::from_process()))
-                    .map_err(|_| LlmError(format!("the API key ({r}) could not be read")))?;
-                let key = key.expose().trim().to_owned();
-                // The client would panic on a header it cannot build.
-                if key.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-                    return Err(LlmError(format!(
-                        "the API key ({r}) holds characters an HTTP header cannot carry"
-                    )));
-                }
-                key
-            }
-        };
+    ) -> Client<OpenAIConfig> {
         let config = OpenAIConfig::new()
             .with_api_base(self.spec.endpoint.trim_end_matches('/'))
             .with_api_key(key)
@@ -143,7 +147,7 @@ impl LlmBrain {
                 attempts.clone(),
             )
         });
-        Ok(Client::build(self.http.clone(), config).with_http_service(service))
+        Client::build(self.http.clone(), config).with_http_service(service)
     }
 
     /// Answers `question`, using `tools`. Never waits past the brain's `timeout`.
@@ -156,7 +160,8 @@ impl LlmBrain {
         let started = Instant::now();
         let deadline = started + self.spec.timeout();
         let attempts = Arc::new(AtomicU32::new(0));
-        let client = self.client(deadline, attempts.clone())?;
+        let key = self.key()?;
+        let client = self.client(&key, deadline, attempts.clone());
         let offered = tools.specs();
         let mut messages = vec![
             system(self.prompt(ctx)),
@@ -207,7 +212,7 @@ impl LlmBrain {
                         }
                     ))
                 })?
-                .map_err(|e| explain(&e, attempts.load(Ordering::Relaxed)))?;
+                .map_err(|e| explain(&e, attempts.load(Ordering::Relaxed), &key))?;
             written = written.saturating_add(turn_out.tokens);
             if turn_out.calls.is_empty() {
                 let content = turn_out.content.trim().to_owned();
@@ -505,15 +510,35 @@ fn timed_out() -> OpenAIError {
     )))
 }
 
-/// `Retry-After` in seconds (a date is left to the backoff).
+/// The longest `Retry-After` taken as given (the wall budget caps it further).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After`, in either form HTTP allows: seconds, or a date. A date is measured from
+/// the answer's own `Date` when it has one (so the two clocks need not agree), else from
+/// this machine's clock; a date already past means "now".
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    let secs: f64 = v.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let now = h
+        .get(reqwest::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d.trim()).ok())
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
-/// What went wrong, in a sentence for the note (never the key: it is only in a header).
-fn explain(e: &OpenAIError, attempts: u32) -> LlmError {
+/// What went wrong, in a sentence for the note and the log. Never the key: the request
+/// carries it only in a header, but an endpoint may repeat it in its error ("Incorrect
+/// API key provided: …"), so whatever the endpoint said is scrubbed of it.
+fn explain(e: &OpenAIError, attempts: u32, key: &str) -> LlmError {
     let tries = if attempts > 1 {
         format!(" after {attempts} attempts")
     } else {
@@ -521,7 +546,11 @@ fn explain(e: &OpenAIError, attempts: u32) -> LlmError {
     };
     let msg = match e {
         OpenAIError::ApiError(r) => {
-            let m: String = r.api_error.message.chars().take(ERROR_CHARS).collect();
+            // Scrubbed before it is cut: a cut key would no longer be recognised.
+            let m: String = scrub(&r.api_error.message, key)
+                .chars()
+                .take(ERROR_CHARS)
+                .collect();
             format!("the endpoint answered {}{tries}: {m}", r.status_code)
         }
         OpenAIError::JSONDeserialize(err, _) => {
@@ -532,7 +561,16 @@ fn explain(e: &OpenAIError, attempts: u32) -> LlmError {
         OpenAIError::Boxed(b) => format!("{b}{tries}"),
         other => other.to_string(),
     };
-    LlmError(msg)
+    LlmError(scrub(&msg, key))
+}
+
+/// `text` without `key` in it.
+fn scrub(text: &str, key: &str) -> String {
+    if key.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(key, "[the API key]")
+    }
 }
 
 #[cfg(test)]
@@ -540,17 +578,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_is_seconds() {
+    fn an_endpoint_repeating_the_key_is_scrubbed_before_the_cut() {
+        let key = "sk-live-0123456789abcdef";
+        let body = format!("{}Incorrect API key provided: {key}", " ".repeat(190));
+        let e = OpenAIError::ApiError(async_openai::error::ApiErrorResponse {
+            status_code: reqwest::StatusCode::UNAUTHORIZED,
+            api_error: async_openai::error::ApiError {
+                message: body,
+                ..Default::default()
+            },
+        });
+        let said = explain(&e, 1, key).0;
+        assert!(said.starts_with("the endpoint answered 401"), "{said}");
+        assert!(!said.contains("sk-live-0123"), "{said}");
+        let e = OpenAIError::StreamError(Box::new(async_openai::error::StreamError::EventStream(
+            format!("bad key {key}"),
+        )));
+        let said = explain(&e, 1, key).0;
+        assert!(said.ends_with("bad key [the API key]"), "{said}");
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> reqwest::header::HeaderMap {
         let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert("retry-after", "2".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after", "0.25".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
-        h.insert(
-            "retry-after",
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_is_seconds() {
+        assert_eq!(retry_after(&headers(&[])), None);
+        let secs = |v| retry_after(&headers(&[("retry-after", v)]));
+        assert_eq!(secs("2"), Some(Duration::from_secs(2)));
+        assert_eq!(secs("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(secs("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(secs("-1"), None);
+        assert_eq!(secs("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_is_a_date_measured_from_the_answers_date() {
+        let h = headers(&[
+            ("retry-after", "Wed, 21 Oct 2015 07:28:05 GMT"),
+            ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(5)));
+        // The two obsolete forms HTTP still accepts.
+        let h = headers(&[
+            ("retry-after", "Wednesday, 21-Oct-15 07:28:30 GMT"),
+            ("date", "Wed Oct 21 07:28:00 2015"),
+        ]);
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
+        // Already past: now.
+        let h = headers(&[
+            ("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT"),
+            ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ]);
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        // Without a Date, from this machine's clock: a date long gone is now, one far
+        // ahead is capped.
+        let gone = headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert_eq!(retry_after(&gone), Some(Duration::ZERO));
+        let ahead = httpdate::fmt_http_date(
+            std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
         );
-        assert_eq!(retry_after(&h), None);
+        let far = headers(&[("retry-after", ahead.as_str())]);
+        assert_eq!(retry_after(&far), Some(MAX_RETRY_AFTER));
+        // Not a date either.
+        let bad = headers(&[("retry-after", "Wed, 21 Oct 2015 25:28:00 GMT")]);
+        assert_eq!(retry_after(&bad), None);
     }
 }

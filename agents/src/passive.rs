@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::knowledge::KnowledgeBase;
 use crate::route::Router;
 
-/// Jobs waiting at most; beyond this the oldest is shed.
+/// Jobs waiting at most, unless configured (`passive.queue`); beyond this the oldest is
+/// shed.
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Events scored in one batch at most.
 const BATCH: usize = 16;
@@ -122,6 +123,26 @@ struct Inner {
     shed: std::sync::atomic::AtomicU64,
     /// Share of time the worker may score while work is queued ([`DUTY`]).
     duty: f64,
+    /// Jobs waiting at most ([`QUEUE_CAPACITY`]).
+    capacity: usize,
+}
+
+/// How the worker runs: its share of time while work is queued and its queue's bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// The worker's share of time while work is queued (`1.0`: it never rests).
+    pub duty: f64,
+    /// Jobs waiting at most; beyond this the oldest is shed.
+    pub capacity: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            duty: DUTY,
+            capacity: QUEUE_CAPACITY,
+        }
+    }
 }
 
 /// The passive monitoring service of one process.
@@ -141,15 +162,27 @@ impl std::fmt::Debug for Passive {
 impl Passive {
     /// Starts the worker. Without an embedder only the first stage runs.
     pub fn start(embedder: Option<Arc<Embedder>>) -> Passive {
-        Passive::start_with_duty(embedder, DUTY)
+        Passive::start_tuned(embedder, Tuning::default())
     }
 
     /// As [`Passive::start`], with the worker's share of time while work is queued
     /// (`1.0`: it never rests; for measuring what the rest buys).
     pub fn start_with_duty(embedder: Option<Arc<Embedder>>, duty: f64) -> Passive {
+        Passive::start_tuned(
+            embedder,
+            Tuning {
+                duty,
+                ..Tuning::default()
+            },
+        )
+    }
+
+    /// As [`Passive::start`], tuned.
+    pub fn start_tuned(embedder: Option<Arc<Embedder>>, tuning: Tuning) -> Passive {
         let mut p = Passive::unstarted(embedder);
         if let Some(inner) = Arc::get_mut(&mut p.inner) {
-            inner.duty = duty.clamp(0.01, 1.0);
+            inner.duty = tuning.duty.clamp(0.01, 1.0);
+            inner.capacity = tuning.capacity.max(1);
         }
         let worker = p.inner.clone();
         let spawned = std::thread::Builder::new()
@@ -172,6 +205,7 @@ impl Passive {
                 embedder,
                 shed: std::sync::atomic::AtomicU64::new(0),
                 duty: DUTY,
+                capacity: QUEUE_CAPACITY,
             }),
         }
     }
@@ -185,7 +219,7 @@ impl Passive {
     /// scorer.
     pub fn submit(&self, job: Job) {
         let mut q = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if q.jobs.len() >= QUEUE_CAPACITY
+        if q.jobs.len() >= self.inner.capacity
             && let Some(old) = q.jobs.pop_front()
         {
             // The agent hears "no score": no advice for that event, and its read position

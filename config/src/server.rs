@@ -59,6 +59,7 @@ struct RawServerConfig {
 struct RawPassive {
     enabled: Option<bool>,
     model_dir: Option<PathBuf>,
+    queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +205,9 @@ pub struct PassiveConfig {
     /// The sentence-embedding model's directory (all-MiniLM-L6-v2 in the
     /// sentence-transformers layout); `None`: only the first stage (precise signals) runs.
     pub model_dir: Option<PathBuf>,
+    /// Events waiting to be scored at most (`passive.queue`, default 1024); beyond it the
+    /// oldest is shed.
+    pub queue: usize,
 }
 
 /// Everything `polaris serve` needs, validated.
@@ -436,9 +440,18 @@ impl ServerConfig {
                     _ => m.clone(),
                 })
         });
+        let queue = raw.passive.queue.unwrap_or(1024);
+        if !(1..=1 << 20).contains(&queue) {
+            return Err(ConfigError::new(
+                from_file("passive.queue"),
+                "passive.queue",
+                "must be between 1 and 1048576",
+            ));
+        }
         let passive = PassiveConfig {
             enabled: raw.passive.enabled.unwrap_or(true),
             model_dir,
+            queue,
         };
 
         Ok(ServerConfig {
@@ -713,7 +726,8 @@ mod tests {
             c.passive,
             PassiveConfig {
                 enabled: true,
-                model_dir: None
+                model_dir: None,
+                queue: 1024,
             }
         );
         let c = load(
@@ -738,6 +752,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.passive.model_dir, Some(PathBuf::from("/opt/m")));
+        let c = load(Some("passive:\n  queue: 2\n"), Default::default(), &[]).unwrap();
+        assert_eq!(c.passive.queue, 2);
+        let e = load(Some("passive:\n  queue: 0\n"), Default::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("passive.queue"), "{e}");
         let e = load(Some("passive:\n  modeldir: x\n"), Default::default(), &[])
             .unwrap_err()
             .to_string();

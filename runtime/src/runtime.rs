@@ -140,6 +140,13 @@ impl Runtime {
         )
     }
 
+    /// Whether agents offer advice unasked on a floor's events: the project's
+    /// `passive_advice` switch, cached with its other policies and forgotten, here and on
+    /// every node, when an admin changes it.
+    pub async fn passive_advice(&self, project: Uuid) -> Result<bool, StoreError> {
+        self.inner.screen.passive_advice(project).await
+    }
+
     /// What agents remember.
     pub fn agent_memory(&self) -> crate::store::AgentMemory {
         crate::store::AgentMemory::new(self.inner.store.clone())
@@ -268,11 +275,12 @@ impl Runtime {
 
     /// [`Runtime::project_changed`], on this node only.
     async fn forget_project(&self, org: &Arc<str>, old_name: &str, id: Uuid, renamed: bool) {
+        // The policies first: whoever sees the changed project has no stale policy left.
+        self.inner.screen.forget(id);
         self.inner.projects_changed.fetch_add(1, Ordering::AcqRel);
         self.inner
             .projects
             .remove(&(org.clone(), old_name.to_owned()));
-        self.inner.screen.forget(id);
         // Watchers of the directory (the Slack bridge) follow projects too.
         self.inner.roster.bump();
         if renamed {

@@ -5,7 +5,9 @@
 //!
 //! Policies are cached per project and forgotten when the project changes (here and, by
 //! the cluster's notice, on every other node). The org's hash key never changes once made,
-//! so it is cached for good.
+//! so it is cached for good. The project's other per-event switch, `passive_advice` (do
+//! agents speak up unasked), is read with it and cached the same way: no event passes
+//! through it here, but agents ask it for each event they would score.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,13 +17,13 @@ use polaris_protocol::redaction::{self, Redaction};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::store::{ProjectKey, Store, StoreError};
+use crate::store::{Policies, ProjectKey, Store, StoreError};
 
 /// Screens events before commit; one per runtime, shared by every session actor.
 pub(crate) struct Screen {
     store: Store,
-    /// `redact_secrets` per project id.
-    policies: DashMap<Uuid, bool>,
+    /// Policies per project id.
+    policies: DashMap<Uuid, Policies>,
     /// Bumped by every [`Screen::forget`]: a policy read across a change is not cached.
     generation: AtomicU64,
     /// The org's redaction hash key.
@@ -72,16 +74,34 @@ impl Screen {
     }
 
     async fn redacts(&self, project: Uuid) -> Result<bool, StoreError> {
+        Ok(self.policies(project).await?.redact_secrets)
+    }
+
+    /// Whether agents offer advice unasked on the project's events. A read that fails
+    /// fails the caller: the agent then gives no advice on that event.
+    pub(crate) async fn passive_advice(&self, project: Uuid) -> Result<bool, StoreError> {
+        Ok(self.policies(project).await?.passive_advice)
+    }
+
+    async fn policies(&self, project: Uuid) -> Result<Policies, StoreError> {
         if let Some(p) = self.policies.get(&project) {
             return Ok(*p);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        // A project that is gone has no events to screen; redact to be safe.
-        let on = self.store.redacts_secrets(project).await?.unwrap_or(true);
+        // A project that is gone has no events to screen; redact to be safe, and advise
+        // on nothing.
+        let p = self
+            .store
+            .project_policies(project)
+            .await?
+            .unwrap_or(Policies {
+                redact_secrets: true,
+                passive_advice: false,
+            });
         if self.generation.load(Ordering::Acquire) == generation {
-            self.policies.insert(project, on);
+            self.policies.insert(project, p);
         }
-        Ok(on)
+        Ok(p)
     }
 
     async fn key(&self, org: &Arc<str>) -> Result<Arc<[u8]>, StoreError> {

@@ -190,7 +190,8 @@ both_stores!(an_llm_brain_calls_tools_and_answers, |srv| {
     assert_eq!(dean.json["brain"]["kind"], "llm");
 });
 
-// 429 with Retry-After, then success: the brain waits as asked and answers from the model.
+// 429 with Retry-After (seconds, then a date), then success: the brain waits as asked and
+// answers from the model.
 both_stores!(a_rate_limited_endpoint_is_retried_after_its_delay, |srv| {
     let llm = FakeOpenAi::start(Reply::Text("unused".into())).await;
     llm.script([
@@ -211,6 +212,24 @@ both_stores!(a_rate_limited_endpoint_is_retried_after_its_delay, |srv| {
     assert!(
         seen[1].at.duration_since(seen[0].at) >= Duration::from_millis(950),
         "Retry-After honoured"
+    );
+
+    // `Retry-After` as an HTTP date (two seconds on, by the endpoint's own `Date`): waited
+    // for too. Dates have whole seconds, so at least one passes.
+    llm.script([
+        Reply::StatusUntil {
+            code: 429,
+            after: Duration::from_secs(2),
+        },
+        Reply::Text("Answered after the date.".into()),
+    ]);
+    let a = ask(&c, &mut ws, "warehouse", "@dean and now?").await;
+    assert_eq!(a, "Answered after the date.");
+    let seen = llm.requests();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen[3].at.duration_since(seen[2].at) >= Duration::from_millis(950),
+        "Retry-After's date honoured"
     );
 });
 
@@ -522,3 +541,171 @@ both_stores!(
         drop(run);
     }
 );
+
+/// A key nobody could mistake for anything else.
+const LIVE_KEY: &str = "sk-hyg1ene-Q7vX2mK9pL4rT8wZ3nB6cD5f";
+
+/// Reads a child's pipe to the end into `into`.
+fn collect(
+    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let mut s = into.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    })
+}
+
+// API keys never reach logs, events or API answers: `polaris serve` as people run it, at
+// debug level, Dean's key in its environment. The endpoint fails once (a retry is logged)
+// then answers; later it refuses the key repeating it in its error (the offline answer's
+// note and the log line say why, without the key); then it fails for good.
+async fn api_keys_never_reach_logs_events_or_answers(backend: crate::support::Backend) {
+    let Some(mut db) = crate::support::TestDb::new(backend).await else {
+        return;
+    };
+    let llm = FakeOpenAi::start(Reply::Text("unused".into())).await;
+    llm.script([
+        Reply::Status {
+            code: 500,
+            retry_after: None,
+        },
+        Reply::Text("Staging tables are stg_<source>__<entity>.".into()),
+        Reply::BadKey,
+    ]);
+    let dir = agents_dir(&format!(
+        r#"
+agents:
+  - id: agent:dean
+    name: Dean
+    display_name: Dean (Data)
+    tags: [data]
+    knowledge: [knowledge/*.md]
+    brain:
+      kind: llm
+      endpoint: {}
+      model: test-model
+      api_key: env:POLARIS_TEST_DEAN_KEY
+      max_turns: 2
+      timeout: 10s
+"#,
+        llm.base
+    ));
+    let db_args = crate::process::db_args(&db);
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--agents",
+        dir.file.to_str().unwrap(),
+    ];
+    args.extend(db_args.iter().map(String::as_str));
+    let mut cmd = crate::process::polaris(&args);
+    cmd.env("POLARIS_LOG", "debug")
+        .env("POLARIS_TEST_DEAN_KEY", LIVE_KEY);
+    let mut child = cmd.spawn().unwrap();
+    let (out, err) = (
+        std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+        std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+    );
+    let readers = [
+        collect(child.stdout.take().unwrap(), out.clone()),
+        collect(child.stderr.take().unwrap(), err.clone()),
+    ];
+    let base = crate::support::eventually(30, || async {
+        let s = out.lock().unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("listening on "))
+            .map(str::to_owned)
+    })
+    .await;
+
+    let c = Client::new(&base, None);
+    let mut ws = floor(&c, "warehouse").await;
+    let a = ask(
+        &c,
+        &mut ws,
+        "warehouse",
+        "@dean how do we name staging tables?",
+    )
+    .await;
+    assert_eq!(a, "Staging tables are stg_<source>__<entity>.");
+    let a = ask(
+        &c,
+        &mut ws,
+        "warehouse",
+        "@dean how long are raw events kept?",
+    )
+    .await;
+    assert!(a.starts_with("_Answering from my offline brain:"), "{a}");
+    assert!(
+        a.contains("401") && a.contains("Incorrect API key provided"),
+        "{a}"
+    );
+    llm.set_fallback(Reply::Status {
+        code: 500,
+        retry_after: None,
+    });
+    let a = ask(&c, &mut ws, "warehouse", "@dean how do we name marts?").await;
+    assert!(
+        a.starts_with("_Answering from my offline brain:") && a.contains("500"),
+        "{a}"
+    );
+    // The key was used: it went to the endpoint, in the header.
+    assert_eq!(
+        llm.requests()[0].authorization.as_deref(),
+        Some(format!("Bearer {LIVE_KEY}").as_str())
+    );
+
+    let mut answers = vec![floor_text(&c, "warehouse").await];
+    for path in [
+        "/agents",
+        "/agents/dean",
+        "/agents/agent:dean",
+        "/projects/warehouse/messages",
+    ] {
+        let r = c.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        answers.push(r.json.to_string());
+    }
+    for a in &answers {
+        assert!(!a.contains(LIVE_KEY), "the key in an API answer: {a}");
+    }
+    ws.close().await;
+    crate::process::sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    for r in readers {
+        r.await.unwrap();
+    }
+    let (out, err) = (out.lock().unwrap().clone(), err.lock().unwrap().clone());
+    assert!(
+        err.contains("DEBUG") && err.contains("model endpoint refused; retrying"),
+        "logged at debug, the retry included: {err}"
+    );
+    assert!(
+        err.contains("llm brain failed; answering offline"),
+        "the failure is logged: {err}"
+    );
+    assert!(!out.contains(LIVE_KEY), "the key on stdout");
+    assert!(!err.contains(LIVE_KEY), "the key in the log");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_never_reach_logs_events_or_answers_sqlite() {
+    api_keys_never_reach_logs_events_or_answers(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_never_reach_logs_events_or_answers_postgres() {
+    api_keys_never_reach_logs_events_or_answers(crate::support::Backend::Postgres).await;
+}

@@ -465,6 +465,28 @@ both_stores!(
         assert_eq!(r.status, 303, "{}", r.body);
         let p = manu.get("/projects/webapp").await.json;
         assert_eq!(p["visibility"], "members", "{p}");
+        assert!(v.get(settings).await.body.contains("Passive advice"));
+        let r = v
+            .post_form(
+                settings,
+                &[("csrf", &token), ("action", "passive"), ("passive", "off")],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let p = manu.get("/projects/webapp").await.json;
+        assert_eq!(p["passive_advice"], false, "{p}");
+        let r = v
+            .post_form(
+                settings,
+                &[
+                    ("csrf", &token),
+                    ("action", "passive"),
+                    ("passive", "maybe"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("passive"), "{}", r.body);
         let members = manu.get("/projects/webapp/members").await.json;
         assert!(members.to_string().contains("user:alice"), "{members}");
         let r = v

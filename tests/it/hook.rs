@@ -44,28 +44,47 @@ impl World {
 
     /// Runs `polaris hook ARGS` with `stdin`, talking to `port`.
     async fn hook(&self, port: u16, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(BIN)
-            .arg("hook")
-            .args(args)
-            .env_clear()
-            .env("HOME", self.dir.path().join("user"))
-            .env("POLARIS_HOME", self.polaris_home())
-            .env("POLARIS_PORT", port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(stdin).await.unwrap();
-        drop(pipe);
-        // A guard against a hang, not a timing assertion.
-        tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-            .await
-            .expect("the hook finished")
-            .unwrap()
+        run_hook(
+            &self.dir.path().join("user"),
+            &self.polaris_home(),
+            port,
+            args,
+            stdin,
+        )
+        .await
     }
+}
+
+/// Runs `polaris hook ARGS` as Claude Code does: `stdin` in, nothing of the developer's
+/// environment, `HOME` and the Polaris home given, talking to the sidecar on `port`.
+pub(crate) async fn run_hook(
+    home: &Path,
+    polaris_home: &Path,
+    port: u16,
+    args: &[&str],
+    stdin: &[u8],
+) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("hook")
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("POLARIS_HOME", polaris_home)
+        .env("POLARIS_PORT", port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin).await.unwrap();
+    drop(pipe);
+    // A guard against a hang, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("the hook finished")
+        .unwrap()
 }
 
 /// A loopback port with nothing listening: the sidecar is down.

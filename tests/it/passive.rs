@@ -75,7 +75,24 @@ async fn tool_output(c: &Client, session: &str, command: &str, stdout: &str) -> 
 /// Posts a marker and waits until each of `agents` has read past it with nothing left
 /// to post.
 async fn read_past_a_marker(srv: &TestServer, session: &str, agents: &[&str]) {
-    let c = srv.client();
+    read_past_a_marker_as(
+        srv,
+        &srv.client(),
+        polaris_runtime::auth::DEFAULT_ORG,
+        session,
+        agents,
+    )
+    .await;
+}
+
+/// [`read_past_a_marker`] on the floor `app` of `org`, posting as `c` (who is `user:manu`).
+async fn read_past_a_marker_as(
+    srv: &TestServer,
+    c: &Client,
+    org: &str,
+    session: &str,
+    agents: &[&str],
+) {
     let marker = c
         .prompt("app", session, "user:manu", "marker: nothing to see here")
         .await;
@@ -91,7 +108,7 @@ async fn read_past_a_marker(srv: &TestServer, session: &str, agents: &[&str]) {
             let cursor = srv
                 .runtime
                 .directory()
-                .saved_position(polaris_runtime::auth::DEFAULT_ORG, agent, project)
+                .saved_position(org, agent, project)
                 .await
                 .unwrap();
             if cursor.is_none_or(|c| c < seq) {
@@ -229,6 +246,374 @@ both_stores!(
         );
     }
 );
+
+fn secured_team() -> (crate::answers::AgentsDir, Options) {
+    let (d, o) = team();
+    (d, Options { secret: true, ..o })
+}
+
+/// Waits for `agent`'s answer to the mention `id`.
+async fn answer_from(ws: &mut Ws, agent: &str, id: &Value) -> Value {
+    wait_for(ws, "the answer", |e: &Value| {
+        e["sender"] == agent && e["payload"]["in_reply_to"] == *id && e["kind"] != "advice"
+    })
+    .await
+}
+
+// The per-floor switch: an admin turns passive advice off for a project (a member may
+// not); its agents then stay quiet unasked on that floor and still answer mentions; back
+// on, advice comes again. A switch made on another node reaches the node running the agent.
+both_stores!(
+    an_admin_turns_passive_advice_off_for_a_floor,
+    secured_team().1,
+    |srv| {
+        use polaris_runtime::auth::Role;
+        let _keep = secured_team().0;
+        let admin = srv.client_as("acme", "user:ops", Role::Admin);
+        let manu = srv.client_as("acme", "user:manu", Role::Member);
+        let r = admin
+            .post(
+                "/projects",
+                json!({"name": "app", "tags": ["security", "data"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        for s in ["s-1", "s-2"] {
+            let r = manu
+                .post(
+                    "/projects/app/sessions",
+                    json!({"name": s, "driver": "user:manu"}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+        assert_eq!(
+            admin.get("/projects/app").await.json["passive_advice"],
+            true
+        );
+
+        let r = manu
+            .post("/projects/app/passive", json!({"enabled": false}))
+            .await;
+        assert_eq!(r.status, 403, "{r:?}");
+        let r = admin
+            .post("/projects/app/passive", json!({"enable": false}))
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.error().contains("enable"), "{r:?}");
+        let r = admin
+            .post("/projects/app/passive", json!({"enabled": "no"}))
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(r.error().contains("enabled"), "{r:?}");
+        assert_eq!(
+            admin.get("/projects/app").await.json["passive_advice"],
+            true
+        );
+
+        let r = admin
+            .post("/projects/app/passive", json!({"enabled": false}))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json["passive_advice"], false);
+        assert_eq!(
+            manu.get("/projects/app").await.json["passive_advice"],
+            false
+        );
+
+        // Off: a pasted secret gets no advice; a mention is still answered.
+        let mut ws = manu.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+        let key = "AKIAZ3MBKQ7XJ2LRWN4P";
+        let quiet = prompt(
+            &manu,
+            "s-1",
+            &format!("deploy with AWS_ACCESS_KEY_ID={key}"),
+        )
+        .await;
+        let asked = prompt(&manu, "s-1", "@sage which keys can the deploy role use?").await;
+        answer_from(&mut ws, "agent:sage", &asked).await;
+        read_past_a_marker_as(&srv, &manu, "acme", "s-1", &["agent:sage", "agent:dean"]).await;
+        assert!(
+            advice_on(&manu, &quiet).await.is_empty(),
+            "passive advice is off on this floor"
+        );
+
+        // Back on: the next secret is advised on.
+        let r = admin
+            .post("/projects/app/passive", json!({"enabled": true}))
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let again = prompt(
+            &manu,
+            "s-1",
+            &format!("retrying with AWS_ACCESS_KEY_ID={key}"),
+        )
+        .await;
+        wait_for(&mut ws, "Sage's advice", advice_to("agent:sage", &again)).await;
+
+        // Switched off on another node: the change reaches this one, which runs the agents
+        // (the other node waits on their leases). SQLite is one node: no notices between
+        // nodes there.
+        if srv.backend == crate::support::Backend::Postgres {
+            let other = srv.second_node().await;
+            let admin_there = Client::new(
+                &other.base,
+                Some(crate::support::token("acme", "user:ops", Role::Admin)),
+            );
+            let r = admin_there
+                .post("/projects/app/passive", json!({"enabled": false}))
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            crate::support::eventually(20, || async {
+                (manu.get("/projects/app").await.json["passive_advice"] == false).then_some(())
+            })
+            .await;
+            let there = prompt(
+                &manu,
+                "s-2",
+                &format!("AWS_ACCESS_KEY_ID={key} is in the env file"),
+            )
+            .await;
+            read_past_a_marker_as(&srv, &manu, "acme", "s-2", &["agent:sage"]).await;
+            assert!(
+                advice_on(&manu, &there).await.is_empty(),
+                "the switch made on the other node holds here"
+            );
+            other.finish().await;
+        }
+        ws.close().await;
+    }
+);
+
+/// A counter from `GET /metrics` (0 before it is first counted).
+async fn counter(base: &str, name: &str) -> f64 {
+    let text = crate::support::http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Under a flood of unaddressed events the scorer's queue (two jobs here, configured)
+/// sheds its oldest jobs, counted in `/metrics`; a mention sent during the flood is still
+/// answered, because mentions never wait in that queue. `polaris serve` as people run it.
+async fn a_flood_is_shed_and_mentions_still_answered(backend: crate::support::Backend) {
+    let Some(mut db) = crate::support::TestDb::new(backend).await else {
+        return;
+    };
+    let agents = agents_dir(TEAM);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("polaris.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "agents: {}\nrate_limits:\n  writes_per_minute: 0\npassive:\n  queue: 2\n",
+            agents.file.display()
+        ),
+    )
+    .unwrap();
+    let db_args = crate::process::db_args(&db);
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend(db_args.iter().map(String::as_str));
+    let (mut child, base) = crate::support::spawn_listening(crate::process::polaris(&args)).await;
+    let c = Client::new(&base, None);
+    let r = c
+        .post(
+            "/projects",
+            json!({"name": "app", "tags": ["security", "data"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    for s in ["s-1", "s-flood"] {
+        let r = c
+            .post(
+                "/projects/app/sessions",
+                json!({"name": s, "driver": "user:manu"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+    let before = counter(&base, "polaris_passive_shed_total").await;
+
+    // Tool output nobody addressed, in batches, until told to stop: every event is a job
+    // for Sage and one for Dean.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let (c, stop) = (c.clone(), stop.clone());
+        async move {
+            let mut batches = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let events: Vec<Value> = (0..200)
+                    .map(|i| {
+                        json!({"sender": "user:manu", "payload": {
+                            "hook_event_name": "PostToolUse", "session_id": "cc-flood",
+                            "tool_name": "Bash", "tool_input": {"command": format!("make step-{batches}-{i}")},
+                            "tool_response": {"stdout": "compiled 12 files, all green"}}})
+                    })
+                    .collect();
+                let r = c
+                    .post(
+                        "/projects/app/sessions/s-flood/events/batch",
+                        json!({"events": events}),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{r:?}");
+                batches += 1;
+            }
+            batches
+        }
+    });
+    crate::support::eventually(120, || async {
+        (counter(&base, "polaris_passive_shed_total").await > before).then_some(())
+    })
+    .await;
+    let asked = prompt(
+        &c,
+        "s-1",
+        "@sage should we rotate the deploy keys this week?",
+    )
+    .await;
+    let answer = wait_long(&mut ws, "Sage's answer during the flood", |e: &Value| {
+        e["sender"] == "agent:sage" && e["payload"]["in_reply_to"] == asked
+    })
+    .await;
+    assert_ne!(answer["kind"], "advice", "{answer}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = flood.await.unwrap();
+    let shed = counter(&base, "polaris_passive_shed_total").await;
+    eprintln!(
+        "{batches} batches of 200 events: {} jobs shed",
+        shed - before
+    );
+    ws.close().await;
+    crate::process::sigterm(&child).await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_shed_and_mentions_still_answered_sqlite() {
+    a_flood_is_shed_and_mentions_still_answered(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_shed_and_mentions_still_answered_postgres() {
+    a_flood_is_shed_and_mentions_still_answered(crate::support::Backend::Postgres).await;
+}
+
+/// Sage's advice reaches the coding agent: a secret pasted into a prompt that `polaris
+/// hook` hands the sidecar, redacted on the floor, advised on by Sage from the first
+/// stage's signal, queued by the sidecar following the session, and printed by the next
+/// `polaris hook` for the coding agent to read. A second secret of the same kind in the
+/// session is not advised on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_reaches_the_coding_agent_through_the_sidecar() {
+    let (_keep, opts) = team();
+    let srv = TestServer::start(crate::support::Backend::Sqlite, opts)
+        .await
+        .unwrap();
+    let c = srv.client();
+    let r = c
+        .post("/projects", json!({"name": "app", "tags": ["security"]}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let (dir, home) = crate::sidecar::home_dir();
+    let sc = crate::sidecar::Sidecar::start(&home, &srv.base).await;
+    let session = sc.join("w", "app", "user:manu").await;
+    crate::sidecar::wait_following(&sc, &srv.base, "app", &session, "w").await;
+    let user_home = dir.path().join("user");
+    let hook = async |text: &str| {
+        let event =
+            json!({"session_id": "w", "hook_event_name": "UserPromptSubmit", "prompt": text});
+        let out = crate::hook::run_hook(
+            &user_home,
+            &home,
+            sc.port(),
+            &[],
+            event.to_string().as_bytes(),
+        )
+        .await;
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        if printed.trim().is_empty() {
+            return String::new();
+        }
+        let v: Value = serde_json::from_str(&printed).unwrap();
+        v["hookSpecificOutput"]["additionalContext"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let advice_events = async || -> Vec<Value> {
+        crate::sidecar::messages(&srv.base, "app", &session)
+            .await
+            .into_iter()
+            .filter(|e| e["kind"] == "advice")
+            .collect()
+    };
+
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8Rt3pLvW";
+    hook(&format!(
+        "deploy failed, creds are aws_secret_access_key = {secret} can you check"
+    ))
+    .await;
+    let advice =
+        crate::support::eventually(60, || async { advice_events().await.into_iter().next() }).await;
+    assert_eq!(advice["sender"], "agent:sage");
+    crate::sidecar::wait_queued(&sc, "w", 1).await;
+    let context = hook("ok, what now?").await;
+    assert!(
+        context.contains("- agent:sage: Sage (Security), unasked:")
+            && context.contains("aws-secret-key"),
+        "{context}"
+    );
+    assert!(!context.contains(secret), "{context}");
+
+    // The same secret pasted again: Sage has said it once in this session.
+    let context = hook(&format!(
+        "still failing with aws_secret_access_key = {secret}, any idea?"
+    ))
+    .await;
+    assert_eq!(context, "", "nothing queued yet");
+    read_past_a_marker(&srv, &session, &["agent:sage"]).await;
+    let advised = advice_events().await;
+    assert_eq!(advised.len(), 1, "advised once per thing: {advised:#?}");
+    // Whatever the sidecar queued before a last inject comes out with it.
+    let r = c
+        .post(
+            &format!("/projects/app/sessions/{session}/inject"),
+            json!({"sender": "user:krishna", "content": "last word"}),
+        )
+        .await;
+    assert!(r.status < 300, "{r:?}");
+    crate::sidecar::wait_queued(&sc, "w", 1).await;
+    let context = hook("and now?").await;
+    assert!(context.contains("last word"), "{context}");
+    assert!(!context.contains("unasked"), "{context}");
+    sc.stop().await;
+    srv.finish().await;
+}
 
 /// The model from `POLARIS_TEST_MODEL_DIR` (`None`, with a message, when it is not
 /// configured and not required).

@@ -12,7 +12,7 @@ use polaris_config::DatabaseUrl;
 
 const BIN: &str = env!("CARGO_BIN_EXE_polaris");
 
-fn polaris(args: &[&str]) -> Command {
+pub(crate) fn polaris(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("DATABASE_URL")
@@ -33,14 +33,14 @@ async fn serve(cmd: Command) -> (Child, String) {
     crate::support::spawn_listening(cmd).await
 }
 
-fn db_args(db: &TestDb) -> Vec<String> {
+pub(crate) fn db_args(db: &TestDb) -> Vec<String> {
     match &db.url {
         DatabaseUrl::Sqlite(p) => vec!["--database".into(), format!("sqlite:{}", p.display())],
         DatabaseUrl::Postgres(s) => vec!["--database".into(), s.expose().to_owned()],
     }
 }
 
-async fn sigterm(child: &Child) {
+pub(crate) async fn sigterm(child: &Child) {
     let pid = child.id().expect("pid").to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])

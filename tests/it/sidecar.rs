@@ -56,6 +56,15 @@ impl Sidecar {
         }
     }
 
+    /// The loopback port it listens on (what `polaris hook` is pointed at).
+    pub(crate) fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {:?}", self.base))
+    }
+
     pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_with(path, body, &[]).await
     }

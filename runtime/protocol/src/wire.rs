@@ -115,12 +115,20 @@ pub struct Project {
     /// committed (on unless an admin turned it off for this project).
     #[serde(default = "redact_by_default")]
     pub redact_secrets: bool,
+    /// Whether agents on the floor offer advice unasked on the events nobody addressed to
+    /// them (on unless an admin turned it off for this project).
+    #[serde(default = "advise_by_default")]
+    pub passive_advice: bool,
     /// Creation time.
     #[serde(with = "iso_ms")]
     pub created_at: DateTime<Utc>,
 }
 
 fn redact_by_default() -> bool {
+    true
+}
+
+fn advise_by_default() -> bool {
     true
 }
 

@@ -37,17 +37,21 @@ pub(super) struct RosterQuery {
 }
 
 /// The roster's JSON for the agent `root`: every agent of the org (the router needs them
-/// all) and the floors `root` and its subagents are on.
+/// all) and the floors `root` and its subagents are on, with each floor's passive switch.
 async fn roster(st: &AppState, org: &str, root: &str) -> Result<Value, ApiError> {
     let directory = st.runtime.directory();
     let agents = directory.agents(org).await?;
-    let mut seats: Vec<Value> = directory
-        .seats(org)
-        .await?
-        .into_iter()
-        .filter(|(_, a)| a == root || a.strip_prefix(root).is_some_and(|r| r.starts_with('.')))
-        .map(|(p, a)| json!({"agent": a, "project": &*p.name, "project_id": p.id}))
-        .collect();
+    let mut seats: Vec<Value> = Vec::new();
+    for (p, a) in directory.seats(org).await? {
+        if a == root || a.strip_prefix(root).is_some_and(|r| r.starts_with('.')) {
+            // The floor's passive switch rides along: a change wakes the long poll, so
+            // the agent hears of it without asking per event.
+            let passive = st.runtime.passive_advice(p.id).await?;
+            seats.push(
+                json!({"agent": a, "project": &*p.name, "project_id": p.id, "passive": passive}),
+            );
+        }
+    }
     // A stable order, so the same roster has the same ETag on every node.
     seats.sort_by_key(|s| (s["project_id"].to_string(), s["agent"].to_string()));
     Ok(json!({

@@ -243,6 +243,7 @@ fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
         .route("/projects/{project}/rename", post(projects::rename))
         .route("/projects/{project}/visibility", post(projects::visibility))
         .route("/projects/{project}/redaction", post(projects::redaction))
+        .route("/projects/{project}/passive", post(projects::passive))
         .route(
             "/projects/{project}/members",
             get(projects::members).post(projects::add_member),

@@ -1,4 +1,4 @@
-//! Project routes: create, list, rename, visibility, members, messages.
+//! Project routes: create, list, rename, visibility, policies, members, messages.
 
 use axum::Json;
 use axum::extract::State;
@@ -182,6 +182,50 @@ pub(super) async fn redaction(
     Ok(Json(
         json!({"ok": true, "redact_secrets": body.redact_secrets}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SetPassive {
+    enabled: bool,
+}
+
+/// `POST /projects/:p/passive {"enabled"}`: turns the floor's passive advice (agents
+/// speaking up unasked) on or off (admins only). Agents on any node read the switch for
+/// each event they would score, so the change holds from the next event on.
+pub(super) async fn passive(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+    JsonBody(body): JsonBody<SetPassive>,
+) -> Result<Json<Value>, ApiError> {
+    let opened = st.open_project(&caller, &project, Access::Admin).await?;
+    set_passive(&st, &caller, &opened.project, body.enabled).await?;
+    Ok(Json(json!({"ok": true, "passive_advice": body.enabled})))
+}
+
+/// Stores the floor's passive switch and tells every node (the API and the dashboard's
+/// settings page both change it here).
+pub(super) async fn set_passive(
+    st: &AppState,
+    caller: &Caller,
+    project: &Project,
+    enabled: bool,
+) -> Result<(), ApiError> {
+    st.runtime
+        .store()
+        .set_passive_advice(project.id, enabled)
+        .await?;
+    tracing::info!(
+        project = %project.name,
+        by = ?caller.participant.as_ref().map(|p| p.as_str()),
+        passive_advice = enabled,
+        "passive advice switched"
+    );
+    st.runtime
+        .project_changed(&caller.org, &project.name, project.id, false)
+        .await;
+    Ok(())
 }
 
 #[derive(Deserialize)]

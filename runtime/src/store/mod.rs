@@ -143,6 +143,7 @@ pub(crate) use agents::{JoinReason, LeaveReason};
 pub(crate) use events::{Append, Effect, Fence, NewEvent, Rejected};
 pub use leases::Lease;
 pub use memory::{AgentMemory, MAX_FACT_CHARS, MemoryFact, NewFact};
+pub(crate) use orgs::Policies;
 pub(crate) use search::SearchQuery;
 pub use slack::{Fence as SlackFence, SlackCursor, SlackFloor, SlackLinks, SlackTarget};
 pub(crate) use web::SignIn;

@@ -29,7 +29,17 @@ pub(super) struct ProjectRow {
     visibility: String,
     tags: Tags,
     redact_secrets: bool,
+    passive_advice: bool,
     created_at: Time,
+}
+
+/// What a project's admins decide about its events, read together (see `screen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policies {
+    /// Credentials are redacted before the commit.
+    pub redact_secrets: bool,
+    /// Agents offer advice unasked.
+    pub passive_advice: bool,
 }
 
 impl From<ProjectRow> for Project {
@@ -46,6 +56,7 @@ impl From<ProjectRow> for Project {
             },
             tags: r.tags.0,
             redact_secrets: r.redact_secrets,
+            passive_advice: r.passive_advice,
             created_at: r.created_at.0,
         }
     }
@@ -118,6 +129,7 @@ impl Store {
             visibility: Visibility::Org,
             tags: tags.to_vec(),
             redact_secrets: true,
+            passive_advice: true,
             created_at: to_ms(Utc::now()),
         };
         let inserted = execute!(
@@ -206,15 +218,19 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a project's events are screened for credentials (`None`: no such project).
-    pub(crate) async fn redacts_secrets(&self, id: Uuid) -> Result<Option<bool>, StoreError> {
-        Ok(fetch!(
+    /// A project's policies (`None`: no such project).
+    pub(crate) async fn project_policies(&self, id: Uuid) -> Result<Option<Policies>, StoreError> {
+        let row: Option<(bool, bool)> = fetch!(
             self,
             read,
-            scalar fetch_optional,
-            "SELECT redact_secrets FROM projects WHERE id = $1",
+            fetch_optional,
+            "SELECT redact_secrets, passive_advice FROM projects WHERE id = $1",
             Id(id),
-        )?)
+        )?;
+        Ok(row.map(|(redact_secrets, passive_advice)| Policies {
+            redact_secrets,
+            passive_advice,
+        }))
     }
 
     /// Turns a project's `redact_secrets` policy on or off.
@@ -223,6 +239,18 @@ impl Store {
             self,
             write,
             "UPDATE projects SET redact_secrets = $1 WHERE id = $2",
+            on,
+            Id(id),
+        )?;
+        Ok(())
+    }
+
+    /// Turns a project's `passive_advice` switch on or off.
+    pub(crate) async fn set_passive_advice(&self, id: Uuid, on: bool) -> Result<(), StoreError> {
+        execute!(
+            self,
+            write,
+            "UPDATE projects SET passive_advice = $1 WHERE id = $2",
             on,
             Id(id),
         )?;

@@ -28,6 +28,14 @@ pub enum Reply {
         code: u16,
         retry_after: Option<String>,
     },
+    /// An error status whose `Retry-After` is an HTTP date, `after` from when it answers
+    /// (the answer's own `Date` comes with it, as servers send it).
+    StatusUntil {
+        code: u16,
+        after: std::time::Duration,
+    },
+    /// 401 with the key it was sent repeated in the error's message, as some providers do.
+    BadKey,
     /// Accepts the request and never answers.
     Hang,
     /// A 200 event stream whose chunk is not JSON.
@@ -151,18 +159,30 @@ async fn completions(State(s): State<Shared>, headers: HeaderMap, body: String) 
                 chunk(&model, json!({}), Some("tool_calls")),
             ])
         }
-        Reply::Status { code, retry_after } => {
-            let mut r = Response::builder()
-                .status(StatusCode::from_u16(code).unwrap())
-                .header("content-type", "application/json");
-            if let Some(ra) = retry_after {
-                r = r.header("retry-after", ra);
-            }
-            r.body(Body::from(
-                json!({"error": {"message": format!("scripted {code}"), "type": "test_error", "param": null, "code": null}})
+        Reply::StatusUntil { code, after } => {
+            let at = chrono::Utc::now() + chrono::Duration::from_std(after).expect("a short delay");
+            error_status(
+                code,
+                Some(at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+            )
+        }
+        Reply::Status { code, retry_after } => error_status(code, retry_after),
+        Reply::BadKey => {
+            let sent = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .trim_start_matches("Bearer ")
+                .to_owned();
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
+                        "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
                     .to_string(),
-            ))
-            .unwrap()
+                ))
+                .unwrap()
         }
         Reply::Hang => {
             std::future::pending::<()>().await;
@@ -175,6 +195,20 @@ async fn completions(State(s): State<Shared>, headers: HeaderMap, body: String) 
             ))
             .unwrap(),
     }
+}
+
+fn error_status(code: u16, retry_after: Option<String>) -> Response {
+    let mut r = Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json");
+    if let Some(ra) = retry_after {
+        r = r.header("retry-after", ra);
+    }
+    r.body(Body::from(
+                json!({"error": {"message": format!("scripted {code}"), "type": "test_error", "param": null, "code": null}})
+                    .to_string(),
+            ))
+            .unwrap()
 }
 
 fn chunk(model: &str, delta: Value, finish: Option<&str>) -> Value {

@@ -1,5 +1,5 @@
 //! Org-wide pages: search (the API's `/search` with its filters), decisions, the team,
-//! and a project's settings (visibility, members) for admins.
+//! and a project's settings (visibility, passive advice, members) for admins.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -11,6 +11,7 @@ use super::render::{self, Personas};
 use super::{Form, Page, Seen, back, seg, session_url};
 use crate::api::extract::{PathParams, QueryParams};
 use crate::api::misc::{SearchParams, search_as, team_of};
+use crate::api::projects::set_passive;
 use crate::api::{Access, ApiError, AppState};
 use crate::protocol::Visibility;
 use crate::validate::FieldError;
@@ -155,6 +156,7 @@ pub(in crate::api) async fn settings(
     let v = &seen.viewer;
     let action = format!("/ui/floors/{}/settings", seg(&project));
     let restricted = opened.project.visibility == Visibility::Members;
+    let advising = opened.project.passive_advice;
     let body = html! {
         p.crumbs { a href="/" { "Floors" } " / " (project) }
         h1 { "Settings of " (project) }
@@ -164,6 +166,15 @@ pub(in crate::api) async fn settings(
             input type="hidden" name="action" value="visibility";
             label { input type="radio" name="visibility" value="org" checked[!restricted]; " everyone in the org" }
             label { input type="radio" name="visibility" value="members" checked[restricted]; " members only" }
+            button type="submit" { "Save" }
+        }
+        h2 { "Passive advice" }
+        p { "Agents on this floor speak up unasked when an event nobody addressed is clearly theirs (a pasted secret, a failing data job)." }
+        form method="post" action=(action) {
+            (v.csrf_field())
+            input type="hidden" name="action" value="passive";
+            label { input type="radio" name="passive" value="on" checked[advising]; " on" }
+            label { input type="radio" name="passive" value="off" checked[!advising]; " off" }
             button type="submit" { "Save" }
         }
         h2 { "Members" }
@@ -200,6 +211,9 @@ pub(in crate::api) struct SettingsForm {
     participant_id: Option<String>,
     #[serde(default)]
     role: Option<String>,
+    /// `on` or `off`.
+    #[serde(default)]
+    passive: Option<String>,
 }
 
 /// `POST /ui/floors/{project}/settings`: one change, as the API's routes make it.
@@ -233,6 +247,18 @@ pub(in crate::api) async fn save_settings(
                 )
                 .await;
         }
+        "passive" => {
+            let on = match f.passive.as_deref() {
+                Some("on") => true,
+                Some("off") => false,
+                _ => {
+                    return Err(
+                        ApiError::from(FieldError::new("passive", "must be on or off")).into(),
+                    );
+                }
+            };
+            set_passive(&st, &seen.caller, &opened.project, on).await?;
+        }
         "add" => {
             let who = participant()?;
             let role = f.role.as_deref().map(str::trim).filter(|r| !r.is_empty());
@@ -254,7 +280,7 @@ pub(in crate::api) async fn save_settings(
         other => {
             return Err(ApiError::from(FieldError::new(
                 "action",
-                format!("must be visibility, add or remove, not {other:?}"),
+                format!("must be visibility, passive, add or remove, not {other:?}"),
             ))
             .into());
         }

@@ -1,0 +1,3 @@
+-- Passive advice per floor: agents speak up unasked on the floor's events unless an admin
+-- turned it off for the project.
+ALTER TABLE projects ADD COLUMN passive_advice BOOLEAN NOT NULL DEFAULT TRUE;
