@@ -423,7 +423,9 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
         None => None,
     };
     // Passive monitoring: the model loads (and its hash is checked) before anything
-    // serves; a bad model directory stops the start with the file it names.
+    // serves; a bad model directory stops the start with the file it names. The agents'
+    // heads are fitted in the background once the host plans them (`polaris_passive_ready`
+    // says when): the floor serves at once.
     let passive = if config.passive.enabled {
         let embedder = match &config.passive.model_dir {
             Some(dir) => Some(std::sync::Arc::new(
