@@ -211,6 +211,17 @@ async fn ingest(
     }
     // Agents start reading once they have joined: give the host its first reconcile.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The heads are fitted in the background after the start: measure ingest once they
+    // are, as a server that has been up a while runs.
+    if let Some(p) = &watcher {
+        let fitted = Instant::now();
+        while !p.readiness().ready {
+            if fitted.elapsed() > Duration::from_secs(120) {
+                return Err("the passive heads were not fitted within 120 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let t0 = Instant::now();
     let per = events / clients;
     let mut tasks = Vec::new();

@@ -4,9 +4,14 @@
 //! waits as a standby), and posts only through a sidecar: embedded by default (a
 //! write-ahead log in `--state`), or an external `polaris sidecar` given by URL.
 //!
+//! It runs passive monitoring for the agent it hosts, as `polaris serve` does for its own:
+//! the first stage always, the model too with `--model-dir` (its heads are fitted in the
+//! background after the start).
+//!
 //! `GET /healthz` says the process is alive; `GET /readyz` says it holds the lease and its
-//! streams are open. SIGTERM stops the agents (they save their cursors), lets the sidecar
-//! deliver what they posted, releases the lease and exits 0.
+//! streams are open, and how far passive monitoring is. SIGTERM stops the agents (they
+//! save their cursors), lets the sidecar deliver what they posted, releases the lease and
+//! exits 0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +24,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use clap::Args;
 use polaris_agents::outbox::{Delivered, Outbox, Relay};
+use polaris_agents::passive::Passive;
 use polaris_agents::{AgentHost, HostArgs, HostHandle, Scope};
 use polaris_config::{Env, SecretRef};
 use polaris_protocol::NewEventBody;
@@ -75,6 +81,13 @@ pub(crate) struct AgentRunArgs {
     /// a standby waits after this process dies without releasing it.
     #[arg(long, env = "POLARIS_LEASE_TTL", value_name = "DURATION", default_value = "1500ms", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
+    /// Passive monitoring's model (all-MiniLM-L6-v2, sentence-transformers layout), as
+    /// `polaris serve --model-dir`; without it only the first stage (precise signals) runs.
+    #[arg(long, env = "POLARIS_MODEL_DIR", value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// No passive monitoring: the agent answers mentions and never speaks up unasked.
+    #[arg(long, conflicts_with = "model_dir")]
+    no_passive: bool,
 }
 
 /// Parses the arguments' references and files, then runs until SIGTERM or Ctrl-C.
@@ -113,6 +126,21 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let floor = FloorClient::new(&args.floor, token)?;
+    // The model loads (and its hash is checked) before anything starts: a bad directory
+    // stops the start with the file it names. Its heads are fitted later, in the
+    // background.
+    let passive = if args.no_passive {
+        None
+    } else {
+        let embedder = match &args.model_dir {
+            Some(dir) => Some(Arc::new(
+                polaris_passive::Embedder::load(dir).context("loading --model-dir")?,
+            )),
+            None => None,
+        };
+        tracing::info!(model = embedder.is_some(), "passive monitoring on");
+        Some(Passive::start(embedder))
+    };
     // One agent's answers are a light load: two worker threads are plenty and keep the
     // process small.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -121,7 +149,19 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let host_name = hostname(env);
-    rt.block_on(serve(args, agent, floor, file, sidecar, host_name))
+    let result = rt.block_on(serve(
+        args,
+        agent,
+        floor,
+        file,
+        sidecar,
+        host_name,
+        passive.clone(),
+    ));
+    if let Some(p) = passive {
+        p.stop();
+    }
+    result
 }
 
 fn agent_id(raw: &str) -> anyhow::Result<ParticipantId> {
@@ -158,6 +198,7 @@ async fn serve(
     file: Option<(Vec<polaris_registry::AgentSpec>, PathBuf)>,
     sidecar: Option<(String, String)>,
     host_name: String,
+    passive: Option<Passive>,
 ) -> anyhow::Result<()> {
     let (post, outbox) = match sidecar {
         None => {
@@ -192,8 +233,7 @@ async fn serve(
             Uuid::new_v4().simple()
         ),
         lease_ttl: args.lease_ttl,
-        // Passive monitoring runs in `polaris serve` (where the model is configured).
-        passive: None,
+        passive: passive.clone(),
     })
     .await
     .context("starting the agent")?;
@@ -207,6 +247,7 @@ async fn serve(
             Post::Embedded(u) => Some(u.clone()),
             Post::External => None,
         },
+        passive,
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let server = {
@@ -305,11 +346,18 @@ fn external(url: String, secret: String) -> anyhow::Result<Arc<dyn Outbox>> {
     ))
 }
 
-fn health_routes(host: HostHandle, uplink: Option<Uplink>) -> axum::Router {
+fn health_routes(
+    host: HostHandle,
+    uplink: Option<Uplink>,
+    passive: Option<Passive>,
+) -> axum::Router {
     let ready = move || {
         let report = host.health();
         let pending = uplink.as_ref().map(|u| u.status().pending);
-        let body = json!({"ready": report.ready(), "agents": report, "pending": pending});
+        // Passive monitoring's heads are detail, not readiness: mentions are answered
+        // while they are fitted.
+        let passive = passive.as_ref().map(Passive::readiness);
+        let body = json!({"ready": report.ready(), "agents": report, "pending": pending, "passive": passive});
         let status = if report.ready() {
             StatusCode::OK
         } else {

@@ -3,6 +3,7 @@
 
 mod agent_run;
 mod lifecycle;
+mod models;
 mod remote;
 
 use lifecycle::{bind_announced, shutdown_signal};
@@ -51,6 +52,10 @@ enum Command {
     /// Check, list and route named agents.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Passive monitoring's model: download it for `--model-dir` (nothing downloads at
+    /// run time by itself).
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// The MCP server Claude Code starts (stdio): the polaris_* tools, talking to the
     /// local sidecar.
     Mcp(McpArgs),
@@ -363,6 +368,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Token(args) => token(args, &env),
         Command::LoginLink(args) => login_link(args, &env),
         Command::Agents(cmd) => agents_command(cmd),
+        Command::Models(cmd) => models::run(cmd),
         Command::Agent(AgentCommand::Run(args)) => agent_run::run(args, &env),
         Command::Sidecar(args) => sidecar(args, &env),
         Command::Mcp(args) => mcp(args, &env),
@@ -423,7 +429,9 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
         None => None,
     };
     // Passive monitoring: the model loads (and its hash is checked) before anything
-    // serves; a bad model directory stops the start with the file it names.
+    // serves; a bad model directory stops the start with the file it names. The agents'
+    // heads are fitted in the background once the host plans them (`polaris_passive_ready`
+    // says when): the floor serves at once.
     let passive = if config.passive.enabled {
         let embedder = match &config.passive.model_dir {
             Some(dir) => Some(std::sync::Arc::new(

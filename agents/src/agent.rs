@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::brain::OfflineBrain;
 use crate::driver::{self, Drive, Signal, Task};
 use crate::health::Health;
+use crate::intent::Intents;
 use crate::link::FloorLink;
 use crate::mind::{Mind, Question, RECENT};
 use crate::outbox::Outbox;
@@ -89,6 +90,8 @@ pub struct AgentArgs {
     pub term: Option<i64>,
     /// Passive monitoring, if the process runs it (top-level agents only use it).
     pub passive: Option<Passive>,
+    /// The offline brain's intents by meaning, when the passive model is loaded.
+    pub intents: Option<Arc<Intents>>,
 }
 
 impl AgentArgs {
@@ -107,6 +110,7 @@ impl AgentArgs {
             term: self.term,
             // Subagents are reached through their parent: they never speak up unasked.
             passive: None,
+            intents: self.intents.clone(),
         }
     }
 }
@@ -226,7 +230,11 @@ impl Actor for Agent {
     ) -> Result<AgentState, ActorProcessingErr> {
         let children = std::mem::take(&mut args.children);
         let rate = args.spec.rate;
-        let brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
+        let brain = Arc::new(OfflineBrain::new(
+            &args.spec,
+            &args.base_dir,
+            args.intents.clone(),
+        ));
         let mut state = AgentState {
             mind: Arc::new(Mind::new(&args.spec, brain.clone())),
             recent: HashMap::new(),
@@ -930,7 +938,11 @@ async fn update(myself: &AgentRef, state: &mut AgentState, mut args: AgentArgs) 
     let wanted: Vec<Uuid> = args.floors.iter().map(|k| k.id).collect();
     state.reader.retain(|p| wanted.contains(p)).await;
     if args.spec != state.args.spec {
-        state.brain = Arc::new(OfflineBrain::new(&args.spec, &args.base_dir));
+        state.brain = Arc::new(OfflineBrain::new(
+            &args.spec,
+            &args.base_dir,
+            args.intents.clone(),
+        ));
         state.mind = Arc::new(Mind::new(&args.spec, state.brain.clone()));
         state.per_floor = RateLimiter::keyed(quota(args.spec.rate.per_floor_per_minute));
         state.passive_rate = RateLimiter::keyed(passive_quota(args.spec.rate.per_floor_per_minute));

@@ -1,8 +1,9 @@
 //! The offline brain: answers from an agent's own tools and documents, with no network
-//! and no model. Dean inspects his database (tables, DDL, personal-data columns, query
-//! plans), Sage scans what was said for secrets and personal data, and every agent
+//! and no language model. Dean inspects his database (tables, DDL, personal-data columns,
+//! query plans), Sage scans what was said for secrets and personal data, and every agent
 //! answers from its knowledge documents, citing file and heading — or says plainly that
-//! it has nothing.
+//! it has nothing. Which database tool a question wants is read by meaning when the
+//! passive model is loaded (`intent.rs`), by whole words otherwise.
 //!
 //! Everything here may wait on a database or read files: the agent actor runs it in a
 //! task of its own and gets the answer back as a message.
@@ -15,7 +16,9 @@ use polaris_protocol::{redaction, secrets};
 use polaris_registry::AgentSpec;
 use tokio::sync::OnceCell;
 
+use crate::intent::{self, Decision, Intent, Intents};
 use crate::knowledge::KnowledgeBase;
+use crate::text::contains_word;
 use crate::tools::database::Warehouse;
 
 /// Passages quoted per answer.
@@ -41,6 +44,8 @@ pub struct OfflineBrain {
     secrets: bool,
     /// The directory tasks may read, if any.
     files: Option<PathBuf>,
+    /// Intents by meaning, when the passive model is loaded.
+    intents: Option<Arc<Intents>>,
 }
 
 impl std::fmt::Debug for OfflineBrain {
@@ -56,8 +61,8 @@ impl std::fmt::Debug for OfflineBrain {
 impl OfflineBrain {
     /// The brain of `spec`; knowledge paths are relative to `base_dir`. A knowledge
     /// document that cannot be read is reported and left out: the agent still answers
-    /// from its tools.
-    pub fn new(spec: &AgentSpec, base_dir: &Path) -> OfflineBrain {
+    /// from its tools. With `intents`, what a question asks for is read by meaning first.
+    pub fn new(spec: &AgentSpec, base_dir: &Path, intents: Option<Arc<Intents>>) -> OfflineBrain {
         let knowledge = match KnowledgeBase::load(base_dir, &spec.knowledge) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -82,6 +87,7 @@ impl OfflineBrain {
             base_dir: base_dir.to_path_buf(),
             secrets: spec.tools.secrets.is_some(),
             files: spec.tools.files.as_ref().map(|f| base_dir.join(&f.root)),
+            intents,
         }
     }
 
@@ -279,8 +285,8 @@ impl OfflineBrain {
                 Err(e) => format!("I did not run that: {e}"),
             }));
         }
-        let asks_pii = asks_any(&lower, PII_WORDS);
-        if asks_pii {
+        let intent = self.intent(question, &lower).await?;
+        if intent == Some(Intent::Pii) {
             let w = self.warehouse().await?;
             let cols = w.pii_columns().await.map_err(|e| e.to_string())?;
             if cols.is_empty() {
@@ -305,9 +311,8 @@ impl OfflineBrain {
             );
             return Ok(Some(out));
         }
-        let wants_schema = asks_any(&lower, SCHEMA_WORDS);
-        let wants_tables = asks_any(&lower, TABLE_WORDS);
-        if !(wants_schema || wants_tables) {
+        let wants_schema = intent == Some(Intent::Schema);
+        if !(wants_schema || intent == Some(Intent::Tables)) {
             return Ok(None);
         }
         let w = self.warehouse().await?;
@@ -340,6 +345,41 @@ impl OfflineBrain {
             ));
         }
         Ok(Some(out))
+    }
+
+    /// What `question` asks of the database, by words and, with the model, by meaning
+    /// (the rule is `intent.rs`'s; `lower` is the question lowercased).
+    async fn intent(&self, question: &str, lower: &str) -> Result<Option<Intent>, String> {
+        let words = intent::by_words(lower);
+        let sims = match self.intents.clone() {
+            None => None,
+            Some(intents) => {
+                let q = question.to_owned();
+                // Embedding is CPU work (milliseconds): not on the runtime's threads.
+                match tokio::task::spawn_blocking(move || intents.similarities(&q)).await {
+                    Ok(Ok(sims)) => Some(sims),
+                    Ok(Err(e)) => {
+                        tracing::warn!(agent = %self.name, error = %e, "intent by meaning failed; reading the words");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %self.name, error = %e, "intent by meaning failed; reading the words");
+                        None
+                    }
+                }
+            }
+        };
+        match intent::decide(words, sims.as_deref()) {
+            Decision::Use(i) => Ok(i),
+            Decision::IfTableNamed(i) => {
+                let w = self.warehouse().await?;
+                let tables = w.tables().await.map_err(|e| e.to_string())?;
+                let named = tables
+                    .iter()
+                    .any(|t| contains_word(lower, &t.name.to_lowercase()));
+                Ok(named.then_some(i))
+            }
+        }
     }
 }
 
@@ -377,42 +417,6 @@ async fn seed_sqlite(path: &Path, script: &Path) -> Result<(), String> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// Words that ask about personal data (whole words: "pii" is not in "piing").
-const PII_WORDS: &[&str] = &[
-    "pii",
-    "personal data",
-    "personal information",
-    "sensitive",
-    "gdpr",
-];
-/// Words that ask for a table's definition.
-const SCHEMA_WORDS: &[&str] = &[
-    "ddl",
-    "schema",
-    "schemas",
-    "create table",
-    "column",
-    "columns",
-    "describe",
-    "definition",
-];
-/// Words that ask which tables there are ("tables", never "vegetables").
-const TABLE_WORDS: &[&str] = &["table", "tables", "what data", "which data"];
-
-/// True when `lower` (lowercased) holds one of `phrases` as whole words.
-fn asks_any(lower: &str, phrases: &[&str]) -> bool {
-    phrases.iter().any(|p| contains_word(lower, p))
-}
-
-pub(crate) fn contains_word(text: &str, word: &str) -> bool {
-    let b = text.as_bytes();
-    text.match_indices(word).any(|(i, _)| {
-        let end = i + word.len();
-        (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
-            && (end >= b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_'))
-    })
 }
 
 /// The SQL quoted in a message: a fenced block, or an inline code span, that starts with
@@ -465,22 +469,69 @@ mod tests {
         assert_eq!(extract_sql("no code here"), None);
     }
 
-    #[test]
-    fn intents_are_whole_words() {
-        assert!(!asks_any("what vegetables do we grow?", TABLE_WORDS));
-        assert!(asks_any("which tables hold orders?", TABLE_WORDS));
-        assert!(asks_any("what is in the orders table", TABLE_WORDS));
-        assert!(!asks_any("the stablecoin ledger", TABLE_WORDS));
-        assert!(!asks_any("insensitive matching", PII_WORDS));
-        assert!(asks_any("is it sensitive?", PII_WORDS));
-        assert!(!asks_any("the columnist wrote", SCHEMA_WORDS));
-        assert!(asks_any("show the ddl of orders", SCHEMA_WORDS));
-        assert!(!asks_any("the piiano rolled", PII_WORDS));
+    /// Dean with the example warehouse (created from its script in a temporary
+    /// directory on first use).
+    fn dean(intents: Option<Arc<Intents>>) -> (tempfile::TempDir, OfflineBrain) {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/warehouse.sql");
+        let spec: AgentSpec = serde_json::from_value(serde_json::json!({
+            "id": "agent:dean", "name": "Dean",
+            "tools": {"database": {"url": "sqlite:wh.db", "seed": seed.to_str().unwrap()}}
+        }))
+        .unwrap();
+        let brain = OfflineBrain::new(&spec, dir.path(), intents);
+        (dir, brain)
     }
 
-    #[test]
-    fn words_match_whole() {
-        assert!(contains_word("ddl of orders please", "orders"));
-        assert!(!contains_word("ddl of order_items", "order"));
+    #[tokio::test]
+    async fn without_a_model_the_words_decide() {
+        let (_dir, dean) = dean(None);
+        let a = dean.answer("which tables hold orders?", "").await;
+        assert!(a.starts_with("**Tables**"), "{a}");
+        let a = dean.answer("what vegetables do we grow?", "").await;
+        assert!(!a.contains("**Tables**"), "{a}");
+        let a = dean
+            .answer("can you book a table for the team dinner on Friday?", "")
+            .await;
+        assert!(
+            a.starts_with("**Tables**"),
+            "the words alone are fooled: {a}"
+        );
+        // No keyword: the words cannot tell this is about tables.
+        let a = dean
+            .answer("which datasets do we keep in the warehouse?", "")
+            .await;
+        assert!(!a.contains("**Tables**"), "{a}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_model_the_meaning_decides() {
+        let Some(m) = crate::intent::tests::model() else {
+            return;
+        };
+        let (_dir, dean) = dean(Some(Arc::new(Intents::new(m))));
+        let a = dean
+            .answer("which datasets do we keep in the warehouse?", "")
+            .await;
+        assert!(a.starts_with("**Tables**"), "{a}");
+        let a = dean
+            .answer(
+                "where do we store people's phone numbers and home addresses?",
+                "",
+            )
+            .await;
+        assert!(a.contains("personal data"), "{a}");
+        let a = dean
+            .answer("what vegetables should we plant on the roof terrace?", "")
+            .await;
+        assert!(!a.contains("**Tables**"), "{a}");
+        // An everyday word the words alone would take for a table question.
+        let a = dean
+            .answer("can you book a table for the team dinner on Friday?", "")
+            .await;
+        assert!(!a.contains("**Tables**"), "{a}");
+        // …while a table of the warehouse named keeps it one.
+        let a = dean.answer("describe products", "").await;
+        assert!(a.contains("CREATE TABLE products"), "{a}");
     }
 }

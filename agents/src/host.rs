@@ -399,6 +399,11 @@ async fn plan(p: &Planning<'_>, org: &str) -> Result<Option<Plan>, LinkError> {
         return Ok(None);
     }
     let router = Arc::new(Router::new(&specs));
+    // With a model, the heads are fitted in the background from now on, not when the
+    // first event needs them.
+    if let Some(passive) = p.passive {
+        passive.prepare(org_arc.clone(), &router, &base_dir);
+    }
     let mut floors_of: HashMap<String, Vec<ProjectKey>> = HashMap::new();
     for (f, agent) in seats {
         floors_of.entry(agent).or_default().push(f);
@@ -443,6 +448,7 @@ async fn plan(p: &Planning<'_>, org: &str) -> Result<Option<Plan>, LinkError> {
                 children,
                 term: None,
                 passive: p.passive.clone(),
+                intents: p.passive.as_ref().and_then(Passive::intents),
             };
         match top.context {
             ContextMode::Shared => {

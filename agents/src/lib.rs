@@ -14,6 +14,7 @@ pub mod concierge;
 mod driver;
 pub mod health;
 pub mod host;
+pub mod intent;
 pub mod knowledge;
 pub mod link;
 pub mod llm;

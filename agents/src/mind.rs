@@ -14,9 +14,11 @@ use polaris_runtime::{MemoryFact, ProjectKey};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::brain::{OfflineBrain, contains_word};
+use crate::brain::OfflineBrain;
+use crate::intent;
 use crate::link::{FloorLink, Remember};
 use crate::llm::{Context, LlmBrain};
+use crate::text::contains_word;
 use crate::tools::kit::{ToolSpec, Toolkit, string_arg};
 
 /// Facts read from memory per answer.
@@ -296,7 +298,7 @@ impl Toolkit for AgentTools<'_> {
         let mut out = vec![
             ToolSpec {
                 name: "search_knowledge",
-                description: "Search your knowledge documents; returns passages with file and heading.",
+                description: intent::description("search_knowledge"),
                 parameters: one_string("query", "What to look for"),
             },
             ToolSpec {
@@ -314,17 +316,17 @@ impl Toolkit for AgentTools<'_> {
             out.extend([
                 ToolSpec {
                     name: "list_tables",
-                    description: "List the database's tables with row counts and columns.",
+                    description: intent::description("list_tables"),
                     parameters: no_args(),
                 },
                 ToolSpec {
                     name: "describe_table",
-                    description: "The DDL (CREATE TABLE) of one table.",
+                    description: intent::description("describe_table"),
                     parameters: one_string("table", "The table's name"),
                 },
                 ToolSpec {
                     name: "find_pii_columns",
-                    description: "Columns that look like personal data, with why.",
+                    description: intent::description("find_pii_columns"),
                     parameters: no_args(),
                 },
                 ToolSpec {

@@ -112,6 +112,17 @@ pub fn hops(e: &Event) -> u32 {
         .map_or(1, |h| h.min(u64::from(u32::MAX)) as u32)
 }
 
+/// True when `text` holds `word` (a word or a phrase) as whole words: "tables" is not in
+/// "vegetables", "order" not in "order_items".
+pub(crate) fn contains_word(text: &str, word: &str) -> bool {
+    let b = text.as_bytes();
+    text.match_indices(word).any(|(i, _)| {
+        let end = i + word.len();
+        (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+            && (end >= b.len() || !(b[end].is_ascii_alphanumeric() || b[end] == b'_'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +177,12 @@ mod tests {
             )),
             0
         );
+    }
+
+    #[test]
+    fn words_match_whole() {
+        assert!(contains_word("ddl of orders please", "orders"));
+        assert!(!contains_word("ddl of order_items", "order"));
+        assert!(!contains_word("what vegetables", "tables"));
     }
 }

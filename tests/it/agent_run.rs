@@ -23,19 +23,20 @@ fn external_team() -> String {
     )
 }
 
-/// `polaris agent run agent:dean` against `floor`, with Dean's own token by reference.
-fn agent_run(floor: &str, file: &Path, state: &Path) -> Command {
+/// `polaris agent run AGENT` against `floor`, with the agent's own token by reference.
+fn agent_run_as(agent: &str, floor: &str, file: &Path, state: &Path) -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "run", "agent:dean", "--floor", floor, "--agents"])
+    cmd.args(["agent", "run", agent, "--floor", floor, "--agents"])
         .arg(file)
         .arg("--state")
         .arg(state)
-        .args(["--listen", "127.0.0.1:0", "--token", "env:DEAN_TOKEN"])
-        .env("DEAN_TOKEN", token("default", "agent:dean", Role::Member))
+        .args(["--listen", "127.0.0.1:0", "--token", "env:AGENT_TOKEN"])
+        .env("AGENT_TOKEN", token("default", agent, Role::Member))
         .env_remove("POLARIS_SERVICE_URL")
         .env_remove("POLARIS_AUTH_TOKEN")
         .env_remove("POLARIS_AGENTS")
         .env_remove("POLARIS_SIDECAR_URL")
+        .env_remove("POLARIS_MODEL_DIR")
         .env("POLARIS_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -56,7 +57,17 @@ impl Run {
     }
 
     async fn start_with(srv: &TestServer, file: &Path, state: &Path, extra: &[&str]) -> Run {
-        let mut cmd = agent_run(&srv.base, file, state);
+        Run::start_as(srv, "agent:dean", file, state, extra).await
+    }
+
+    async fn start_as(
+        srv: &TestServer,
+        agent: &str,
+        file: &Path,
+        state: &Path,
+        extra: &[&str],
+    ) -> Run {
+        let mut cmd = agent_run_as(agent, &srv.base, file, state);
         cmd.args(extra);
         let (child, health) = spawn_listening(cmd).await;
         Run { child, health }
@@ -361,3 +372,160 @@ both_stores!(
         .await;
     }
 );
+
+/// Sage hosted outside the floor's process, watching for secrets.
+const WATCHER: &str = r#"
+agents:
+  - id: agent:sage
+    name: Sage
+    display_name: Sage (Security)
+    hosting: external
+    tags: [security]
+    tools:
+      secrets: {}
+    passive:
+      signals: [secrets]
+"#;
+
+both_stores!(
+    agent_run_speaks_up_unasked_on_a_floor_it_reaches_over_http,
+    Options::secured(),
+    |srv| {
+        let dir = agents_dir(WATCHER);
+        srv.load_agents(&dir.file).await;
+        let c = srv.client_as("default", "user:manu", Role::Member);
+        let r = c
+            .post("/projects", json!({"name": "app", "tags": ["security"]}))
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = c
+            .post(
+                "/projects/app/sessions",
+                json!({"name": "s-7a3f", "driver": "user:manu"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let states = tempfile::tempdir().unwrap();
+        let sage = Run::start_as(&srv, "agent:sage", &dir.file, states.path(), &[]).await;
+        sage.until_ready().await;
+        // No model: the first stage alone, which has nothing to fit.
+        let (_, v) = sage.ready().await;
+        assert_eq!(
+            v["passive"],
+            json!({"model": false, "ready": true, "fitting": 0})
+        );
+
+        let mut ws = c.ws("/projects/app/sessions/s-7a3f/ws").await.unwrap();
+        let key = "AKIAZ3MBKQ7XJ2LRWN4P";
+        let r = c
+            .prompt(
+                "app",
+                "s-7a3f",
+                "user:manu",
+                &format!("deploy with AWS_ACCESS_KEY_ID={key} please"),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let q = r.json["id"].clone();
+        let a = wait_for(
+            &mut ws,
+            "Sage's advice from its own process",
+            |e: &Value| e["kind"] == "advice" && e["payload"]["in_reply_to"] == q,
+        )
+        .await;
+        assert_eq!(a["sender"], "agent:sage");
+        assert_eq!(a["payload"]["persona"]["name"], "Sage (Security)");
+        let content = a["payload"]["content"].as_str().unwrap();
+        assert!(content.contains("aws-access-key-id"), "{content}");
+        assert!(
+            !content.contains(key),
+            "advice never repeats the secret: {content}"
+        );
+    }
+);
+
+/// With `--model-dir`: Dean, in a process of his own, places an event no keyword gives
+/// away once his heads are fitted (in the background after the start: `/readyz` says
+/// when).
+#[tokio::test]
+async fn agent_run_with_the_model_advises_on_what_only_the_model_can_place() {
+    let Some(model) = crate::passive::model_dir() else {
+        return;
+    };
+    let Some(srv) = TestServer::start(crate::support::Backend::Sqlite, Options::secured()).await
+    else {
+        return;
+    };
+    let registry = std::fs::read_to_string(crate::support::dataset_agents()).unwrap();
+    let external = registry.replacen(
+        "    name: \"Dean\"\n",
+        "    name: \"Dean\"\n    hosting: external\n",
+        1,
+    );
+    assert_ne!(external, registry, "Dean is in the registry");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.yaml");
+    std::fs::write(&file, external).unwrap();
+    srv.load_agents(&file).await;
+    let c = srv.client_as("default", "user:manu", Role::Member);
+    let r = c
+        .post("/projects", json!({"name": "app", "tags": ["data"]}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = c
+        .post(
+            "/projects/app/sessions",
+            json!({"name": "s-1", "driver": "user:manu"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let states = tempfile::tempdir().unwrap();
+    let dean = Run::start_as(
+        &srv,
+        "agent:dean",
+        &file,
+        states.path(),
+        &["--model-dir", &model],
+    )
+    .await;
+    dean.until_ready().await;
+    let (_, v) = dean.ready().await;
+    assert_eq!(v["passive"]["model"], true, "{v}");
+
+    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+    let r = c
+        .prompt(
+            "app",
+            "s-1",
+            "user:manu",
+            "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let q = r.json["id"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let a = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_item(left).await {
+            crate::support::client::WsItem::Event(e)
+                if e["kind"] == "advice" && e["payload"]["in_reply_to"] == q =>
+            {
+                break e;
+            }
+            crate::support::client::WsItem::Event(_) => {}
+            other => panic!("waiting for Dean's advice: {other:?}"),
+        }
+    };
+    assert_eq!(a["sender"], "agent:dean");
+    let content = a["payload"]["content"].as_str().unwrap();
+    assert!(content.contains("nearest example"), "{content}");
+    eventually(60, || async {
+        (dean.ready().await.1["passive"]["ready"] == true).then_some(())
+    })
+    .await;
+    // Dean goes first: the floor is there while he saves his read positions.
+    dean.signal("-TERM");
+    let mut dean = dean;
+    let _ = tokio::time::timeout(Duration::from_secs(20), dean.child.wait()).await;
+    srv.finish().await;
+}

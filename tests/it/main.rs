@@ -22,6 +22,7 @@ mod hosting;
 mod install;
 mod leases;
 mod mcp;
+mod models;
 mod nodes;
 mod nodes_example;
 mod passive;

@@ -795,3 +795,87 @@ async fn agents_route_reports_passive_responders_and_scores() {
             .all(|s| s["stage"] == "model" && s["score"].as_f64().is_some())
     );
 }
+
+/// `POLARIS_TEST_MODEL_DIR` (`None`, with a message, when it is not configured and not
+/// required).
+pub(crate) fn model_dir() -> Option<String> {
+    let env = polaris_config::Env::from_process();
+    let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
+        assert!(
+            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
+            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
+        );
+        eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
+        return None;
+    };
+    Some(dir.to_owned())
+}
+
+/// `polaris serve --model-dir` as an operator starts it: the floor answers at once, the
+/// agents' heads are fitted in the background (`polaris_passive_ready` reaches 1), and an
+/// event posted right after the start that only the model can place gets its advice all
+/// the same (it waits for the heads rather than being scored by the first stage alone).
+#[tokio::test]
+async fn serve_fits_the_heads_in_the_background_and_advice_flows_after_start() {
+    let Some(model) = model_dir() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(crate::support::BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--agents")
+        .arg(crate::support::dataset_agents())
+        .args(["--model-dir", &model])
+        .env_remove("DATABASE_URL")
+        .env_remove("POLARIS_JWT_SECRET")
+        .env_remove("POLARIS_CONFIG")
+        .env_remove("POLARIS_LISTEN")
+        .env_remove("POLARIS_DATA_DIR")
+        .env_remove("POLARIS_METRICS_LISTEN")
+        .env("POLARIS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    let (_child, base) = crate::support::spawn_listening(cmd).await;
+    let c = Client::new(&base, None);
+    assert_eq!(c.get("/healthz").await.status, 200);
+    let r = c
+        .post(
+            "/projects",
+            json!({"name": "app", "tags": ["data", "security", "marketing", "sales"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    c.post(
+        "/projects/app/sessions",
+        json!({"name": "s-1", "driver": "user:manu"}),
+    )
+    .await;
+    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+    let q = prompt(
+        &c,
+        "s-1",
+        "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
+    )
+    .await;
+    let a = wait_long(&mut ws, "Dean's advice", advice_to("agent:dean", &q)).await;
+    assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+    // Scored by the model, not the first stage alone.
+    let content = a["payload"]["content"].as_str().unwrap();
+    assert!(content.contains("nearest example"), "{content}");
+    let metrics = crate::support::http();
+    crate::support::eventually(60, || async {
+        let text = metrics
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .any(|l| l == "polaris_passive_ready 1")
+            .then_some(())
+    })
+    .await;
+}

@@ -140,6 +140,16 @@ impl Scorer {
         })
     }
 
+    /// The first stage alone over `profiles`: what passive monitoring uses while the
+    /// heads are being fitted, and without a model. Cheap, and it cannot fail.
+    pub fn first_stage(profiles: Vec<Profile>, names: Vec<String>) -> Scorer {
+        Scorer {
+            profiles,
+            names,
+            model: None,
+        }
+    }
+
     /// The agents scored, in order.
     pub fn agents(&self) -> impl Iterator<Item = &str> {
         self.profiles.iter().map(|p| p.id.as_str())
