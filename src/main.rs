@@ -8,6 +8,12 @@ mod remote;
 
 use lifecycle::{bind_announced, shutdown_signal};
 
+/// jemalloc, whose background thread returns memory unused for a few seconds to the system:
+/// a burst of subscribers or writes does not leave its high-water mark in RSS.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -12,6 +12,12 @@ mod remote;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc, whose background thread returns memory unused for a few seconds to the system:
+/// a burst of subscribers or writes does not leave its high-water mark in RSS.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// One named agent as a process of its own, beside a Polaris floor.
 #[derive(Debug, Parser)]
 #[command(name = "polaris-agent", version, about)]
