@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use clap::Args;
 use polaris_agents::outbox::{Delivered, Outbox, Relay};
 use polaris_agents::{AgentHost, HostArgs, HostHandle, Scope};
-use polaris_config::{Env, SecretRef};
+use polaris_config::{Env, LogFormat, SecretRef, TelemetryConfig};
 use polaris_protocol::NewEventBody;
 use polaris_registry::{AgentFile, ParticipantId};
 use polaris_sidecar::uplink::segment;
@@ -75,6 +75,10 @@ pub(crate) struct AgentRunArgs {
     /// a standby waits after this process dies without releasing it.
     #[arg(long, env = "POLARIS_LEASE_TTL", value_name = "DURATION", default_value = "1500ms", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
+    /// Export traces to this OpenTelemetry collector (OTLP/HTTP base URL, e.g.
+    /// http://127.0.0.1:4318) [default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Parses the arguments' references and files, then runs until SIGTERM or Ctrl-C.
@@ -106,12 +110,19 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     if args.lease_ttl < Duration::from_millis(300) || args.lease_ttl > Duration::from_secs(600) {
         bail!("--lease-ttl: must be between 300ms and 10m");
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = TelemetryConfig::from_flag(
+        args.otlp_endpoint.as_deref(),
+        "--otlp-endpoint",
+        env,
+        "polaris-agent",
+    )?;
+    let telemetry = polaris_telemetry::init(
+        polaris_telemetry::Logs {
+            filter: env.get("POLARIS_LOG").unwrap_or("info"),
+            format: LogFormat::Text,
+        },
+        telemetry.as_ref(),
+    )?;
     let floor = FloorClient::new(&args.floor, token)?;
     // One agent's answers are a light load: two worker threads are plenty and keep the
     // process small.
@@ -121,7 +132,11 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let host_name = hostname(env);
-    rt.block_on(serve(args, agent, floor, file, sidecar, host_name))
+    let served = rt.block_on(serve(args, agent, floor, file, sidecar, host_name));
+    // Outside the runtime: the last spans are sent from the exporter's own thread.
+    drop(rt);
+    telemetry.shutdown();
+    served
 }
 
 fn agent_id(raw: &str) -> anyhow::Result<ParticipantId> {
