@@ -26,7 +26,7 @@ use clap::Args;
 use polaris_agents::outbox::{Delivered, Outbox, Relay};
 use polaris_agents::passive::Passive;
 use polaris_agents::{AgentHost, HostArgs, HostHandle, Scope};
-use polaris_config::{Env, SecretRef};
+use polaris_config::{Env, LogFormat, SecretRef, TelemetryConfig};
 use polaris_protocol::NewEventBody;
 use polaris_registry::{AgentFile, ParticipantId};
 use polaris_sidecar::uplink::segment;
@@ -88,6 +88,10 @@ pub(crate) struct AgentRunArgs {
     /// No passive monitoring: the agent answers mentions and never speaks up unasked.
     #[arg(long, conflicts_with = "model_dir")]
     no_passive: bool,
+    /// Export traces to this OpenTelemetry collector (OTLP/HTTP base URL, e.g.
+    /// http://127.0.0.1:4318) [default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Parses the arguments' references and files, then runs until SIGTERM or Ctrl-C.
@@ -119,12 +123,19 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     if args.lease_ttl < Duration::from_millis(300) || args.lease_ttl > Duration::from_secs(600) {
         bail!("--lease-ttl: must be between 300ms and 10m");
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = TelemetryConfig::from_flag(
+        args.otlp_endpoint.as_deref(),
+        "--otlp-endpoint",
+        env,
+        "polaris-agent",
+    )?;
+    let telemetry = polaris_telemetry::init(
+        polaris_telemetry::Logs {
+            filter: env.get("POLARIS_LOG").unwrap_or("info"),
+            format: LogFormat::Text,
+        },
+        telemetry.as_ref(),
+    )?;
     let floor = FloorClient::new(&args.floor, token)?;
     // The model loads (and its hash is checked) before anything starts: a bad directory
     // stops the start with the file it names. Its heads are fitted later, in the
@@ -161,6 +172,9 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     if let Some(p) = passive {
         p.stop();
     }
+    // Outside the runtime: the last spans are sent from the exporter's own thread.
+    drop(rt);
+    telemetry.shutdown();
     result
 }
 

@@ -138,6 +138,10 @@ struct SidecarArgs {
     /// Bearer token for the floor [default: $POLARIS_AUTH_TOKEN, else config.json]
     #[arg(long, value_name = "TOKEN", hide = true)]
     token: Option<String>,
+    /// Export traces to this OpenTelemetry collector (OTLP/HTTP base URL, e.g.
+    /// http://127.0.0.1:4318) [default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none]
+    #[arg(long, value_name = "URL", global = true)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -396,12 +400,22 @@ fn serve(args: ServeArgs, env: &Env) -> anyhow::Result<()> {
     let config = ServerConfig::load(&overrides, env)?;
     // A broken agents file stops the start, with its file:line:column.
     let agent_file = config.agents.as_deref().map(AgentFile::load).transpose()?;
-    init_tracing(&config);
+    let telemetry = polaris_telemetry::init(
+        polaris_telemetry::Logs {
+            filter: &config.log.level,
+            format: config.log.format,
+        },
+        config.telemetry.as_ref(),
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_server(config, agent_file))
+    let served = rt.block_on(run_server(config, agent_file));
+    // Outside the runtime: the last spans are sent from the exporter's own thread.
+    drop(rt);
+    telemetry.shutdown();
+    served
 }
 
 async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyhow::Result<()> {
@@ -538,18 +552,6 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     Ok(())
 }
 
-fn init_tracing(config: &ServerConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
     // Stdout carries the protocol: logs go to stderr, quiet unless POLARIS_LOG asks.
     let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("warn"))
@@ -626,16 +628,23 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
     if let Some(SidecarCommand::Status) = args.command {
         return rt.block_on(polaris_sidecar::status::print(&home, addr, &floor, env));
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("info"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = polaris_config::TelemetryConfig::from_flag(
+        args.otlp_endpoint.as_deref(),
+        "--otlp-endpoint",
+        env,
+        "polaris-sidecar",
+    )?;
+    let telemetry = polaris_telemetry::init(
+        polaris_telemetry::Logs {
+            filter: env.get("POLARIS_LOG").unwrap_or("info"),
+            format: LogFormat::Text,
+        },
+        telemetry.as_ref(),
+    )?;
     let secret = polaris_sidecar::secret::load_or_create(&home, env)
         .with_context(|| format!("the local secret in {}", home.root().display()))?;
     let client = polaris_sidecar::FloorClient::new(&floor.url, floor.token)?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = bind_announced(addr).await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, floor = %client.base(), home = %home.root().display(), "polaris sidecar serving");
@@ -645,7 +654,10 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
             secret,
         };
         polaris_sidecar::run(listener, world, shutdown_signal()).await
-    })
+    });
+    drop(rt);
+    telemetry.shutdown();
+    served
 }
 
 fn install(args: InstallArgs, env: &Env, undo: bool) -> anyhow::Result<()> {
@@ -950,6 +962,17 @@ mod tests {
         };
         assert!(matches!(a.command, Some(SidecarCommand::Status)));
         assert_eq!(a.home, Some(PathBuf::from("/tmp/h")));
+        let cli = Cli::try_parse_from([
+            "polaris",
+            "sidecar",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+        ])
+        .unwrap();
+        let Command::Sidecar(a) = cli.command else {
+            panic!("not sidecar")
+        };
+        assert_eq!(a.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
     }
 
     #[test]

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use polaris_protocol::Source;
 use polaris_protocol::validate::Incoming;
+use polaris_protocol::{Source, TraceParent};
 use polaris_registry::{AgentSpec, ParticipantId};
 use polaris_runtime::Committed;
 use polaris_runtime::ProjectKey;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::json;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::brain::OfflineBrain;
@@ -162,6 +163,31 @@ pub struct Answer {
     attempts: u32,
     /// Whether the event was counted as pending on this agent's own reader.
     tracked: bool,
+    /// The answer's span (open until it is posted) and the context the answer is posted
+    /// with: see [`answer_span`].
+    span: tracing::Span,
+    trace: Option<TraceParent>,
+}
+
+/// The span of answering (`advice`: advising on) an event, a child of the event's
+/// context, and the context the answer is posted with, so the answer is in the question's
+/// trace. When this process does not export traces: no span, and the answer carries the
+/// question's context on.
+fn answer_span(
+    me: &ParticipantId,
+    e: &polaris_protocol::Event,
+    advice: bool,
+) -> (tracing::Span, Option<TraceParent>) {
+    if !polaris_telemetry::enabled() {
+        return (tracing::Span::none(), e.traceparent.clone());
+    }
+    let span = if advice {
+        tracing::info_span!(parent: None, "agent.advice", agent = %me, event = %e.id, seq = e.seq)
+    } else {
+        tracing::info_span!(parent: None, "agent.answer", agent = %me, event = %e.id, seq = e.seq)
+    };
+    let trace = polaris_telemetry::adopt(&span, e.traceparent.clone());
+    (span, trace)
 }
 
 /// State of a running agent.
@@ -458,8 +484,9 @@ fn on_event(
             .unwrap_or_default(),
         text,
     };
+    let (span, trace) = answer_span(&me, e, false);
     tokio::spawn(async move {
-        let content = mind.answer(question).await;
+        let content = mind.answer(question).instrument(span.clone()).await;
         // The agent may have stopped; its saved cursor then still points before this event.
         let _ = me_ref.cast(AgentMsg::Answered(Box::new(Answer {
             project: key,
@@ -467,6 +494,8 @@ fn on_event(
             content,
             attempts: 0,
             tracked,
+            span,
+            trace,
         })));
     });
 }
@@ -512,6 +541,7 @@ fn reply_to(
     kind: &str,
     source: Source,
     content: &str,
+    traceparent: Option<TraceParent>,
 ) -> Incoming {
     let e = &event.event;
     let payload = json!({
@@ -533,6 +563,7 @@ fn reply_to(
         sender: spec.id.clone(),
         payload: serde_json::value::to_raw_value(&payload)
             .unwrap_or_else(|_| unreachable!("a Value serializes")),
+        traceparent,
     }
 }
 
@@ -547,11 +578,13 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         "message",
         Source::Agent,
         &a.content,
+        a.trace.clone(),
     );
     let result = state
         .args
         .outbox
         .post(&state.args.org, &a.project, &session, incoming)
+        .instrument(a.span.clone())
         .await;
     match result {
         Ok(delivered) => {
@@ -827,8 +860,9 @@ fn on_scored(
     let me_ref = myself.clone();
     let name = state.args.spec.shown_name().to_owned();
     let text = event_text(&c.event);
+    let (span, trace) = answer_span(me, &c.event, true);
     tokio::spawn(async move {
-        let body = brain.answer(&text, &text).await;
+        let body = brain.answer(&text, &text).instrument(span.clone()).await;
         let content = format!(
             "{name}, unasked: this looks like my area ({why}, score {score:.2}).\n\n{body}",
             why = score.why,
@@ -841,6 +875,8 @@ fn on_scored(
             content,
             attempts: 0,
             tracked: true,
+            span,
+            trace,
         })));
     });
     true
@@ -859,11 +895,13 @@ async fn post_advice(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         "advice",
         Source::Agent,
         &a.content,
+        a.trace.clone(),
     );
     match state
         .args
         .outbox
         .post(&state.args.org, &a.project, &session, incoming)
+        .instrument(a.span.clone())
         .await
     {
         Ok(delivered) => {
@@ -922,6 +960,7 @@ fn rate_limited(state: &mut AgentState, key: &ProjectKey, c: &Arc<Committed>) {
         "rate_limited",
         Source::System,
         &content,
+        c.event.traceparent.clone(),
     );
     let outbox = state.args.outbox.clone();
     let org = state.args.org.clone();

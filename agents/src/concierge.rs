@@ -364,6 +364,7 @@ async fn post_notice(
         return;
     };
     let incoming = Incoming {
+        traceparent: None,
         term: None,
         id: Uuid::new_v5(
             &ANSWER_NAMESPACE,

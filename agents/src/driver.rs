@@ -165,6 +165,7 @@ async fn post(d: &Drive, step: u32, kind: &str, mut payload: Value) -> Option<De
         payload["hook_event_name"] = kind.into();
     }
     let incoming = Incoming {
+        traceparent: None,
         term: d.term,
         id: Uuid::new_v5(
             &ANSWER_NAMESPACE,

@@ -90,6 +90,7 @@ pub fn to_body(incoming: Incoming) -> NewEventBody {
         other => other,
     };
     NewEventBody {
+        traceparent: incoming.traceparent,
         term: incoming.term,
         id: Some(incoming.id),
         timestamp: incoming.timestamp,

@@ -12,6 +12,7 @@ mod env;
 mod error;
 mod secret;
 mod server;
+mod telemetry;
 
 pub use env::Env;
 pub use error::ConfigError;
@@ -20,3 +21,4 @@ pub use server::{
     DatabaseUrl, LogConfig, LogFormat, PassiveConfig, RateLimits, ServeOverrides, ServerConfig,
     SessionsConfig, SlackConfig, StreamsConfig,
 };
+pub use telemetry::TelemetryConfig;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::env::Env;
 use crate::error::{ConfigError, Origin};
 use crate::secret::{Secret, SecretRef};
+use crate::telemetry::{RawTelemetry, TelemetryConfig};
 
 /// Smallest JWT secret accepted: HS256 with a short key can be brute-forced offline.
 const MIN_SECRET_LEN: usize = 32;
@@ -52,6 +53,7 @@ struct RawServerConfig {
     log: RawLog,
     slack: Option<RawSlack>,
     passive: RawPassive,
+    telemetry: RawTelemetry,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +245,8 @@ pub struct ServerConfig {
     pub slack: Option<SlackConfig>,
     /// Passive monitoring.
     pub passive: PassiveConfig,
+    /// Trace export, when an OTLP endpoint is configured.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 /// A Slack workspace to bridge (`slack:` in the file, `SLACK_*` in the environment).
@@ -453,6 +457,9 @@ impl ServerConfig {
             model_dir,
             queue,
         };
+        let telemetry = raw
+            .telemetry
+            .resolve(None, env, "polaris", &from_file("telemetry"))?;
 
         Ok(ServerConfig {
             listen,
@@ -490,6 +497,7 @@ impl ServerConfig {
             file,
             slack,
             passive,
+            telemetry,
         })
     }
 
@@ -892,6 +900,66 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:4321");
         assert_eq!(c.rate_limits.injects_per_minute, 60);
         assert_eq!(c.streams.subscriber_buffer, 1024);
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_configured() {
+        assert!(
+            load(None, Default::default(), &[])
+                .unwrap()
+                .telemetry
+                .is_none()
+        );
+        let yaml = "telemetry:\n  otlp_endpoint: http://127.0.0.1:4318\n  service_name: node-a\n  sample_ratio: 0.5\n";
+        let t = load(Some(yaml), Default::default(), &[])
+            .unwrap()
+            .telemetry
+            .unwrap();
+        assert_eq!(
+            (
+                t.traces_url().as_str(),
+                t.service_name.as_str(),
+                t.sample_ratio
+            ),
+            ("http://127.0.0.1:4318/v1/traces", "node-a", 0.5)
+        );
+        // The standard variables win over the file.
+        let t = load(
+            Some(yaml),
+            Default::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318"),
+                ("OTEL_SERVICE_NAME", "n"),
+            ],
+        )
+        .unwrap()
+        .telemetry
+        .unwrap();
+        assert_eq!(
+            (t.otlp_endpoint.as_str(), t.service_name.as_str()),
+            ("http://tempo:4318", "n")
+        );
+        let t = load(
+            None,
+            Default::default(),
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")],
+        )
+        .unwrap()
+        .telemetry
+        .unwrap();
+        assert_eq!((t.service_name.as_str(), t.sample_ratio), ("polaris", 1.0));
+        let e = load(
+            Some("telemetry:\n  otlp_endpoint: http://c:4318\n  sample_ratio: 2\n"),
+            Default::default(),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "telemetry.sample_ratio");
+        assert!(e.to_string().contains("polaris.yaml"), "{e}");
+        let e = load(Some("telemetry:\n  endpoint: x\n"), Default::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("telemetry") && e.contains("endpoint"), "{e}");
     }
 
     #[test]

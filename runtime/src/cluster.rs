@@ -125,6 +125,11 @@ impl Cluster {
         }
     }
 
+    /// This node's id, as the others know it.
+    pub(crate) fn node(&self) -> Uuid {
+        self.node
+    }
+
     /// Events of `project` through `seq` are committed: the other nodes hear it shortly
     /// (never waits).
     pub(crate) fn appended(&self, project: Uuid, seq: i64) {

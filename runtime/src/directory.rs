@@ -533,6 +533,7 @@ impl Directory {
             payload: serde_json::value::to_raw_value(&payload)
                 .map_err(|e| DirectoryError::Invalid(e.to_string()))?,
             redactions: Vec::new(),
+            traceparent: None,
         };
         match self.post_floor_event(key, event, Some(effect)).await {
             Ok(_) => Ok(true),

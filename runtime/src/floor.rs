@@ -399,7 +399,9 @@ type Batch = Vec<(crate::store::Append, Reply)>;
 /// Commits a batch, publishes what was created in `seq` order and answers every caller.
 async fn commit(env: &FloorEnv, hub: &FloorHub, project: &ProjectKey, batch: Batch) {
     let _order = hub.commit_lock.lock().await;
-    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let (mut items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    // Open until the batch is published: each event's commit, in its own trace.
+    let traced = commit_spans(project, &mut items);
     let started = Instant::now();
     let n = items.len();
     match env.store.append(project, items).await {
@@ -430,13 +432,24 @@ async fn commit(env: &FloorEnv, hub: &FloorHub, project: &ProjectKey, batch: Bat
                 answer(reply, outcome);
             }
             let newest = fresh.last().map(|c| c.event.seq);
+            let node = env.cluster.node();
             for c in fresh {
+                let e = &c.event;
+                let _relay = crate::hub::relay_span(
+                    project.id,
+                    e.seq,
+                    e.traceparent.as_ref(),
+                    node,
+                    hub.subscribers(),
+                    "commit",
+                );
                 hub.publish(c);
             }
             if let Some(seq) = newest {
                 env.cluster.appended(project.id, seq);
             }
             metrics::counter!("polaris_events_committed_total").increment(n as u64);
+            drop(traced);
         }
         Err(e) => {
             tracing::error!(error = %e, n, "commit failed; the batch is answered with errors");
@@ -446,6 +459,26 @@ async fn commit(env: &FloorEnv, hub: &FloorHub, project: &ProjectKey, batch: Bat
             }
         }
     }
+}
+
+/// When this node exports traces: a `floor.commit` span per event, a child of the context
+/// the event came with (or the start of its trace), and the context it is committed with,
+/// so every node's relay and every agent's answer continue from the commit. Without export:
+/// nothing, and the event keeps the context it came with.
+fn commit_spans(project: &ProjectKey, items: &mut [crate::store::Append]) -> Vec<tracing::Span> {
+    if !polaris_telemetry::enabled() {
+        return Vec::new();
+    }
+    let n = items.len();
+    items
+        .iter_mut()
+        .map(|a| {
+            let e = &mut a.event;
+            let span = tracing::info_span!(parent: None, "floor.commit", project = %project.name, event = %e.id, kind = %e.kind, batch = n);
+            e.traceparent = polaris_telemetry::adopt(&span, e.traceparent.take());
+            span
+        })
+        .collect()
 }
 
 struct FlushDone(FloorRef);

@@ -13,7 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::{Mutex, broadcast, watch};
 
-use crate::protocol::Event;
+use crate::protocol::{Event, TraceParent};
 
 /// A committed event with its JSON rendered once, shared by every subscriber, stream
 /// and HTTP response that shows it.
@@ -87,6 +87,11 @@ impl FloorHub {
         let _ = self.tx.send(c);
     }
 
+    /// How many live subscribers this node has on the floor.
+    pub(crate) fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// A receiver of every event published from now on.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.tx.subscribe()
@@ -116,5 +121,27 @@ impl FloorHub {
     /// The `seq` of the newest published event.
     pub(crate) fn head(&self) -> i64 {
         self.last_published.load(Ordering::Acquire)
+    }
+}
+
+/// When this node exports traces and the event has a context: the span of this node
+/// handing event `seq` to its subscribers (`via` `commit` on the node that committed it,
+/// `notice` on a node that heard of it), a child of the context the event was committed
+/// with. Else a span that records nothing.
+pub(crate) fn relay_span(
+    project: uuid::Uuid,
+    seq: i64,
+    traceparent: Option<&TraceParent>,
+    node: uuid::Uuid,
+    subscribers: usize,
+    via: &'static str,
+) -> tracing::Span {
+    match traceparent {
+        Some(tp) if polaris_telemetry::enabled() => {
+            let span = tracing::info_span!(parent: None, "floor.relay", %project, seq, %node, subscribers, via);
+            polaris_telemetry::adopt(&span, Some(tp.clone()));
+            span
+        }
+        _ => tracing::Span::none(),
     }
 }

@@ -522,6 +522,43 @@ impl Runtime {
     }
 }
 
+/// Most events of one notice whose relay is traced: a node that was far behind reads the
+/// rest, untraced.
+const RELAY_TRACED: i64 = 1000;
+
+impl Inner {
+    /// When this node exports traces: a `floor.relay` span for each event another node
+    /// committed on `project` after `after` through `through`, which this node's
+    /// subscribers read now. The contexts are read in a task of their own, so hearing the
+    /// next notice never waits for them.
+    fn trace_relay(&self, project: Uuid, after: i64, through: i64, subscribers: usize) {
+        if !polaris_telemetry::enabled() {
+            return;
+        }
+        let (store, node) = (self.store.clone(), self.cluster.node());
+        tokio::spawn(async move {
+            match store
+                .trace_contexts(project, after, through, RELAY_TRACED)
+                .await
+            {
+                Ok(rows) => {
+                    for (seq, tp) in rows {
+                        let _relay = crate::hub::relay_span(
+                            project,
+                            seq,
+                            Some(&tp),
+                            node,
+                            subscribers,
+                            "notice",
+                        );
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, %project, "relayed events' traces not read"),
+            }
+        });
+    }
+}
+
 impl Hear for Inner {
     async fn hear(self: Arc<Self>, notice: Notice) {
         match notice {
@@ -540,6 +577,7 @@ impl Hear for Inner {
                         let behind = hub.heard(seq);
                         if behind > 0 {
                             metrics::histogram!("polaris_relay_lag_events").record(behind as f64);
+                            self.trace_relay(project, seq - behind, seq, hub.subscribers());
                         }
                     }
                 }
@@ -551,7 +589,10 @@ impl Hear for Inner {
                     match self.store.last_seq(project).await {
                         Ok(seq) => {
                             if let Some(hub) = self.floors.live_hub(project) {
-                                hub.heard(seq);
+                                let behind = hub.heard(seq);
+                                if behind > 0 {
+                                    self.trace_relay(project, seq - behind, seq, hub.subscribers());
+                                }
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, %project, "floor head not read"),

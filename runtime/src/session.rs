@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::commit::{Commit, FloorError, Posted, Reply, answer};
-use crate::protocol::{Redaction, Session as SessionRow, Source, to_ms};
+use crate::protocol::{Redaction, Session as SessionRow, Source, TraceParent, to_ms};
 use crate::screen::Screen;
 use crate::store::{Append, Effect, Fence, NewEvent, ProjectKey, Rejected, Store};
 use crate::validate::Incoming;
@@ -50,6 +50,8 @@ pub(crate) enum SessionMsg {
         content: String,
         /// The advisor.
         sender: ParticipantId,
+        /// The trace context it continues, if any.
+        traceparent: Option<TraceParent>,
         /// Answer.
         reply: Reply,
     },
@@ -288,16 +290,19 @@ impl SessionState {
                     sender: incoming.sender,
                     payload,
                     redactions,
+                    traceparent: incoming.traceparent,
                 };
                 self.commit_fenced(event, None, fence, reply);
             }
             SessionMsg::Inject {
                 content,
                 sender,
+                traceparent,
                 reply,
             } => {
                 let payload = json!({"type": "inject", "content": content, "sender": sender, "target": self.name});
                 let mut event = self.event(Source::Inject, "message", sender, &payload);
+                event.traceparent = traceparent;
                 match self.screened(event.payload).await {
                     Ok((payload, redactions)) => {
                         event.payload = payload;
@@ -407,6 +412,7 @@ impl SessionState {
             payload: serde_json::value::to_raw_value(payload)
                 .unwrap_or_else(|_| unreachable!("serialized JSON is valid JSON")),
             redactions: Vec::new(),
+            traceparent: None,
         }
     }
 

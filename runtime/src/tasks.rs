@@ -202,6 +202,7 @@ impl Runtime {
             "by": t.by,
         });
         let incoming = Incoming {
+            traceparent: None,
             term: None,
             id,
             timestamp: None,

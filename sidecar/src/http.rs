@@ -386,6 +386,7 @@ async fn accept_hook(
     };
     let prompt = payload["hook_event_name"] == "UserPromptSubmit";
     let body = NewEventBody {
+        traceparent: None,
         term: None,
         id: Some(id.unwrap_or_else(Uuid::new_v4)),
         timestamp: Some(t.unwrap_or_else(Utc::now)),
@@ -435,6 +436,7 @@ async fn reply(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> R
     };
     let payload = json!({"hook_event_name": "Stop", "session_id": cc, "stop_response": message});
     let body = NewEventBody {
+        traceparent: None,
         term: None,
         id: Some(id.unwrap_or_else(Uuid::new_v4)),
         timestamp: Some(t.unwrap_or_else(Utc::now)),
@@ -714,6 +716,7 @@ async fn backfill(State(st): State<AppState>, body: Bytes) -> Res {
             m.agent.clone()
         };
         let body = NewEventBody {
+            traceparent: None,
             term: None,
             id: Some(id),
             timestamp: Some(l.t),

@@ -97,6 +97,7 @@ fn from_log(line: LogLine) -> Option<Candidate> {
         session,
         open: None,
         body: NewEventBody {
+            traceparent: None,
             term: None,
             id: Some(id),
             timestamp: Some(line.t),

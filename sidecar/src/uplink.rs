@@ -18,6 +18,7 @@ use polaris_protocol::{NewEventBody, to_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::home::{Home, private_file_options};
@@ -325,7 +326,10 @@ impl Uplink {
         Ok(self.append(project, session, body, open).await?.0)
     }
 
-    /// Checks and appends one event: its id and its position in the log.
+    /// Checks and appends one event: its id and its position in the log. When this
+    /// process exports traces, the acknowledgement is a `sidecar.ack` span (a child of the
+    /// context the event came with, if any) whose context the event is logged with, so
+    /// the floor's spans join its trace.
     async fn append(
         &self,
         project: &str,
@@ -334,6 +338,27 @@ impl Uplink {
         open: Option<SessionOpen>,
     ) -> Result<(Uuid, u64), SubmitError> {
         let id = *body.id.get_or_insert_with(Uuid::new_v4);
+        let span = if polaris_telemetry::enabled() {
+            tracing::info_span!("sidecar.ack", project, session, event = %id)
+        } else {
+            tracing::Span::none()
+        };
+        body.traceparent = polaris_telemetry::adopt(&span, body.traceparent.take());
+        let at = self
+            .log(project, session, body, open)
+            .instrument(span)
+            .await?;
+        Ok((id, at))
+    }
+
+    /// [`Uplink::append`] once the event has its id: its position in the log.
+    async fn log(
+        &self,
+        project: &str,
+        session: &str,
+        mut body: NewEventBody,
+        open: Option<SessionOpen>,
+    ) -> Result<u64, SubmitError> {
         body.timestamp = Some(to_ms(body.timestamp.unwrap_or_else(Utc::now)));
         // Refuse now what the floor would refuse later: nothing invalid enters the log.
         polaris_protocol::validate::name("project", project)
@@ -352,7 +377,7 @@ impl Uplink {
                 body,
             }])
             .await?;
-        Ok((id, at.first().copied().unwrap_or_default()))
+        Ok(at.first().copied().unwrap_or_default())
     }
 
     /// Records still to deliver whose project was renamed go to the new name.
@@ -524,9 +549,29 @@ async fn deliver(
     struct Batch<'a> {
         events: Vec<&'a NewEventBody>,
     }
+    // Each attempt at forwarding an event is a span of its trace (retries show there), and
+    // the floor continues from it. Without export the records go as they are.
+    let (forwarding, traced): (Vec<tracing::Span>, Vec<NewEventBody>) =
+        if polaris_telemetry::enabled() {
+            batch
+            .iter()
+            .map(|r| {
+                let span = tracing::info_span!(parent: None, "sidecar.forward", project = %r.project, session = %r.session, event = ?r.body.id);
+                let mut body = r.body.clone();
+                body.traceparent = polaris_telemetry::adopt(&span, body.traceparent.take());
+                (span, body)
+            })
+            .unzip()
+        } else {
+            (Vec::new(), Vec::new())
+        };
     // Serialized straight from the records (no intermediate JSON tree).
     let events = Batch {
-        events: batch.iter().map(|r| &r.body).collect(),
+        events: if traced.is_empty() {
+            batch.iter().map(|r| &r.body).collect()
+        } else {
+            traced.iter().collect()
+        },
     };
     let resp = inner
         .floor
@@ -543,6 +588,7 @@ async fn deliver(
     };
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
+    drop(forwarding);
     if status == 200 {
         return handle_results(inner, batch, &text);
     }
@@ -723,6 +769,7 @@ mod tests {
             payload[m] = json!(true);
         }
         NewEventBody {
+            traceparent: None,
             term: None,
             id: None,
             timestamp: None,

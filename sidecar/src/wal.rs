@@ -571,6 +571,7 @@ mod tests {
 
     fn body(n: u64) -> NewEventBody {
         NewEventBody {
+            traceparent: None,
             term: None,
             id: Some(uuid::Uuid::new_v4()),
             timestamp: Some(chrono::Utc::now()),

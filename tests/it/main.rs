@@ -35,3 +35,4 @@ mod slack_fake;
 mod streams;
 mod tasks;
 mod tls;
+mod traces;

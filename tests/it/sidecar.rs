@@ -39,7 +39,21 @@ impl Sidecar {
 
     /// Starts one with extra environment variables.
     pub(crate) async fn start_env(home: &Path, floor: &str, env: &[(&str, &Path)]) -> Sidecar {
-        let mut cmd = sidecar_cmd(home, floor, &["--listen", "127.0.0.1:0"]);
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        Sidecar::start_with(home, floor, &[], &env).await
+    }
+
+    /// Starts one with extra arguments and environment variables.
+    pub(crate) async fn start_with(
+        home: &Path,
+        floor: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Sidecar {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut cmd = sidecar_cmd(home, floor, &all);
         for (k, v) in env {
             cmd.env(k, v);
         }

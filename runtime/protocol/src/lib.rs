@@ -11,10 +11,12 @@
 pub mod redaction;
 pub mod secrets;
 pub mod team;
+pub mod trace;
 pub mod validate;
 mod wire;
 
 pub use redaction::Redaction;
+pub use trace::TraceParent;
 pub use wire::{
     Annotation, Event, Member, NewEventBody, Project, Session, Source, Visibility, format_ms,
     iso_ms, iso_ms_opt, to_ms,

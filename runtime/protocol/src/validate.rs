@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::{NewEventBody, Source};
+use crate::{NewEventBody, Source, TraceParent};
 
 /// Longest project or session name. Names are path segments and Slack channel seeds.
 pub const MAX_NAME_LEN: usize = 200;
@@ -61,6 +61,8 @@ pub struct Incoming {
     pub payload: Box<RawValue>,
     /// The lease term the sender writes under (see [`NewEventBody::term`]).
     pub term: Option<i64>,
+    /// The trace context it continues, if any (see [`NewEventBody::traceparent`]).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Checks a project or session name: 1 to [`MAX_NAME_LEN`] characters, no control
@@ -133,6 +135,7 @@ pub fn event(body: NewEventBody) -> Result<Incoming, FieldError> {
         sender: body.sender,
         payload,
         term: body.term,
+        traceparent: body.traceparent,
     })
 }
 
@@ -257,6 +260,7 @@ mod tests {
 
     fn body(sender: &str, payload: Value) -> NewEventBody {
         NewEventBody {
+            traceparent: None,
             term: None,
             id: None,
             timestamp: None,

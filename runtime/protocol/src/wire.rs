@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::redaction::Redaction;
+use crate::trace::{TraceParent, lenient};
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +88,14 @@ pub struct Event {
     /// What was redacted from the payload, if anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redactions: Vec<Redaction>,
+    /// The event's trace context (W3C `traceparent`): the floor's commit span when the
+    /// floor traces, else what the client sent; absent when neither did.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Event {
@@ -235,6 +244,15 @@ pub struct NewEventBody {
     /// was paused, or whose answers waited in its sidecar, cannot write after a takeover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<i64>,
+    /// The trace context the event continues (W3C `traceparent`); it wins over the
+    /// request's `traceparent` header, so each event of a batch has its own. One that does
+    /// not parse is ignored.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Truncates to milliseconds, the precision every API shows.

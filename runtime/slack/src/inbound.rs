@@ -295,6 +295,7 @@ async fn post(
         format!("{}/{}", str_of(body, "team_id"), event_id_of(body)).as_bytes(),
     );
     let incoming = Incoming {
+        traceparent: None,
         term: None,
         id,
         timestamp: None,

@@ -1,7 +1,7 @@
 //! Session routes: create, list, post events, inject, driver seat, label, annotations.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use polaris_registry::ParticipantId;
@@ -13,10 +13,11 @@ use super::extract::{JsonBody, PathParams, RawBody, parse_json};
 use super::{Access, ApiError, AppState, Opened, RateKey, event_response};
 use crate::auth::Caller;
 use crate::commit::Posted;
-use crate::protocol::{NewEventBody, Session};
+use crate::protocol::{NewEventBody, Session, TraceParent};
 use crate::session::SessionMsg;
 use crate::store::StoreError;
-use crate::validate::{self, FieldError};
+use crate::validate::{self, FieldError, Incoming};
+use tracing::Instrument;
 
 /// Longest label.
 const MAX_LABEL_LEN: usize = 200;
@@ -112,21 +113,59 @@ async fn open_for_post(
     st.open_project(caller, project, Access::Use).await
 }
 
-#[tracing::instrument(name = "api.post_event", skip_all, fields(project = %project, session = %session))]
+/// The request's `traceparent` header. One that does not parse is ignored (as the W3C
+/// recommendation says): tracing never fails a request.
+fn trace_header(headers: &HeaderMap) -> Option<TraceParent> {
+    let v = headers.get("traceparent")?;
+    let parsed = v.to_str().ok().and_then(TraceParent::parse);
+    if parsed.is_none() {
+        tracing::debug!("a malformed traceparent header was ignored");
+    }
+    parsed
+}
+
+/// The span of one event's way through the API: a child of the context it came with (its
+/// own `traceparent` field, else the request's header), whose context the event goes on
+/// with. Without export, no span: the context goes through as it came.
+fn event_span(
+    incoming: &mut Incoming,
+    header: Option<&TraceParent>,
+    project: &str,
+    session: &str,
+) -> tracing::Span {
+    let came = incoming.traceparent.take().or_else(|| header.cloned());
+    if !polaris_telemetry::enabled() {
+        incoming.traceparent = came;
+        return tracing::Span::none();
+    }
+    let span =
+        tracing::info_span!(parent: None, "api.post_event", project, session, event = %incoming.id);
+    incoming.traceparent = polaris_telemetry::adopt(&span, came);
+    span
+}
+
 pub(super) async fn post_event(
     State(st): State<AppState>,
     caller: Caller,
     PathParams((project, session)): PathParams<(String, String)>,
+    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let opened = open_for_post(&st, &caller, &project, &session).await?;
     let body: NewEventBody = parse_json(&body)?;
-    let incoming = validate::event(body)?;
+    let mut incoming = validate::event(body)?;
+    let span = event_span(
+        &mut incoming,
+        trace_header(&headers).as_ref(),
+        &project,
+        &session,
+    );
     let posted = st
         .runtime
         .ask(&opened.key, &session, |reply| {
-            SessionMsg::Post(Box::new(incoming.clone()), caller.clone(), reply)
+            SessionMsg::Post(Box::new(incoming), caller.clone(), reply)
         })
+        .instrument(span)
         .await?;
     Ok(event_response(&posted))
 }
@@ -147,8 +186,10 @@ pub(super) async fn post_batch(
     State(st): State<AppState>,
     caller: Caller,
     PathParams((project, session)): PathParams<(String, String)>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Batch>,
 ) -> Result<Response, ApiError> {
+    let header = trace_header(&headers);
     let opened = open_for_post(&st, &caller, &project, &session).await?;
     if body.events.len() > MAX_BATCH {
         return Err(
@@ -173,15 +214,21 @@ pub(super) async fn post_batch(
             .map_err(ApiError::BadRequest);
         checked.push(item);
     }
-    let valid: Vec<_> = checked
+    let mut valid: Vec<_> = checked
         .iter()
         .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    // Each event is its own trace: one span each, open until the batch is answered.
+    let spans: Vec<tracing::Span> = valid
+        .iter_mut()
+        .map(|i| event_span(i, header.as_ref(), &project, &session))
         .collect();
     let mut posted = st
         .runtime
         .post_many(&opened.key, &session, &caller, valid)
         .await?
         .into_iter();
+    drop(spans);
     // Assemble the answer around the JSON rendered at commit.
     let mut out = Vec::with_capacity(checked.len() * 1024);
     out.extend_from_slice(b"{\"results\":[");
@@ -220,9 +267,9 @@ pub(super) async fn post_batch(
 
 #[derive(Deserialize)]
 pub(super) struct Inject {
-    content: String,
+    pub(super) content: String,
     #[serde(default)]
-    sender: Option<ParticipantId>,
+    pub(super) sender: Option<ParticipantId>,
 }
 
 pub(super) async fn inject(
@@ -230,18 +277,20 @@ pub(super) async fn inject(
     caller: Caller,
     Extension(key): Extension<RateKey>,
     PathParams((project, session)): PathParams<(String, String)>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Inject>,
 ) -> Result<Response, ApiError> {
-    let posted = inject_as(
-        &st,
-        &caller,
-        &key,
-        &project,
-        &session,
-        body.content,
-        body.sender,
-    )
-    .await?;
+    let came = trace_header(&headers);
+    let (span, traceparent) = if polaris_telemetry::enabled() {
+        let span = tracing::info_span!(parent: None, "api.inject", project, session);
+        let next = polaris_telemetry::adopt(&span, came);
+        (span, next)
+    } else {
+        (tracing::Span::none(), came)
+    };
+    let posted = inject_as(&st, &caller, &key, &project, &session, body, traceparent)
+        .instrument(span)
+        .await?;
     Ok(event_response(&posted))
 }
 
@@ -253,8 +302,8 @@ pub(super) async fn inject_as(
     key: &RateKey,
     project: &str,
     session: &str,
-    content: String,
-    sender: Option<ParticipantId>,
+    Inject { content, sender }: Inject,
+    traceparent: Option<TraceParent>,
 ) -> Result<Posted, ApiError> {
     st.check_rate(&st.injects, &key.0, "Rate limit exceeded: too many injects")?;
     let opened = st.open_project(caller, project, Access::Use).await?;
@@ -272,8 +321,9 @@ pub(super) async fn inject_as(
     Ok(st
         .runtime
         .ask(&opened.key, session, |reply| SessionMsg::Inject {
-            content: content.clone(),
-            sender: sender.clone(),
+            content,
+            sender,
+            traceparent,
             reply,
         })
         .await?)

@@ -127,6 +127,7 @@ pub(super) async fn stop(
     }
     let payload = json!({"type": "task_stop", "task_id": task.id, "by": caller.participant});
     let incoming = Incoming {
+        traceparent: None,
         term: None,
         id: Uuid::new_v5(&task.id, b"stop"),
         timestamp: None,

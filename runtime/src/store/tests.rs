@@ -116,6 +116,7 @@ fn event(session: Option<&str>, payload: &str, at: DateTime<Utc>) -> Append {
             sender: ParticipantId::parse("user:ada").expect("participant"),
             payload: RawValue::from_string(payload.into()).expect("json"),
             redactions: Vec::new(),
+            traceparent: None,
         },
         effect: None,
     }

@@ -101,6 +101,15 @@ impl Client {
         Self::send(self.req(reqwest::Method::POST, path).json(&body)).await
     }
 
+    /// A POST with extra headers (a `traceparent`, say).
+    pub async fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
+        let mut r = self.req(reqwest::Method::POST, path).json(&body);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        Self::send(r).await
+    }
+
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Resp {
         Self::send(
             self.req(reqwest::Method::POST, path)

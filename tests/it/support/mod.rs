@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod client;
 pub mod openai;
+pub mod otlp;
 pub mod slack;
 
 use std::time::Duration;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::render::{self, Personas};
 use super::{Form, NoFields, Page, PageError, Seen, back, session_url};
 use crate::api::extract::{PathParams, QueryParams};
-use crate::api::sessions::{Annotate, annotate_as, inject_as};
+use crate::api::sessions::{Annotate, Inject, annotate_as, inject_as};
 use crate::api::streams::sse_with;
 use crate::api::{Access, ApiError, AppState, RateKey};
 use crate::session::SessionMsg;
@@ -191,8 +191,11 @@ pub(in crate::api) async fn inject(
                 &key,
                 &project,
                 &session,
-                f.content,
-                local,
+                Inject {
+                    content: f.content,
+                    sender: local,
+                },
+                None,
             )
             .await;
             (r.map(|_| ()), draft)

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::EventRow;
-use crate::protocol::{Event, Redaction, Source};
+use crate::protocol::{Event, Redaction, Source, TraceParent};
 use crate::store::agents::{FloorChange, JoinReason, LeaveReason, change_floor};
 use crate::store::column::Id;
 use crate::store::leases::fence_term;
@@ -39,6 +39,8 @@ pub(crate) struct NewEvent {
     pub payload: Box<RawValue>,
     /// What the ingest screen redacted from the payload.
     pub redactions: Vec<Redaction>,
+    /// The trace context it is committed with (the floor's commit span, or what arrived).
+    pub traceparent: Option<TraceParent>,
 }
 
 impl NewEvent {
@@ -59,6 +61,7 @@ impl NewEvent {
             sender: self.sender,
             payload: self.payload,
             redactions: self.redactions,
+            traceparent: self.traceparent,
         }
     }
 }

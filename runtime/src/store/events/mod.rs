@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::column::{Id, Participant, Src, Time};
 use super::{ProjectKey, Store, StoreError};
-use crate::protocol::{Event, Redaction};
+use crate::protocol::{Event, Redaction, TraceParent};
 
 mod append;
 mod postgres;
@@ -29,14 +29,14 @@ macro_rules! event_columns {
             $($alias,)? "id, ", $($alias,)? "seq, ", $($alias,)? "session, ",
             $($alias,)? "timestamp, ", $($alias,)? "received_at, ", $($alias,)? "source, ",
             $($alias,)? "kind, ", $($alias,)? "sender, ", $($alias,)? "payload, ",
-            $($alias,)? "redactions"
+            $($alias,)? "redactions, ", $($alias,)? "traceparent"
         )
     };
 }
 pub(super) use event_columns;
 
 /// How many columns [`event_columns!`] names.
-pub(super) const EVENT_COLUMNS: usize = 10;
+pub(super) const EVENT_COLUMNS: usize = 11;
 
 /// An `events` row: everything of an [`Event`] but the project's name.
 pub(super) struct EventRow {
@@ -52,6 +52,8 @@ pub(super) struct EventRow {
     payload: Json<Box<RawValue>>,
     /// JSON; NULL when nothing was redacted.
     redactions: Option<Json<Vec<Redaction>>>,
+    /// A W3C `traceparent`; NULL when the event came without one.
+    traceparent: Option<String>,
 }
 
 /// Decodes rows by column position, not by name: a page decodes up to a thousand rows,
@@ -74,6 +76,7 @@ macro_rules! decode_event_rows {
                     sender: row.try_get(7)?,
                     payload: row.try_get(8)?,
                     redactions: row.try_get(9)?,
+                    traceparent: row.try_get(10)?,
                 })
             }
         }
@@ -114,6 +117,8 @@ impl EventRow {
             sender: self.sender.0,
             payload: self.payload.0,
             redactions: self.redactions.map(|r| r.0).unwrap_or_default(),
+            // Written only from a parsed context, so it parses again.
+            traceparent: self.traceparent.as_deref().and_then(TraceParent::parse),
         }
     }
 }
@@ -296,6 +301,32 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|r| r.into_event(project.name.to_string()))
+            .collect())
+    }
+
+    /// The trace contexts of a floor's events with `after < seq <= through` that have
+    /// one, oldest first, at most `limit` (what a node relays when it hears of them).
+    pub(crate) async fn trace_contexts(
+        &self,
+        project: Uuid,
+        after: i64,
+        through: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, TraceParent)>, StoreError> {
+        let rows: Vec<(i64, String)> = fetch!(
+            self,
+            read,
+            fetch_all,
+            "SELECT seq, traceparent FROM events WHERE project_id = $1 AND seq > $2 AND seq <= $3
+               AND traceparent IS NOT NULL ORDER BY seq LIMIT $4",
+            Id(project),
+            after,
+            through,
+            limit,
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, t)| Some((seq, TraceParent::parse(&t)?)))
             .collect())
     }
 

@@ -73,6 +73,8 @@ pub(super) async fn append(
             cols.sender.push(e.sender.as_str());
             cols.payload.push(e.payload.get());
             cols.redactions.push(redactions_json(&e.redactions));
+            cols.traceparent
+                .push(e.traceparent.as_ref().map(|t| t.as_str()));
         }
         let n = plan.activity.len();
         let (mut names, mut events, mut prompts, mut last) = (
@@ -89,12 +91,12 @@ pub(super) async fn append(
         }
         sqlx::query(
             "WITH ins AS (
-                INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions)
+                INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent)
                 SELECT u.id, $1, $2, u.seq, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
-                       u.redactions::json
+                       u.redactions::json, u.traceparent
                 FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-                            $8::text[], $9::text[], $10::text[], $11::text[], $17::text[])
-                     AS u(id, seq, session, ts, ra, source, kind, sender, payload, redactions)
+                            $8::text[], $9::text[], $10::text[], $11::text[], $17::text[], $18::text[])
+                     AS u(id, seq, session, ts, ra, source, kind, sender, payload, redactions, traceparent)
                 RETURNING 1),
              counters AS (
                 UPDATE sessions s SET event_count = s.event_count + a.n, prompt_count = s.prompt_count + a.p,
@@ -122,6 +124,7 @@ pub(super) async fn append(
         .bind(&last)
         .bind(plan.seq)
         .bind(&cols.redactions)
+        .bind(&cols.traceparent)
         .execute(&mut *tx)
         .await?;
     }
@@ -142,4 +145,5 @@ struct Columns<'e> {
     sender: Vec<&'e str>,
     payload: Vec<&'e str>,
     redactions: Vec<Option<String>>,
+    traceparent: Vec<Option<&'e str>>,
 }

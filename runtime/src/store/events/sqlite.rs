@@ -14,6 +14,7 @@ use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::append::{Append, Appended, Plan, Rejected, StoredRow};
 use super::{event_columns, redactions_json};
+use crate::protocol::TraceParent;
 use crate::store::column::{Id, Time};
 use crate::store::{ProjectKey, StoreError, Tx};
 
@@ -94,7 +95,7 @@ async fn in_transaction(
     let fresh: Vec<_> = plan.fresh().collect();
     for chunk in fresh.chunks(INSERT_CHUNK) {
         q.push(
-            "INSERT INTO events (rowid, id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions) ",
+            "INSERT INTO events (rowid, id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent) ",
         );
         q.push_values(chunk, |mut b, e| {
             rowid += 1;
@@ -110,7 +111,8 @@ async fn in_transaction(
                 .push_bind(e.kind.as_str())
                 .push_bind(e.sender.as_str())
                 .push_bind(e.payload.get())
-                .push_bind(redactions_json(&e.redactions));
+                .push_bind(redactions_json(&e.redactions))
+                .push_bind(e.traceparent.as_ref().map(TraceParent::as_str));
         });
         q.push("; ");
     }
