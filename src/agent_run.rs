@@ -26,7 +26,7 @@ use clap::Args;
 use polaris_agents::outbox::{Delivered, Outbox, Relay};
 use polaris_agents::passive::Passive;
 use polaris_agents::{AgentHost, HostArgs, HostHandle, Scope};
-use polaris_config::{Env, LogFormat, SecretRef, TelemetryConfig};
+use polaris_config::{Env, SecretRef};
 use polaris_protocol::NewEventBody;
 use polaris_registry::{AgentFile, ParticipantId};
 use polaris_sidecar::uplink::segment;
@@ -123,19 +123,8 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     if args.lease_ttl < Duration::from_millis(300) || args.lease_ttl > Duration::from_secs(600) {
         bail!("--lease-ttl: must be between 300ms and 10m");
     }
-    let telemetry = TelemetryConfig::from_flag(
-        args.otlp_endpoint.as_deref(),
-        "--otlp-endpoint",
-        env,
-        "polaris-agent",
-    )?;
-    let telemetry = polaris_telemetry::init(
-        polaris_telemetry::Logs {
-            filter: env.get("POLARIS_LOG").unwrap_or("info"),
-            format: LogFormat::Text,
-        },
-        telemetry.as_ref(),
-    )?;
+    let telemetry =
+        crate::lifecycle::telemetry_from_flag(args.otlp_endpoint.as_deref(), env, "polaris-agent")?;
     let floor = FloorClient::new(&args.floor, token)?;
     // The model loads (and its hash is checked) before anything starts: a bad directory
     // stops the start with the file it names. Its heads are fitted later, in the

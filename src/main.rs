@@ -22,7 +22,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use polaris_agents::AgentHost;
 use polaris_agents::route::Router;
-use polaris_config::{Env, LogFormat, ServeOverrides, ServerConfig};
+use polaris_config::{Env, ServeOverrides, ServerConfig};
 use polaris_registry::{AgentFile, ParticipantId};
 use polaris_runtime::Store;
 use polaris_runtime::api::{self, ApiConfig};
@@ -628,18 +628,10 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
     if let Some(SidecarCommand::Status) = args.command {
         return rt.block_on(polaris_sidecar::status::print(&home, addr, &floor, env));
     }
-    let telemetry = polaris_config::TelemetryConfig::from_flag(
+    let telemetry = crate::lifecycle::telemetry_from_flag(
         args.otlp_endpoint.as_deref(),
-        "--otlp-endpoint",
         env,
         "polaris-sidecar",
-    )?;
-    let telemetry = polaris_telemetry::init(
-        polaris_telemetry::Logs {
-            filter: env.get("POLARIS_LOG").unwrap_or("info"),
-            format: LogFormat::Text,
-        },
-        telemetry.as_ref(),
     )?;
     let secret = polaris_sidecar::secret::load_or_create(&home, env)
         .with_context(|| format!("the local secret in {}", home.root().display()))?;
