@@ -120,6 +120,34 @@ async fn read_past_a_marker_as(
     .await;
 }
 
+/// A floor `app` with the four agents' tags and a session `s-1`; a data question nobody
+/// addressed; Dean's advice on it (within the long wait, for a model). Returns the
+/// question's id and the advice.
+async fn deans_advice_on_a_data_question(c: &Client) -> (Value, Value) {
+    let r = c
+        .post(
+            "/projects",
+            json!({"name": "app", "tags": ["data", "security", "marketing", "sales"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    c.post(
+        "/projects/app/sessions",
+        json!({"name": "s-1", "driver": "user:manu"}),
+    )
+    .await;
+    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
+    let q = prompt(
+        c,
+        "s-1",
+        "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
+    )
+    .await;
+    let a = wait_long(&mut ws, "Dean's advice", advice_to("agent:dean", &q)).await;
+    assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+    (q, a)
+}
+
 /// Like `wait_for`, with time for the scorer to fit its heads on the first event (a few
 /// seconds, longer on a busy machine).
 async fn wait_long(ws: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
@@ -645,27 +673,7 @@ async fn the_model_finds_a_domain_without_keywords_and_stays_quiet_on_chit_chat(
         return;
     };
     let c = srv.client();
-    let r = c
-        .post(
-            "/projects",
-            json!({"name": "app", "tags": ["data", "security", "marketing", "sales"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    c.post(
-        "/projects/app/sessions",
-        json!({"name": "s-1", "driver": "user:manu"}),
-    )
-    .await;
-    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
-    let q = prompt(
-        &c,
-        "s-1",
-        "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
-    )
-    .await;
-    let a = wait_long(&mut ws, "Dean's advice", advice_to("agent:dean", &q)).await;
-    assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+    let (q, _) = deans_advice_on_a_data_question(&c).await;
     let chat = prompt(&c, "s-1", "who's bringing the cake for Friday's birthday?").await;
     read_past_a_marker(
         &srv,
@@ -839,27 +847,7 @@ async fn serve_fits_the_heads_in_the_background_and_advice_flows_after_start() {
     let (_child, base) = crate::support::spawn_listening(cmd).await;
     let c = Client::new(&base, None);
     assert_eq!(c.get("/healthz").await.status, 200);
-    let r = c
-        .post(
-            "/projects",
-            json!({"name": "app", "tags": ["data", "security", "marketing", "sales"]}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{r:?}");
-    c.post(
-        "/projects/app/sessions",
-        json!({"name": "s-1", "driver": "user:manu"}),
-    )
-    .await;
-    let mut ws = c.ws("/projects/app/sessions/s-1/ws").await.unwrap();
-    let q = prompt(
-        &c,
-        "s-1",
-        "the customer dimension doubled in size after last night's merge and the daily revenue rollup now double counts",
-    )
-    .await;
-    let a = wait_long(&mut ws, "Dean's advice", advice_to("agent:dean", &q)).await;
-    assert_eq!(a["payload"]["persona"]["name"], "Dean (Data)");
+    let (_, a) = deans_advice_on_a_data_question(&c).await;
     // Scored by the model, not the first stage alone.
     let content = a["payload"]["content"].as_str().unwrap();
     assert!(content.contains("nearest example"), "{content}");
