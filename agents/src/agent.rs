@@ -327,7 +327,7 @@ impl Actor for Agent {
                 }
             }
             AgentMsg::Delegated(key, c) => on_event(&myself, state, key, c, true),
-            AgentMsg::Answered(a) => post_answer(&myself, state, *a).await,
+            AgentMsg::Answered(a) => post(&myself, state, *a, Posting::Answer).await,
             AgentMsg::Update(args) => update(&myself, state, *args).await,
             AgentMsg::Reopen(key) => state.reader.reopen(&myself, key, &WIRING).await,
             AgentMsg::Open(key) => {
@@ -351,7 +351,7 @@ impl Actor for Agent {
                     state.reader.done(&project, seq);
                 }
             }
-            AgentMsg::Advise(a) => post_advice(&myself, state, *a).await,
+            AgentMsg::Advise(a) => post(&myself, state, *a, Posting::Advice).await,
         }
         Ok(())
     }
@@ -567,7 +567,52 @@ fn reply_to(
     }
 }
 
-async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
+/// What an agent posts: an answer to a question, or passive advice (an `advice` event in
+/// the session, which the sidecar queues for the session's coding agent at its next
+/// prompt). Both are posted and retried alike; they differ in kind, counter and log words,
+/// and in the message a retry comes back as.
+#[derive(Clone, Copy)]
+enum Posting {
+    Answer,
+    Advice,
+}
+
+impl Posting {
+    fn kind(self) -> &'static str {
+        match self {
+            Posting::Answer => "message",
+            Posting::Advice => "advice",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Posting::Answer => "answer",
+            Posting::Advice => "advice",
+        }
+    }
+
+    fn posted(self) {
+        match self {
+            Posting::Answer => metrics::counter!("polaris_agent_answers_total").increment(1),
+            Posting::Advice => {
+                metrics::counter!("polaris_passive_advice_total", "outcome" => "posted")
+                    .increment(1);
+            }
+        }
+    }
+
+    fn again(self, a: Answer) -> AgentMsg {
+        match self {
+            Posting::Answer => AgentMsg::Answered(Box::new(a)),
+            Posting::Advice => AgentMsg::Advise(Box::new(a)),
+        }
+    }
+}
+
+/// Posts an answer or advice through the outbox, retrying with backoff; the read position
+/// moves past the event once it is on the floor (or given up on).
+async fn post(myself: &AgentRef, state: &mut AgentState, mut a: Answer, what: Posting) {
     let Some(session) = a.event.event.session.clone() else {
         return;
     };
@@ -575,7 +620,7 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         &state.args.spec,
         state.args.term,
         &a.event,
-        "message",
+        what.kind(),
         Source::Agent,
         &a.content,
         a.trace.clone(),
@@ -588,7 +633,7 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         .await;
     match result {
         Ok(delivered) => {
-            metrics::counter!("polaris_agent_answers_total").increment(1);
+            what.posted();
             if a.tracked {
                 // Done once it is on the floor, not when it is queued for it: an answer
                 // still queued when another instance takes over is given again there.
@@ -602,17 +647,18 @@ async fn post_answer(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
         }
         Err(e) if a.attempts + 1 < POST_ATTEMPTS => {
             a.attempts += 1;
-            tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "answer not posted; retrying");
+            tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "{} not posted; retrying", what.noun());
             let delay = Duration::from_millis(200 << a.attempts);
             let me = myself.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                let _ = me.cast(AgentMsg::Answered(Box::new(a)));
+                // The agent may have stopped: the answer goes with it.
+                let _ = me.cast(what.again(a));
             });
             return;
         }
         Err(e) => {
-            tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "answer dropped after retries")
+            tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "{} dropped after retries", what.noun())
         }
     }
     if a.tracked {
@@ -880,56 +926,6 @@ fn on_scored(
         })));
     });
     true
-}
-
-/// Posts passive advice: an `advice` event in the session, which the sidecar queues for
-/// the session's coding agent at its next prompt. Retried like answers.
-async fn post_advice(myself: &AgentRef, state: &mut AgentState, mut a: Answer) {
-    let Some(session) = a.event.event.session.clone() else {
-        return;
-    };
-    let incoming = reply_to(
-        &state.args.spec,
-        state.args.term,
-        &a.event,
-        "advice",
-        Source::Agent,
-        &a.content,
-        a.trace.clone(),
-    );
-    match state
-        .args
-        .outbox
-        .post(&state.args.org, &a.project, &session, incoming)
-        .instrument(a.span.clone())
-        .await
-    {
-        Ok(delivered) => {
-            metrics::counter!("polaris_passive_advice_total", "outcome" => "posted").increment(1);
-            let (me, project, seq) = (myself.clone(), a.project.id, a.event.event.seq);
-            tokio::spawn(async move {
-                delivered.await;
-                let _ = me.cast(AgentMsg::Delivered(project, seq));
-            });
-            return;
-        }
-        Err(e) if a.attempts + 1 < POST_ATTEMPTS => {
-            a.attempts += 1;
-            tracing::warn!(agent = %state.args.spec.id, error = %e, attempt = a.attempts, "advice not posted; retrying");
-            let delay = Duration::from_millis(200 << a.attempts);
-            let me = myself.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                // The agent may have stopped: the advice goes with it.
-                let _ = me.cast(AgentMsg::Advise(Box::new(a)));
-            });
-            return;
-        }
-        Err(e) => {
-            tracing::error!(agent = %state.args.spec.id, event = %a.event.event.id, error = %e, "advice dropped after retries")
-        }
-    }
-    state.reader.done(&a.project.id, a.event.event.seq);
 }
 
 /// Tells the session, at most once a minute per floor, that the agent is holding back.
