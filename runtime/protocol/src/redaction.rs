@@ -76,6 +76,14 @@ pub fn placeholders(text: &str) -> Vec<Finding> {
 /// `payload` with its credentials replaced, and what was replaced; `None` when it holds
 /// none (the payload is then committed exactly as accepted).
 pub fn redact_payload(payload: &RawValue, key: &[u8]) -> Option<(Box<RawValue>, Vec<Redaction>)> {
+    // Most payloads hold no credential: find that out reading the strings where they lie
+    // (borrowed unless escaped), and build a `Value` only for the few that might.
+    let mut any = false;
+    let mut de = serde_json::Deserializer::from_str(payload.get());
+    serde::de::DeserializeSeed::deserialize(Strings(&mut any), &mut de).ok()?;
+    if !any {
+        return None;
+    }
     let mut value: Value = serde_json::from_str(payload.get()).ok()?;
     let mut found = Vec::new();
     let mut path = String::new();
@@ -85,6 +93,65 @@ pub fn redact_payload(payload: &RawValue, key: &[u8]) -> Option<(Box<RawValue>, 
     }
     let raw = serde_json::value::to_raw_value(&value).ok()?;
     Some((raw, found))
+}
+
+/// Visits every string value of a JSON document (member names are not scanned, as in
+/// [`walk`]) and sets the flag when one may hold a credential.
+struct Strings<'f>(&'f mut bool);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strings<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strings<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if !*self.0 && secrets::may_hold_credentials(v) {
+            *self.0 = true;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Strings(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Strings(&mut *self.0))?;
+        }
+        Ok(())
+    }
 }
 
 fn walk(value: &mut Value, path: &mut String, key: &[u8], found: &mut Vec<Redaction>) {
@@ -234,6 +301,29 @@ mod tests {
         assert_eq!(found[0].masked, "[redacted: aws-secret-key]");
         assert_eq!(found[1].kind, SecretKind::Jwt);
         assert!(placeholders("[redacted: jwt").is_empty());
+    }
+
+    /// The first look reads strings as JSON spells them: escapes (a newline, a quote, a
+    /// `\u` letter) must not hide a credential from it, at any depth.
+    #[test]
+    fn escaped_strings_are_read_decoded() {
+        let text =
+            r#"{"n": 1, "deep": [{"x": ["line one\nkey \u0041KIAZ3MBKQ7XJ2LRWN4P \"quoted\""]}]}"#;
+        let p = RawValue::from_string(text.to_owned()).expect("raw");
+        let (out, found) = redact_payload(&p, KEY).expect("found through the escapes");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, "aws-access-key-id");
+        assert_eq!(found[0].path, "/deep/0/x/0");
+        assert!(
+            out.get().contains("[redacted: aws-access-key-id]"),
+            "{}",
+            out.get()
+        );
+        // A member name is not a value: nothing to redact there.
+        let name =
+            RawValue::from_string(r#"{"AKIAZ3MBKQ7XJ2LRWN4P": "fine", "m": null}"#.to_owned())
+                .expect("raw");
+        assert!(redact_payload(&name, KEY).is_none());
     }
 
     #[test]

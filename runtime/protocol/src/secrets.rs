@@ -277,9 +277,34 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
 
 /// One pass over the text tells which patterns can match at all; most texts have none.
 static PREFILTER: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(PATTERNS.iter().map(|p| p.re.as_str()))
+    RegexSet::new(PATTERNS.iter().map(|p| loose(p.re.as_str())))
         .unwrap_or_else(|e| panic!("secret pattern set: {e}"))
 });
+
+/// As [`PREFILTER`], credentials only (no personal data): what ingest redaction asks.
+static CREDENTIALS: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(
+        PATTERNS
+            .iter()
+            .filter(|p| !p.kind.is_pii())
+            .map(|p| loose(p.re.as_str())),
+    )
+    .unwrap_or_else(|e| panic!("credential pattern set: {e}"))
+});
+
+/// A pattern for the sets above: without its word boundaries, so it matches wherever the
+/// pattern does and a little more (the pattern itself decides afterwards). A Unicode `\b`
+/// makes the set's fast automaton give up on any text with a non-ASCII character and fall
+/// back to the slow one: on the routing texts 24.6 µs a text with them, 0.42 without.
+fn loose(re: &str) -> String {
+    re.replace(r"\b", "")
+}
+
+/// Whether a credential pattern matches anywhere in `text`: `false` means [`scan`] finds
+/// no credential in it (it may still find personal data). One pass, no allocation.
+pub fn may_hold_credentials(text: &str) -> bool {
+    CREDENTIALS.is_match(text)
+}
 
 fn has_digit_and_letter(s: &str) -> bool {
     s.bytes().any(|b| b.is_ascii_digit()) && s.bytes().any(|b| b.is_ascii_alphabetic())
@@ -551,6 +576,27 @@ mod tests {
 
     fn kinds(text: &str) -> Vec<SecretKind> {
         scan(text).into_iter().map(|f| f.kind).collect()
+    }
+
+    /// The sets run without word boundaries: they must still let through every text a
+    /// pattern matches, non-ASCII neighbours included, and the patterns still decide.
+    #[test]
+    fn the_loose_first_look_lets_every_credential_through() {
+        for text in [
+            "clé d'accès — AKIAZ3MBKQ7XJ2LRWN4P « ici »",
+            "ünïcödé password: hunter2hunter2",
+            "token→ ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        ] {
+            assert!(may_hold_credentials(text), "{text}");
+            assert!(!kinds(text).is_empty(), "{text}");
+        }
+        assert!(!may_hold_credentials(
+            "ünïcödé prose — nothing secret « here »"
+        ));
+        // Glued to a longer token: the set lets it through, the pattern refuses it.
+        let glued = "xAKIAZ3MBKQ7XJ2LRWN4Px";
+        assert!(may_hold_credentials(glued));
+        assert!(kinds(glued).is_empty());
     }
 
     /// The credential and PII cases of the routing dataset (the passive and tricky cases
