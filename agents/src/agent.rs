@@ -41,7 +41,7 @@ use crate::outbox::Outbox;
 use crate::passive::{Job, Passive};
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
-use crate::text::{event_text, hops};
+use crate::text::hops;
 
 /// How often cursors are saved.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -410,7 +410,7 @@ fn on_event(
         track_presence(state, &key, e);
         return;
     }
-    let text = event_text(e);
+    let text = c.words().to_owned();
     if !text.trim().is_empty() {
         let recent = state.recent.entry(key.id).or_default();
         if recent.len() >= RECENT {
@@ -905,7 +905,7 @@ fn on_scored(
     let brain = state.brain.clone();
     let me_ref = myself.clone();
     let name = state.args.spec.shown_name().to_owned();
-    let text = event_text(&c.event);
+    let text = c.words().to_owned();
     let (span, trace) = answer_span(me, &c.event, true);
     tokio::spawn(async move {
         let body = brain.answer(&text, &text).instrument(span.clone()).await;

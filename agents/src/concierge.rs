@@ -24,7 +24,6 @@ use crate::link::FloorLink;
 use crate::reader::{Reader, Wiring};
 use crate::route::Router;
 use crate::text::ANSWER_NAMESPACE;
-use crate::text::event_text;
 
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -222,15 +221,15 @@ fn on_event(state: &mut ConciergeState, key: ProjectKey, c: Arc<Committed>) {
         seated(state, &key, &session, e);
         return;
     }
-    let text = event_text(e);
-    if let Some((agent, task)) = state.args.router.take(&text)
+    let text = c.words();
+    if let Some((agent, task)) = state.args.router.take(text)
         && e.sender != agent
         && is_present(state, &key.id, &agent)
     {
         hand_over(state, &key, &session, e, agent, task);
         return;
     }
-    let routing = state.args.router.route(&text, Some(&e.sender), false);
+    let routing = state.args.router.route(text, Some(&e.sender), false);
     for agent in routing.responders {
         if is_present(state, &key.id, &agent) {
             continue;

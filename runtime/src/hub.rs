@@ -28,6 +28,8 @@ pub struct Committed {
     /// When the floor rendered it (right after the commit): streams report their
     /// commit-to-socket delay against it.
     pub committed_at: std::time::Instant,
+    /// Its words, once a reader asked ([`Committed::words`]).
+    words: std::sync::OnceLock<Box<str>>,
 }
 
 impl Committed {
@@ -42,7 +44,16 @@ impl Committed {
             json,
             text,
             committed_at: std::time::Instant::now(),
+            words: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The event's words as agents read them ([`crate::protocol::words::event_text`]),
+    /// worked out by the first reader that asks and shared with the others: every agent
+    /// and the concierge read every event of their floors.
+    pub fn words(&self) -> &str {
+        self.words
+            .get_or_init(|| crate::protocol::words::event_text(&self.event).into_boxed_str())
     }
 }
 

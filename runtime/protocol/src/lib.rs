@@ -14,6 +14,7 @@ pub mod team;
 pub mod trace;
 pub mod validate;
 mod wire;
+pub mod words;
 
 pub use redaction::Redaction;
 pub use trace::TraceParent;
