@@ -338,3 +338,114 @@ async fn events_are_counted_per_day_from_where_a_window_starts() {
         t.finish().await;
     }
 }
+
+/// A batch of plain writes goes in whole when nothing is in its way (on PostgreSQL in one
+/// statement); when something is — a session that does not exist, an id stored already,
+/// here or in another project, the same id twice — each item is decided on its own and
+/// the written ones still take consecutive `seq`s.
+#[tokio::test]
+async fn a_batch_is_decided_item_by_item_when_something_is_in_its_way() {
+    use super::Rejected;
+    for t in stores().await {
+        let s = &t.store;
+        let p = project(s, "pj").await;
+        let other = project(s, "other").await;
+        for name in ["s1", "s2"] {
+            s.create_session(&p, name, None, None)
+                .await
+                .expect("session");
+        }
+        s.create_session(&other, "s1", None, None)
+            .await
+            .expect("session");
+        let at = to_ms(Utc::now());
+        macro_rules! seqs {
+            ($r:expr) => {
+                $r.iter()
+                    .map(|a| a.clone().map(|a| (a.event.seq, a.created)))
+                    .collect::<Vec<Result<(i64, bool), Rejected>>>()
+            };
+        }
+
+        // Nothing in the way.
+        let first = vec![
+            event(Some("s1"), "{}", at),
+            event(Some("s2"), "{}", at),
+            event(None, "{}", at),
+        ];
+        let kept = first[1].clone();
+        let r = s.append(&p, first).await.expect("append");
+        assert_eq!(seqs!(r), [Ok((1, true)), Ok((2, true)), Ok((3, true))]);
+
+        // A session that does not exist.
+        let r = s
+            .append(
+                &p,
+                vec![
+                    event(Some("s1"), "{}", at),
+                    event(Some("nope"), "{}", at),
+                    event(Some("s2"), "{}", at),
+                ],
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            seqs!(r),
+            [
+                Ok((4, true)),
+                Err(Rejected::NoSession("nope".into())),
+                Ok((5, true))
+            ]
+        );
+
+        // An id stored already (a retry), the same id twice, an id of another project.
+        let taken = event(Some("s1"), "{}", at);
+        let r = s.append(&other, vec![taken.clone()]).await.expect("append");
+        assert_eq!(seqs!(r), [Ok((1, true))]);
+        let twice = event(Some("s2"), "{}", at);
+        let r = s
+            .append(
+                &p,
+                vec![
+                    event(Some("s1"), "{}", at),
+                    kept,
+                    twice.clone(),
+                    twice,
+                    taken.clone(),
+                ],
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            seqs!(r),
+            [
+                Ok((6, true)),
+                Ok((2, false)),
+                Ok((7, true)),
+                Ok((7, false)),
+                Err(Rejected::IdTaken(taken.event.id)),
+            ]
+        );
+
+        // After all that, plain batches go on from the head, gap-free.
+        let r = s
+            .append(
+                &p,
+                vec![event(Some("s1"), "{}", at), event(Some("s1"), "{}", at)],
+            )
+            .await
+            .expect("append");
+        assert_eq!(seqs!(r), [Ok((8, true)), Ok((9, true))]);
+        assert_eq!(s.last_seq(p.id).await.expect("head"), 9);
+        let all = s.events_after(&p, None, 0, 100).await.expect("read");
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
+        let s1 = s.get_session(&p, "s1").await.expect("get").expect("s1");
+        let s2 = s.get_session(&p, "s2").await.expect("get").expect("s2");
+        assert_eq!((s1.event_count, s1.prompt_count), (5, 5));
+        assert_eq!((s2.event_count, s2.prompt_count), (3, 3));
+        t.finish().await;
+    }
+}

@@ -48,7 +48,7 @@ impl NewEvent {
         self.source == Source::Hook && self.kind == "UserPromptSubmit"
     }
 
-    fn into_event(self, project: &ProjectKey, seq: i64) -> Event {
+    pub(super) fn into_event(self, project: &ProjectKey, seq: i64) -> Event {
         Event {
             id: self.id,
             project: project.name.to_string(),
@@ -163,6 +163,33 @@ pub(super) struct Activity {
     pub(super) last: DateTime<Utc>,
 }
 
+impl Activity {
+    /// Adds one written event to its session's share (floor-wide events have none).
+    pub(super) fn count(activity: &mut HashMap<String, Activity>, e: &NewEvent) {
+        if let Some(s) = &e.session {
+            let a = activity.entry(s.clone()).or_insert(Activity {
+                events: 0,
+                prompts: 0,
+                last: e.received_at,
+            });
+            a.events += 1;
+            a.prompts += i64::from(e.counts_as_prompt());
+            a.last = a.last.max(e.received_at);
+        }
+    }
+}
+
+/// Whether every item of the batch is a plain write: no session effect, no lease fence,
+/// no id twice. Such a batch, when none of its ids is stored and all its sessions exist
+/// (the common case by far), is written whole, each event taking the next `seq`, with
+/// nothing to decide item by item.
+pub(super) fn is_plain(batch: &[Append]) -> bool {
+    let mut ids = HashSet::with_capacity(batch.len());
+    batch
+        .iter()
+        .all(|a| a.effect.is_none() && a.fence.is_none() && ids.insert(a.event.id))
+}
+
 /// A batch being committed: built from what the transaction read (the project's last
 /// `seq`, which of the batch's sessions exist, which of its ids are stored), it decides
 /// each item's fate in order and gives each written event the next `seq`.
@@ -255,16 +282,7 @@ impl<'p> Plan<'p> {
                 continue;
             }
             self.seq += 1;
-            if let Some(s) = &item.event.session {
-                let a = self.activity.entry(s.clone()).or_insert(Activity {
-                    events: 0,
-                    prompts: 0,
-                    last: item.event.received_at,
-                });
-                a.events += 1;
-                a.prompts += i64::from(item.event.counts_as_prompt());
-                a.last = a.last.max(item.event.received_at);
-            }
+            Activity::count(&mut self.activity, &item.event);
             let event = item.event.into_event(self.project, self.seq);
             self.first_in_batch.insert(id, self.results.len());
             self.results.push(Ok(Appended {

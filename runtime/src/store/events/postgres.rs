@@ -1,20 +1,129 @@
-//! The append on PostgreSQL. The transaction locks the project's row (`SELECT … FOR
-//! UPDATE`) before reading `last_seq`, so writers on any number of nodes commit a
-//! project's events in `seq` order. Rows go in with one `INSERT … SELECT FROM UNNEST(…)`
-//! per batch whatever its size, inside one statement that also bumps the counters, which
-//! keeps it prepared once and the round trips per batch constant.
+//! The append on PostgreSQL. Whoever writes a project's events takes the project's row
+//! lock first, so writers on any number of nodes commit a project's events in `seq`
+//! order. Rows go in with one `INSERT … SELECT FROM UNNEST(…)` per batch whatever its
+//! size, which keeps the statement prepared once and the round trips per batch constant.
+//!
+//! A plain batch (no session effect, no lease fence, no id twice: nearly all of them) is
+//! one statement in autocommit, so one round trip and one commit: it bumps `last_seq` by
+//! the batch's length (taking the row lock) only if every session it names exists and
+//! none of its ids is stored, and writes the rows and counters from the `seq` that
+//! returns. If a condition fails, or a concurrent writer stored one of the ids first (the
+//! unique key refuses the statement, which then writes nothing), the batch goes the full
+//! way: a transaction that reads what the batch depends on, decides item by item and
+//! writes — four round trips.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::append::{Append, Appended, Plan, Rejected, StoredRow};
+use super::append::{Activity, Append, Appended, Plan, Rejected, StoredRow, is_plain};
 use super::{event_columns, redactions_json};
 use crate::store::{ProjectKey, StoreError, Tx};
 
 pub(super) async fn append(
+    pool: &PgPool,
+    project: &ProjectKey,
+    batch: Vec<Append>,
+) -> Result<Vec<Result<Appended, Rejected>>, StoreError> {
+    if is_plain(&batch)
+        && let Some(base) = append_plain(pool, project, &batch).await?
+    {
+        return Ok(batch
+            .into_iter()
+            .zip(base + 1..)
+            .map(|(a, seq)| {
+                Ok(Appended {
+                    event: a.event.into_event(project, seq),
+                    created: true,
+                })
+            })
+            .collect());
+    }
+    append_in_transaction(pool, project, batch).await
+}
+
+/// A plain batch in one statement (see the module docs): the `seq` before its first
+/// event, or `None` when the batch must go the full way (nothing was written).
+#[tracing::instrument(name = "store.append_plain", skip_all, fields(n = batch.len()))]
+async fn append_plain(
+    pool: &PgPool,
+    project: &ProjectKey,
+    batch: &[Append],
+) -> Result<Option<i64>, StoreError> {
+    let mut cols = Columns::default();
+    let mut activity: HashMap<String, Activity> = HashMap::new();
+    for a in batch {
+        let e = &a.event;
+        cols.push(
+            e.id,
+            e.session.as_deref(),
+            e.timestamp,
+            e.received_at,
+            e.source.as_str(),
+            &e.kind,
+            e.sender.as_str(),
+            e.payload.get(),
+            redactions_json(&e.redactions),
+            e.traceparent.as_ref().map(|t| t.as_str()),
+        );
+        Activity::count(&mut activity, e);
+    }
+    let counters = Counters::of(&activity);
+    let written: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+        "WITH head AS (
+            UPDATE projects SET last_seq = last_seq + cardinality($3::uuid[])
+            WHERE id = $2
+              AND (SELECT count(*) FROM sessions WHERE project_id = $2 AND name = ANY($11::text[]))
+                  = cardinality($11::text[])
+              AND NOT EXISTS (SELECT 1 FROM events WHERE id = ANY($3::uuid[]))
+            RETURNING last_seq - cardinality($3::uuid[]) AS base),
+         ins AS (
+            INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent)
+            SELECT u.id, $1, $2, head.base + u.n, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
+                   u.redactions::json, u.traceparent
+            FROM head, UNNEST($3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                              $7::text[], $8::text[], $9::text[], $10::text[], $15::text[], $16::text[])
+                 WITH ORDINALITY AS u(id, session, ts, ra, source, kind, sender, payload, redactions, traceparent, n)
+            RETURNING 1),
+         counters AS (
+            UPDATE sessions s SET event_count = s.event_count + a.n, prompt_count = s.prompt_count + a.p,
+                   last_activity_at = GREATEST(s.last_activity_at, a.t)
+            FROM head, UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::timestamptz[]) AS a(name, n, p, t)
+            WHERE s.project_id = $2 AND s.name = a.name
+            RETURNING 1)
+         -- Data-modifying WITH clauses run to completion whether read or not.
+         SELECT head.base FROM head",
+    )
+    .bind(&*project.org)
+    .bind(project.id)
+    .bind(&cols.id)
+    .bind(&cols.session)
+    .bind(&cols.ts)
+    .bind(&cols.received)
+    .bind(&cols.source)
+    .bind(&cols.kind)
+    .bind(&cols.sender)
+    .bind(&cols.payload)
+    .bind(&counters.names)
+    .bind(&counters.events)
+    .bind(&counters.prompts)
+    .bind(&counters.last)
+    .bind(&cols.redactions)
+    .bind(&cols.traceparent)
+    .fetch_optional(pool)
+    .await;
+    match written {
+        Ok(base) => Ok(base),
+        // Stored meanwhile by a concurrent writer: the full way answers it as a repeat.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Any batch, in a transaction that decides item by item (see the module docs).
+async fn append_in_transaction(
     pool: &PgPool,
     project: &ProjectKey,
     batch: Vec<Append>,
@@ -62,33 +171,23 @@ pub(super) async fn append(
     // One round trip for every write of the batch.
     if plan.writes() {
         let mut cols = Columns::default();
+        let mut seqs = Vec::new();
         for e in plan.fresh() {
-            cols.id.push(e.id);
-            cols.seq.push(e.seq);
-            cols.session.push(e.session.as_deref());
-            cols.ts.push(e.timestamp);
-            cols.received.push(e.received_at);
-            cols.source.push(e.source.as_str());
-            cols.kind.push(&e.kind);
-            cols.sender.push(e.sender.as_str());
-            cols.payload.push(e.payload.get());
-            cols.redactions.push(redactions_json(&e.redactions));
-            cols.traceparent
-                .push(e.traceparent.as_ref().map(|t| t.as_str()));
+            seqs.push(e.seq);
+            cols.push(
+                e.id,
+                e.session.as_deref(),
+                e.timestamp,
+                e.received_at,
+                e.source.as_str(),
+                &e.kind,
+                e.sender.as_str(),
+                e.payload.get(),
+                redactions_json(&e.redactions),
+                e.traceparent.as_ref().map(|t| t.as_str()),
+            );
         }
-        let n = plan.activity.len();
-        let (mut names, mut events, mut prompts, mut last) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for (name, a) in &plan.activity {
-            names.push(name.as_str());
-            events.push(a.events);
-            prompts.push(a.prompts);
-            last.push(a.last);
-        }
+        let counters = Counters::of(&plan.activity);
         sqlx::query(
             "WITH ins AS (
                 INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent)
@@ -110,7 +209,7 @@ pub(super) async fn append(
         .bind(&*project.org)
         .bind(project.id)
         .bind(&cols.id)
-        .bind(&cols.seq)
+        .bind(&seqs)
         .bind(&cols.session)
         .bind(&cols.ts)
         .bind(&cols.received)
@@ -118,10 +217,10 @@ pub(super) async fn append(
         .bind(&cols.kind)
         .bind(&cols.sender)
         .bind(&cols.payload)
-        .bind(&names)
-        .bind(&events)
-        .bind(&prompts)
-        .bind(&last)
+        .bind(&counters.names)
+        .bind(&counters.events)
+        .bind(&counters.prompts)
+        .bind(&counters.last)
         .bind(plan.seq)
         .bind(&cols.redactions)
         .bind(&cols.traceparent)
@@ -132,11 +231,10 @@ pub(super) async fn append(
     Ok(plan.into_results())
 }
 
-/// Column vectors for the UNNEST insert, borrowing from the plan's events.
+/// Column vectors for the UNNEST insert (all but `seq`), borrowing from the events.
 #[derive(Default)]
 struct Columns<'e> {
     id: Vec<Uuid>,
-    seq: Vec<i64>,
     session: Vec<Option<&'e str>>,
     ts: Vec<DateTime<Utc>>,
     received: Vec<DateTime<Utc>>,
@@ -146,4 +244,59 @@ struct Columns<'e> {
     payload: Vec<&'e str>,
     redactions: Vec<Option<String>>,
     traceparent: Vec<Option<&'e str>>,
+}
+
+impl<'e> Columns<'e> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        id: Uuid,
+        session: Option<&'e str>,
+        ts: DateTime<Utc>,
+        received: DateTime<Utc>,
+        source: &'static str,
+        kind: &'e str,
+        sender: &'e str,
+        payload: &'e str,
+        redactions: Option<String>,
+        traceparent: Option<&'e str>,
+    ) {
+        self.id.push(id);
+        self.session.push(session);
+        self.ts.push(ts);
+        self.received.push(received);
+        self.source.push(source);
+        self.kind.push(kind);
+        self.sender.push(sender);
+        self.payload.push(payload);
+        self.redactions.push(redactions);
+        self.traceparent.push(traceparent);
+    }
+}
+
+/// The per-session counters' UNNEST arrays.
+struct Counters<'a> {
+    names: Vec<&'a str>,
+    events: Vec<i64>,
+    prompts: Vec<i64>,
+    last: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Counters<'a> {
+    fn of(activity: &'a HashMap<String, Activity>) -> Counters<'a> {
+        let n = activity.len();
+        let mut c = Counters {
+            names: Vec::with_capacity(n),
+            events: Vec::with_capacity(n),
+            prompts: Vec::with_capacity(n),
+            last: Vec::with_capacity(n),
+        };
+        for (name, a) in activity {
+            c.names.push(name.as_str());
+            c.events.push(a.events);
+            c.prompts.push(a.prompts);
+            c.last.push(a.last);
+        }
+        c
+    }
 }
