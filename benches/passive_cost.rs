@@ -36,6 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let events: usize = arg(&args, "--events", "4000").parse()?;
     let clients: usize = arg(&args, "--clients", "16").parse()?;
     let rounds: usize = arg(&args, "--rounds", "2").parse()?;
+    // As `polaris serve` does: the model's matrix pool in the idle class, built before the
+    // first product (here, the second-stage timing below).
+    passive::model_threads_in_the_background();
     let embedder = Arc::new(Embedder::load(&model_dir)?);
     let file = AgentFile::load(&data("agents.yaml"))?;
     let cases: Vec<serde_json::Value> = std::fs::read_to_string(data("routing-dev.jsonl"))?
@@ -102,17 +105,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|c| c["text"].as_str().map(str::to_owned))
         .collect();
     // No agents; four watching with the worker's default rest; four with a worker that
-    // never rests (what the rest buys).
-    let configs: [(&str, Option<f64>); 3] = [
+    // never rests (what the rest buys); four watching with the first stage only (no model:
+    // what the agents' own reading and queuing costs, apart from the model's).
+    let configs: [(&str, Option<(bool, f64)>); 4] = [
         ("no agents", None),
-        ("4 agents watching", Some(passive::DUTY)),
-        ("4 agents watching, worker never rests", Some(1.0)),
+        ("4 agents watching", Some((true, passive::DUTY))),
+        ("4 agents watching, worker never rests", Some((true, 1.0))),
+        (
+            "4 agents watching, first stage only",
+            Some((false, passive::DUTY)),
+        ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for _ in 0..rounds {
         for (i, (label, duty)) in configs.iter().enumerate() {
             let (rate, shed) = ingest(
-                duty.map(|d| (embedder.clone(), d)),
+                duty.map(|(model, d)| (model.then(|| embedder.clone()), d)),
                 &unaddressed,
                 events,
                 clients,
@@ -133,18 +141,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = median(&mut rates[0]);
     let w = median(&mut rates[1]);
     let u = median(&mut rates[2]);
+    let f = median(&mut rates[3]);
     println!(
         "RESULT {}",
         serde_json::json!({"ingest_ratio": w / n, "ingest_ratio_never_resting": u / n,
-            "no_agents_median": n, "watching_median": w, "never_resting_median": u})
+            "ingest_ratio_first_stage_only": f / n,
+            "no_agents_median": n, "watching_median": w, "never_resting_median": u,
+            "first_stage_only_median": f})
     );
     Ok(())
 }
 
 /// One server on a fresh SQLite file; `events` prompts from `clients` concurrent
-/// clients. With a model, the four dataset agents are on the floor, watching.
+/// clients. With `model`, the four dataset agents are on the floor, watching (scoring with the
+/// embedder it holds, or with the first stage only).
 async fn ingest(
-    model: Option<(Arc<Embedder>, f64)>,
+    model: Option<(Option<Arc<Embedder>>, f64)>,
     texts: &[String],
     events: usize,
     clients: usize,
@@ -166,7 +178,7 @@ async fn ingest(
             .directory()
             .load_agent_file(Some(AgentFile::load(&data("agents.yaml"))?))
             .await?;
-        let p = Passive::start_with_duty(Some(m), duty);
+        let p = Passive::start_with_duty(m, duty);
         host = Some(polaris_agents::AgentHost::start_watching(runtime.clone(), p.clone()).await?);
         watcher = Some(p);
     }
@@ -255,8 +267,10 @@ async fn ingest(
     if let Some(h) = host {
         h.shutdown().await;
     }
+    // Its queue is dropped and its threads joined, so nothing of this configuration
+    // runs into the next one's measurement.
     if let Some(p) = watcher {
-        p.stop();
+        tokio::task::spawn_blocking(move || p.stop_and_join()).await?;
     }
     runtime.shutdown().await;
     store.close().await;

@@ -152,6 +152,9 @@ struct State {
     /// Fingerprints for the fitter, oldest first.
     fits: VecDeque<u64>,
     stopped: bool,
+    /// The worker sleeps for want of jobs: only then does a submit wake it (a wake-up is
+    /// a system call, and every agent submits every event it reads).
+    idle: bool,
 }
 
 impl State {
@@ -200,6 +203,8 @@ struct Inner {
     duty: f64,
     /// Jobs waiting at most ([`QUEUE_CAPACITY`]).
     capacity: usize,
+    /// The worker's and the fitter's threads, joined by [`Passive::stop_and_join`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// How the worker runs: its share of time while work is queued and its queue's bound.
@@ -223,6 +228,10 @@ impl Default for Tuning {
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn threads_mut(&self) -> std::sync::MutexGuard<'_, Vec<std::thread::JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -278,6 +287,9 @@ impl Passive {
             inner.duty = tuning.duty.clamp(0.01, 1.0);
             inner.capacity = tuning.capacity.max(1);
         }
+        if p.inner.embedder.is_some() {
+            model_threads_in_the_background();
+        }
         let worker = p.inner.clone();
         let spawned = std::thread::Builder::new()
             .name("passive".into())
@@ -285,8 +297,11 @@ impl Passive {
                 in_the_background();
                 work(&worker)
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "passive monitoring could not start its worker; no advice will be given");
+        match spawned {
+            Ok(t) => p.inner.threads_mut().push(t),
+            Err(e) => {
+                tracing::error!(error = %e, "passive monitoring could not start its worker; no advice will be given")
+            }
         }
         if p.inner.embedder.is_some() {
             let fitter = p.inner.clone();
@@ -296,10 +311,13 @@ impl Passive {
                     in_the_background();
                     fit_heads(&fitter)
                 });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "passive monitoring could not start its fitter; the first stage only");
-                let mut st = p.inner.lock();
-                st.stopped = true;
+            match spawned {
+                Ok(t) => p.inner.threads_mut().push(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "passive monitoring could not start its fitter; the first stage only");
+                    let mut st = p.inner.lock();
+                    st.stopped = true;
+                }
             }
         }
         metrics::gauge!("polaris_passive_ready").set(1.0);
@@ -316,6 +334,7 @@ impl Passive {
                     latest: HashMap::new(),
                     fits: VecDeque::new(),
                     stopped: false,
+                    idle: false,
                 }),
                 wake: Condvar::new(),
                 fit_wake: Condvar::new(),
@@ -324,6 +343,7 @@ impl Passive {
                 shed: std::sync::atomic::AtomicU64::new(0),
                 duty: DUTY,
                 capacity: QUEUE_CAPACITY,
+                threads: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -407,8 +427,11 @@ impl Passive {
         }
         st.jobs.push_back(job);
         metrics::gauge!("polaris_passive_queue").set(st.jobs.len() as f64);
+        let idle = std::mem::take(&mut st.idle);
         drop(st);
-        self.inner.wake.notify_one();
+        if idle {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Jobs shed since the start.
@@ -416,13 +439,35 @@ impl Passive {
         self.inner.shed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Stops the worker once the queue is empty, and the fitter.
+    /// Stops the worker (after the batch in hand) and the fitter. Jobs still queued or
+    /// waiting for heads are dropped unanswered: the agents that asked stop first, and
+    /// their read positions still point before those events, so nothing is lost — it is
+    /// scored again after a restart. Without this a stopped worker would go on scoring
+    /// its queue for whoever starts next in the process.
     pub fn stop(&self) {
         let mut st = self.inner.lock();
         st.stopped = true;
+        let dropped = (
+            std::mem::take(&mut st.jobs),
+            std::mem::take(&mut st.waiting),
+        );
+        metrics::gauge!("polaris_passive_queue").set(0.0);
         drop(st);
+        drop(dropped);
         self.inner.wake.notify_all();
         self.inner.fit_wake.notify_all();
+    }
+
+    /// [`Passive::stop`], then waits for the worker and the fitter to finish what they
+    /// have in hand (a batch, a fit). Blocks: off the async runtime.
+    pub fn stop_and_join(&self) {
+        self.stop();
+        let threads = std::mem::take(&mut *self.inner.threads_mut());
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a passive monitoring thread panicked");
+            }
+        }
     }
 }
 
@@ -439,13 +484,11 @@ fn export_ready(st: &State) {
     metrics::gauge!("polaris_passive_ready").set(if st.ready() { 1.0 } else { 0.0 });
 }
 
-/// The fitter: fits the heads of each version of definitions it is handed, one at a
-/// time, then releases the jobs that waited for them.
 /// Puts the calling thread in the scheduler's idle class (Linux `SCHED_IDLE`): it runs only
 /// on CPU time no other thread of the machine wants, so scoring a flood never slows the
 /// floor's commits or anyone's answers; under a steady overload the queue sheds instead.
-/// Threads it starts inherit the class, among them the model's matrix-product pool, which
-/// candle builds on its first use, here.
+/// Threads it starts inherit the class (the model's matrix pool is built apart:
+/// [`model_threads_in_the_background`]).
 fn in_the_background() {
     #[cfg(target_os = "linux")]
     {
@@ -463,6 +506,32 @@ fn in_the_background() {
     }
 }
 
+/// Builds the thread pools the model computes on ([`polaris_passive::start_model_threads`])
+/// in the idle class — once per process, before anything else can build them. Each is made
+/// by whichever thread first computes and its threads inherit that thread's class: left to
+/// chance, a first question to the offline brain's intents (an agent's thread, normal
+/// class) would make every later scoring batch, and the pools' spinning between
+/// operations, compete with the floor's commits. The cost: under a flood that takes every
+/// core, an answer whose intent the model has to find waits for idle time too
+/// (milliseconds of work).
+pub fn model_threads_in_the_background() {
+    static POOL: std::sync::Once = std::sync::Once::new();
+    POOL.call_once(|| {
+        let started = std::thread::Builder::new()
+            .name("passive-pools".into())
+            .spawn(|| {
+                in_the_background();
+                polaris_passive::start_model_threads();
+            })
+            .map(|t| t.join());
+        if !matches!(started, Ok(Ok(()))) {
+            tracing::warn!("the model's thread pools could not be started in the background; they run at normal priority");
+        }
+    });
+}
+
+/// The fitter: fits the heads of each version of definitions it is handed, one at a
+/// time, then releases the jobs that waited for them.
 fn fit_heads(inner: &Inner) {
     let Some(embedder) = inner.embedder.clone() else {
         return;
@@ -561,9 +630,11 @@ fn work(inner: &Inner) {
         let batch: Vec<Job> = {
             let mut st = inner.lock();
             while st.jobs.is_empty() && !st.stopped {
+                st.idle = true;
                 st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            if st.jobs.is_empty() {
+            st.idle = false;
+            if st.stopped {
                 return;
             }
             let n = st.jobs.len().min(BATCH);

@@ -190,6 +190,25 @@ impl Embedder {
     }
 }
 
+/// Builds now, from the calling thread, every thread pool the model's arithmetic runs on:
+/// rayon's global pool (matrix products) and candle's own two (element-wise work, whose
+/// threads spin a while after each operation before they sleep). Threads inherit their
+/// creator's scheduling class, and each pool is otherwise built by whichever thread first
+/// computes — so a caller that wants the model to run in a given class calls this, once,
+/// from a thread in that class, before anything is embedded. Later calls do nothing.
+pub fn start_model_threads() {
+    // Err: built already (by an earlier call, or by someone who computed first).
+    if rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("model-{i}"))
+        .build_global()
+        .is_err()
+    {
+        tracing::debug!("rayon's global pool was built already");
+    }
+    candle_core::utils::barrier_pool();
+    candle_core::utils::with_threadpool(|| ());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,6 @@ mod head;
 mod scorer;
 pub mod stage1;
 
-pub use embed::{Embedder, MINILM_SHA256, MODEL_FILES, ModelError};
+pub use embed::{Embedder, MINILM_SHA256, MODEL_FILES, ModelError, start_model_threads};
 pub use head::Head;
 pub use scorer::{Input, Profile, Score, Scorer, Stage};
