@@ -123,8 +123,12 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     if args.lease_ttl < Duration::from_millis(300) || args.lease_ttl > Duration::from_secs(600) {
         bail!("--lease-ttl: must be between 300ms and 10m");
     }
-    let telemetry =
-        crate::lifecycle::telemetry_from_flag(args.otlp_endpoint.as_deref(), env, "polaris-agent")?;
+    let telemetry = crate::lifecycle::telemetry_from_flag(
+        args.otlp_endpoint.as_deref(),
+        env,
+        "polaris-agent",
+        "info",
+    )?;
     let floor = FloorClient::new(&args.floor, token)?;
     // The model loads (and its hash is checked) before anything starts: a bad directory
     // stops the start with the file it names. Its heads are fitted later, in the
@@ -133,9 +137,12 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
         None
     } else {
         let embedder = match &args.model_dir {
-            Some(dir) => Some(Arc::new(
-                polaris_passive::Embedder::load(dir).context("loading --model-dir")?,
-            )),
+            Some(dir) => {
+                polaris_agents::passive::model_threads_in_the_background();
+                Some(Arc::new(
+                    polaris_passive::Embedder::load(dir).context("loading --model-dir")?,
+                ))
+            }
             None => None,
         };
         tracing::info!(model = embedder.is_some(), "passive monitoring on");

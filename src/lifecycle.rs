@@ -42,19 +42,21 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// Logs on stderr (`POLARIS_LOG`, text) and, when `--otlp-endpoint` or the standard
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector, traces exported as `service`: how the
-/// processes that have flags rather than a config file (the sidecar, `agent run`) start.
+/// Logs on stderr (`POLARIS_LOG`, else `default_log`; text) and, when `--otlp-endpoint` or
+/// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector, traces exported as
+/// `service`: how the processes that have flags rather than a config file (the sidecar,
+/// `agent run`, `polaris mcp`) start.
 pub(crate) fn telemetry_from_flag(
     otlp_endpoint: Option<&str>,
     env: &polaris_config::Env,
     service: &str,
+    default_log: &str,
 ) -> anyhow::Result<polaris_telemetry::Telemetry> {
     let config =
         polaris_config::TelemetryConfig::from_flag(otlp_endpoint, "--otlp-endpoint", env, service)?;
     Ok(polaris_telemetry::init(
         polaris_telemetry::Logs {
-            filter: env.get("POLARIS_LOG").unwrap_or("info"),
+            filter: env.get("POLARIS_LOG").unwrap_or(default_log),
             format: polaris_config::LogFormat::Text,
         },
         config.as_ref(),

@@ -120,6 +120,10 @@ struct McpArgs {
     /// The sidecar's home, for its secret file [default: POLARIS_HOME, else ~/.polaris]
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Export traces of the tool calls to this OpenTelemetry collector (OTLP/HTTP base URL)
+    /// [default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -467,9 +471,12 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     // says when): the floor serves at once.
     let passive = if config.passive.enabled {
         let embedder = match &config.passive.model_dir {
-            Some(dir) => Some(std::sync::Arc::new(
-                polaris_passive::Embedder::load(dir).context("loading passive.model_dir")?,
-            )),
+            Some(dir) => {
+                polaris_agents::passive::model_threads_in_the_background();
+                Some(std::sync::Arc::new(
+                    polaris_passive::Embedder::load(dir).context("loading passive.model_dir")?,
+                ))
+            }
             None => None,
         };
         tracing::info!(
@@ -554,20 +561,22 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
 
 fn mcp(args: McpArgs, env: &Env) -> anyhow::Result<()> {
     // Stdout carries the protocol: logs go to stderr, quiet unless POLARIS_LOG asks.
-    let filter = tracing_subscriber::EnvFilter::try_new(env.get("POLARIS_LOG").unwrap_or("warn"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    let telemetry = crate::lifecycle::telemetry_from_flag(
+        args.otlp_endpoint.as_deref(),
+        env,
+        "polaris-mcp",
+        "warn",
+    )?;
     let settings = polaris_sidecar::mcp::McpSettings::from_env(args.home.as_deref(), env)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(polaris_sidecar::mcp::serve_stdio(settings))?;
-    Ok(())
+    let served = rt.block_on(polaris_sidecar::mcp::serve_stdio(settings));
+    drop(rt);
+    // The client closed stdin: send the last spans before going.
+    telemetry.shutdown();
+    Ok(served?)
 }
 
 fn probe(url: &str) -> anyhow::Result<()> {
@@ -632,6 +641,7 @@ fn sidecar(args: SidecarArgs, env: &Env) -> anyhow::Result<()> {
         args.otlp_endpoint.as_deref(),
         env,
         "polaris-sidecar",
+        "info",
     )?;
     let secret = polaris_sidecar::secret::load_or_create(&home, env)
         .with_context(|| format!("the local secret in {}", home.root().display()))?;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use polaris_protocol::{NewEventBody, Source};
+use polaris_protocol::{NewEventBody, Source, TraceParent};
 use polaris_registry::ParticipantId;
 use ractor::rpc::CallResult;
 use serde_json::{Value, json};
@@ -375,6 +375,7 @@ async fn accept_hook(
     payload: Value,
     id: Option<Uuid>,
     t: Option<DateTime<Utc>>,
+    traceparent: Option<TraceParent>,
     endpoint: &str,
 ) -> Res {
     let Some(q) = RouteQuery::of(&payload) else {
@@ -386,7 +387,7 @@ async fn accept_hook(
     };
     let prompt = payload["hook_event_name"] == "UserPromptSubmit";
     let body = NewEventBody {
-        traceparent: None,
+        traceparent,
         term: None,
         id: Some(id.unwrap_or_else(Uuid::new_v4)),
         timestamp: Some(t.unwrap_or_else(Utc::now)),
@@ -423,7 +424,25 @@ async fn events(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     let (id, t) = event_headers(&headers)?;
     let o = parse_object(&body)?;
     field(&o, "session_id")?;
-    accept_hook(&st, Value::Object(o), id, t, "/events").await
+    accept_hook(
+        &st,
+        Value::Object(o),
+        id,
+        t,
+        trace_header(&headers),
+        "/events",
+    )
+    .await
+}
+
+/// The trace the request belongs to (`traceparent`, e.g. from `polaris mcp`): the
+/// acknowledgement's span continues it. One that does not parse is ignored, as the W3C
+/// recommendation says: tracing never fails a request.
+fn trace_header(headers: &HeaderMap) -> Option<TraceParent> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
 }
 
 async fn reply(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Res {
@@ -436,7 +455,7 @@ async fn reply(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> R
     };
     let payload = json!({"hook_event_name": "Stop", "session_id": cc, "stop_response": message});
     let body = NewEventBody {
-        traceparent: None,
+        traceparent: trace_header(&headers),
         term: None,
         id: Some(id.unwrap_or_else(Uuid::new_v4)),
         timestamp: Some(t.unwrap_or_else(Utc::now)),
@@ -801,7 +820,15 @@ pub async fn take_in_spool(st: &AppState) -> usize {
             }
         };
         let accepted = if entry.payload["session_id"].is_string() {
-            accept_hook(st, entry.payload, Some(entry.id), Some(entry.t), "/events").await
+            accept_hook(
+                st,
+                entry.payload,
+                Some(entry.id),
+                Some(entry.t),
+                None,
+                "/events",
+            )
+            .await
         } else {
             Err(HttpError::bad("session_id: is required"))
         };

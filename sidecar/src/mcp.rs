@@ -17,6 +17,7 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::home::Home;
 use crate::{secret, wire};
@@ -170,6 +171,12 @@ impl Daemon {
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Answer, Unreachable> {
         let req = match &self.secret {
             Some(s) => req.header(wire::SECRET_HEADER, s),
+            None => req,
+        };
+        // When this process exports traces, the daemon's acknowledgement (and so the
+        // floor's commit) continues the tool call's trace.
+        let req = match polaris_telemetry::context_of(&tracing::Span::current()) {
+            Some(tp) => req.header("traceparent", tp.as_str()),
             None => req,
         };
         let resp = req.send().await.map_err(|e| {
@@ -432,15 +439,22 @@ impl PolarisTools {
         if args.message.trim().is_empty() {
             return "message: must not be empty.".to_string();
         }
-        if let Err(text) = self.mapping().await {
-            return text;
+        // The root of the reply's trace, when this process exports: the sidecar's
+        // acknowledgement, the floor's commit and whoever answers follow it.
+        let span = tracing::info_span!("mcp.tool", tool = "polaris_reply", cc = %self.cc);
+        async {
+            if let Err(text) = self.mapping().await {
+                return text;
+            }
+            let body = json!({"ccSessionId": self.cc, "message": args.message});
+            match self.daemon.post(&["reply"], &body).await {
+                Err(Unreachable(m)) => m,
+                Ok(a) if a.status.is_success() => "Reply sent to the floor.".to_string(),
+                Ok(a) => format!("Reply not sent: {}", a.reason()),
+            }
         }
-        let body = json!({"ccSessionId": self.cc, "message": args.message});
-        match self.daemon.post(&["reply"], &body).await {
-            Err(Unreachable(m)) => m,
-            Ok(a) if a.status.is_success() => "Reply sent to the floor.".to_string(),
-            Ok(a) => format!("Reply not sent: {}", a.reason()),
-        }
+        .instrument(span)
+        .await
     }
 
     #[tool(

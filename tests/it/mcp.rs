@@ -29,7 +29,7 @@ const PYTHON_VAR: &str = "POLARIS_TEST_MCP_PYTHON";
 const REQUIRE_PYTHON_VAR: &str = "POLARIS_TEST_REQUIRE_MCP_PYTHON";
 
 /// Which MCP client drives `polaris mcp`.
-enum Client {
+pub(crate) enum Client {
     /// rmcp's client, in this process.
     Rust,
     /// `tests/mcp_client.py` run by this interpreter.
@@ -93,7 +93,7 @@ both_clients!(
 /// `{"server", "instructions", "capabilities", "tools": {name: input schema}, "calls"}`,
 /// each call `{"name", "is_error", "content_items", "text"}` or `{"name", "error"}` for an
 /// MCP error answer.
-async fn mcp_client(client: &Client, env: &[(&str, &str)], calls: Value) -> Value {
+pub(crate) async fn mcp_client(client: &Client, env: &[(&str, &str)], calls: Value) -> Value {
     let home = tempfile::tempdir().unwrap();
     let home_s = home.path().to_str().unwrap();
     // The server's environment: a home of its own and quiet logs, then the test's.
@@ -206,7 +206,7 @@ async fn python_client(python: &std::path::Path, env: &[(&str, &str)], calls: &V
 }
 
 /// The text of call `i`, which must be a text result (not an MCP error).
-fn text(out: &Value, i: usize) -> &str {
+pub(crate) fn text(out: &Value, i: usize) -> &str {
     let call = &out["calls"][i];
     assert_eq!(call["is_error"], false, "call {i}: {call}");
     assert_eq!(call["content_items"], 1, "one text item: {call}");

@@ -23,7 +23,7 @@ use crate::support::{Backend, Options, TestDb, TestServer, eventually};
 /// A running `polaris sidecar`.
 pub(crate) struct Sidecar {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     secret: String,
     http: reqwest::Client,
 }

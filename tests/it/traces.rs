@@ -507,3 +507,89 @@ both_stores!(
         ws.close().await;
     }
 );
+
+/// A reply posted through `polaris mcp` is one trace (issue 17, item 4): the tool call's
+/// span in the MCP process, its request to the sidecar, the sidecar's acknowledgement and
+/// the floor's commit, and the stored event carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_through_polaris_mcp_is_one_trace() {
+    let Some(mut db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (floor, base) = serve(
+        &db,
+        dir.path(),
+        "a",
+        &telemetry(&collector.endpoint, "polaris-node-a"),
+        &[],
+        &[],
+    )
+    .await;
+    let r = Client::new(&base, None)
+        .post("/projects", json!({"name": "pj", "tags": []}))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let (_home, home) = home_dir();
+    let sc = Sidecar::start_with(
+        &home,
+        &base,
+        &["--otlp-endpoint", &collector.endpoint],
+        &[("OTEL_BSP_SCHEDULE_DELAY", OsStr::new("100"))],
+    )
+    .await;
+    let cc = format!("mcp-{}", uuid::Uuid::new_v4());
+    let out = crate::mcp::mcp_client(
+        &crate::mcp::Client::Rust,
+        &[
+            ("POLARIS_DAEMON_URL", sc.base.as_str()),
+            ("POLARIS_HOME", home.to_str().unwrap()),
+            ("POLARIS_CC_SESSION_ID", cc.as_str()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        json!([
+            ["polaris_connect", {"user": "user:manu", "channel": "#pj", "session": "s"}],
+            ["polaris_reply", {"message": "migrations are done"}]
+        ]),
+    )
+    .await;
+    assert_eq!(crate::mcp::text(&out, 1), "Reply sent to the floor.");
+    let reply = crate::support::eventually(30, || async {
+        messages(&base, "pj", "s")
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "Stop")
+    })
+    .await;
+    let stored = context(&reply);
+    let t = stored.trace_id().to_owned();
+    let on = |service: &'static str, name: &'static str| {
+        let t = t.clone();
+        move |s: &Got| s.service == service && s.name == name && s.trace_id == t
+    };
+    let tool = span(&collector, "the tool call", on("polaris-mcp", "mcp.tool")).await;
+    assert_eq!(tool.attrs["tool"], "polaris_reply");
+    assert_eq!(tool.parent_id, "", "the tool call starts the trace");
+    let daemon_on = on("polaris-mcp", "mcp.daemon");
+    let request = span(&collector, "the request to the sidecar", |s| {
+        daemon_on(s)
+            && s.parent_id == tool.span_id
+            && s.attrs.get("route").map(String::as_str) == Some("reply")
+    })
+    .await;
+    let ack_on = on("polaris-sidecar", "sidecar.ack");
+    span(&collector, "the sidecar's acknowledgement", |s| {
+        ack_on(s) && s.parent_id == request.span_id
+    })
+    .await;
+    let commit_on = on("polaris-node-a", "floor.commit");
+    span(&collector, "the reply's commit", |s| {
+        commit_on(s) && s.span_id == stored.parent_id()
+    })
+    .await;
+    sc.stop().await;
+    stop(floor).await;
+    db.drop_db().await;
+}
