@@ -15,12 +15,32 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::append::{Activity, Append, Appended, Plan, Rejected, StoredRow, is_plain};
 use super::{event_columns, redactions_json};
 use crate::store::{ProjectKey, StoreError, Tx};
+
+/// Adds an event's columns (but `seq`) to a [`Columns`]: an `Event` and a `NewEvent` have
+/// the same fields.
+macro_rules! push_event {
+    ($cols:expr, $e:expr) => {{
+        let e = $e;
+        $cols.push(
+            e.id,
+            e.session.as_deref(),
+            e.timestamp,
+            e.received_at,
+            e.source.as_str(),
+            &e.kind,
+            e.sender.as_str(),
+            e.payload.get(),
+            redactions_json(&e.redactions),
+            e.traceparent.as_ref().map(|t| t.as_str()),
+        )
+    }};
+}
 
 pub(super) async fn append(
     pool: &PgPool,
@@ -55,24 +75,13 @@ async fn append_plain(
     let mut cols = Columns::default();
     let mut activity: HashMap<String, Activity> = HashMap::new();
     for a in batch {
-        let e = &a.event;
-        cols.push(
-            e.id,
-            e.session.as_deref(),
-            e.timestamp,
-            e.received_at,
-            e.source.as_str(),
-            &e.kind,
-            e.sender.as_str(),
-            e.payload.get(),
-            redactions_json(&e.redactions),
-            e.traceparent.as_ref().map(|t| t.as_str()),
-        );
-        Activity::count(&mut activity, e);
+        push_event!(cols, &a.event);
+        Activity::count(&mut activity, &a.event);
     }
     let counters = Counters::of(&activity);
-    let written: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
-        "WITH head AS (
+    let written = bind_batch(
+        sqlx::query(
+            "WITH head AS (
             UPDATE projects SET last_seq = last_seq + cardinality($3::uuid[])
             WHERE id = $2
               AND (SELECT count(*) FROM sessions WHERE project_id = $2 AND name = ANY($11::text[]))
@@ -95,25 +104,14 @@ async fn append_plain(
             RETURNING 1)
          -- Data-modifying WITH clauses run to completion whether read or not.
          SELECT head.base FROM head",
+        ),
+        project,
+        &cols,
+        &counters,
     )
-    .bind(&*project.org)
-    .bind(project.id)
-    .bind(&cols.id)
-    .bind(&cols.session)
-    .bind(&cols.ts)
-    .bind(&cols.received)
-    .bind(&cols.source)
-    .bind(&cols.kind)
-    .bind(&cols.sender)
-    .bind(&cols.payload)
-    .bind(&counters.names)
-    .bind(&counters.events)
-    .bind(&counters.prompts)
-    .bind(&counters.last)
-    .bind(&cols.redactions)
-    .bind(&cols.traceparent)
     .fetch_optional(pool)
-    .await;
+    .await
+    .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose());
     match written {
         Ok(base) => Ok(base),
         // Stored meanwhile by a concurrent writer: the full way answers it as a repeat.
@@ -174,56 +172,35 @@ async fn append_in_transaction(
         let mut seqs = Vec::new();
         for e in plan.fresh() {
             seqs.push(e.seq);
-            cols.push(
-                e.id,
-                e.session.as_deref(),
-                e.timestamp,
-                e.received_at,
-                e.source.as_str(),
-                &e.kind,
-                e.sender.as_str(),
-                e.payload.get(),
-                redactions_json(&e.redactions),
-                e.traceparent.as_ref().map(|t| t.as_str()),
-            );
+            push_event!(cols, e);
         }
         let counters = Counters::of(&plan.activity);
-        sqlx::query(
-            "WITH ins AS (
+        // $1–$16 as in `append_plain` (`bind_batch`), then the seqs and the new head.
+        bind_batch(
+            sqlx::query(
+                "WITH ins AS (
                 INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent)
                 SELECT u.id, $1, $2, u.seq, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
                        u.redactions::json, u.traceparent
-                FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::timestamptz[],
-                            $8::text[], $9::text[], $10::text[], $11::text[], $17::text[], $18::text[])
+                FROM UNNEST($3::uuid[], $17::bigint[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                            $7::text[], $8::text[], $9::text[], $10::text[], $15::text[], $16::text[])
                      AS u(id, seq, session, ts, ra, source, kind, sender, payload, redactions, traceparent)
                 RETURNING 1),
              counters AS (
                 UPDATE sessions s SET event_count = s.event_count + a.n, prompt_count = s.prompt_count + a.p,
                        last_activity_at = GREATEST(s.last_activity_at, a.t)
-                FROM UNNEST($12::text[], $13::bigint[], $14::bigint[], $15::timestamptz[]) AS a(name, n, p, t)
+                FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::timestamptz[]) AS a(name, n, p, t)
                 WHERE s.project_id = $2 AND s.name = a.name
                 RETURNING 1),
-             head AS (UPDATE projects SET last_seq = $16 WHERE id = $2 RETURNING 1)
+             head AS (UPDATE projects SET last_seq = $18 WHERE id = $2 RETURNING 1)
              SELECT (SELECT count(*) FROM ins) + (SELECT count(*) FROM counters) + (SELECT count(*) FROM head)",
+            ),
+            project,
+            &cols,
+            &counters,
         )
-        .bind(&*project.org)
-        .bind(project.id)
-        .bind(&cols.id)
         .bind(&seqs)
-        .bind(&cols.session)
-        .bind(&cols.ts)
-        .bind(&cols.received)
-        .bind(&cols.source)
-        .bind(&cols.kind)
-        .bind(&cols.sender)
-        .bind(&cols.payload)
-        .bind(&counters.names)
-        .bind(&counters.events)
-        .bind(&counters.prompts)
-        .bind(&counters.last)
         .bind(plan.seq)
-        .bind(&cols.redactions)
-        .bind(&cols.traceparent)
         .execute(&mut *tx)
         .await?;
     }
@@ -272,6 +249,34 @@ impl<'e> Columns<'e> {
         self.redactions.push(redactions);
         self.traceparent.push(traceparent);
     }
+}
+
+/// Binds what both ways of writing a batch send first, as `$1`–`$16`: the org, the
+/// project, the event columns but `seq` (ids, sessions, timestamps, arrivals, sources,
+/// kinds, senders, payloads), the session counters (names, events, prompts, last
+/// arrivals), then redactions and trace contexts.
+fn bind_batch<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    project: &'q ProjectKey,
+    cols: &'q Columns<'q>,
+    counters: &'q Counters<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(&*project.org)
+        .bind(project.id)
+        .bind(&cols.id)
+        .bind(&cols.session)
+        .bind(&cols.ts)
+        .bind(&cols.received)
+        .bind(&cols.source)
+        .bind(&cols.kind)
+        .bind(&cols.sender)
+        .bind(&cols.payload)
+        .bind(&counters.names)
+        .bind(&counters.events)
+        .bind(&counters.prompts)
+        .bind(&counters.last)
+        .bind(&cols.redactions)
+        .bind(&cols.traceparent)
 }
 
 /// The per-session counters' UNNEST arrays.
