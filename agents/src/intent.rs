@@ -256,21 +256,9 @@ impl Intents {
 pub(crate) mod tests {
     use super::*;
 
-    /// The model from `POLARIS_TEST_MODEL_DIR`, or `None` (with a message) when it is not
-    /// configured and `POLARIS_TEST_REQUIRE_MODEL` is not set.
+    /// The test model (`polaris_passive::testing`), shared.
     pub(crate) fn model() -> Option<Arc<Embedder>> {
-        let env = polaris_config::Env::from_process();
-        let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
-            assert!(
-                env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-                "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-            );
-            eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
-            return None;
-        };
-        Some(Arc::new(
-            Embedder::load(std::path::Path::new(dir)).unwrap_or_else(|e| panic!("{e}")),
-        ))
+        polaris_passive::testing::model().map(Arc::new)
     }
 
     fn words(intent: Intent, precise: bool) -> Option<Words> {

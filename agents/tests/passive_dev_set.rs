@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use polaris_agents::passive;
 use polaris_agents::route::Router;
-use polaris_config::Env;
 use polaris_passive::{Embedder, Input};
 use polaris_registry::AgentFile;
 
@@ -20,22 +19,10 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The model, or `None` (with a message) when it is not configured and not required.
+/// The model, or `None` (with a message) when it is not configured and not required
+/// (`.ci/run` fetches one).
 fn model() -> Option<Arc<Embedder>> {
-    let env = Env::from_process();
-    let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
-        assert!(
-            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-        );
-        eprintln!(
-            "skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory (.ci/run fetches one)"
-        );
-        return None;
-    };
-    Some(Arc::new(
-        Embedder::load(Path::new(dir)).unwrap_or_else(|e| panic!("{e}")),
-    ))
+    polaris_passive::testing::model().map(Arc::new)
 }
 
 #[derive(serde::Deserialize)]

@@ -643,22 +643,9 @@ async fn advice_reaches_the_coding_agent_through_the_sidecar() {
     srv.finish().await;
 }
 
-/// The model from `POLARIS_TEST_MODEL_DIR` (`None`, with a message, when it is not
-/// configured and not required).
+/// The test model (`polaris_passive::testing`), shared.
 fn model() -> Option<Arc<polaris_passive::Embedder>> {
-    let env = polaris_config::Env::from_process();
-    let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
-        assert!(
-            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-        );
-        eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
-        return None;
-    };
-    Some(Arc::new(
-        polaris_passive::Embedder::load(std::path::Path::new(dir))
-            .unwrap_or_else(|e| panic!("{e}")),
-    ))
+    polaris_passive::testing::model().map(Arc::new)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -776,16 +763,10 @@ async fn agents_route_reports_passive_responders_and_scores() {
     let (ok, _, err) = route(input, &["--model-dir", dir.path().to_str().unwrap()]).await;
     assert!(!ok && err.contains("config.json"), "{err}");
 
-    let env = polaris_config::Env::from_process();
-    let Some(model) = env.get("POLARIS_TEST_MODEL_DIR") else {
-        assert!(
-            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-        );
-        eprintln!("skipping the model half: set POLARIS_TEST_MODEL_DIR");
+    let Some(model) = model_dir() else {
         return;
     };
-    let (ok, lines, err) = route(input, &["--model-dir", model]).await;
+    let (ok, lines, err) = route(input, &["--model-dir", &model]).await;
     assert!(ok, "{err}");
     assert_eq!(lines[0]["responders"], json!(["agent:sage"]));
     assert_eq!(
@@ -804,19 +785,9 @@ async fn agents_route_reports_passive_responders_and_scores() {
     );
 }
 
-/// `POLARIS_TEST_MODEL_DIR` (`None`, with a message, when it is not configured and not
-/// required).
+/// `POLARIS_TEST_MODEL_DIR` (`polaris_passive::testing`).
 pub(crate) fn model_dir() -> Option<String> {
-    let env = polaris_config::Env::from_process();
-    let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
-        assert!(
-            env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-            "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-        );
-        eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
-        return None;
-    };
-    Some(dir.to_owned())
+    polaris_passive::testing::model_dir()
 }
 
 /// `polaris serve --model-dir` as an operator starts it: the floor answers at once, the

@@ -213,20 +213,7 @@ pub fn start_model_threads() {
 mod tests {
     use super::*;
 
-    /// The model from `POLARIS_TEST_MODEL_DIR`, or `None` (with a message) when it is not
-    /// configured and `POLARIS_TEST_REQUIRE_MODEL` is not set.
-    fn model() -> Option<Embedder> {
-        let env = polaris_config::Env::from_process();
-        let Some(dir) = env.get("POLARIS_TEST_MODEL_DIR") else {
-            assert!(
-                env.get("POLARIS_TEST_REQUIRE_MODEL").is_none(),
-                "POLARIS_TEST_REQUIRE_MODEL is set but POLARIS_TEST_MODEL_DIR is not"
-            );
-            eprintln!("skipping: set POLARIS_TEST_MODEL_DIR to an all-MiniLM-L6-v2 directory");
-            return None;
-        };
-        Some(Embedder::load(Path::new(dir)).unwrap_or_else(|e| panic!("{e}")))
-    }
+    use crate::testing::model;
 
     #[test]
     fn a_missing_file_is_named() {

@@ -14,6 +14,8 @@ pub mod embed;
 mod head;
 mod scorer;
 pub mod stage1;
+#[doc(hidden)]
+pub mod testing;
 
 pub use embed::{Embedder, MINILM_SHA256, MODEL_FILES, ModelError, start_model_threads};
 pub use head::Head;
