@@ -44,28 +44,25 @@ ingest() { # ingest PORT PROJECT CONC
     --duration "$DUR" --warmup "$WARMUP"
 }
 
+pair() { # pair LAYOUT ROUND PROJECT_ON_A PROJECT_ON_B: two nodes, half the clients each, at once
+  fresh; start 4720 "$1-a-$2"; start 4721 "$1-b-$2"
+  "$PB" setup --base http://127.0.0.1:4720 --project "$3" --session ingest >/dev/null 2>&1
+  "$PB" setup --base http://127.0.0.1:4721 --project "$4" --session ingest >/dev/null 2>&1
+  ingest 4720 "$3" "$HALF" >"$OUT/a.tmp" & local a=$!
+  ingest 4721 "$4" "$HALF" >"$OUT/b.tmp" & local b=$!
+  wait $a $b
+  tag "$1" a "$2" <"$OUT/a.tmp"; tag "$1" b "$2" <"$OUT/b.tmp"
+  stop_all
+}
+
 for r in $(seq 1 "$ROUNDS"); do
   fresh; start 4720 one-$r
   "$PB" setup --base http://127.0.0.1:4720 --project bench --session ingest >/dev/null 2>&1
   ingest 4720 bench "$CLIENTS" | tag one-node a "$r"
   stop_all
 
-  fresh; start 4720 a-$r; start 4721 b-$r
-  "$PB" setup --base http://127.0.0.1:4720 --project bench --session ingest >/dev/null 2>&1
-  ingest 4720 bench "$HALF" >"$OUT/a.tmp" & A=$!
-  ingest 4721 bench "$HALF" >"$OUT/b.tmp" & B=$!
-  wait $A $B
-  tag two-nodes-one-session a "$r" <"$OUT/a.tmp"; tag two-nodes-one-session b "$r" <"$OUT/b.tmp"
-  stop_all
-
-  fresh; start 4720 c-$r; start 4721 d-$r
-  "$PB" setup --base http://127.0.0.1:4720 --project bench --session ingest >/dev/null 2>&1
-  "$PB" setup --base http://127.0.0.1:4721 --project bench2 --session ingest >/dev/null 2>&1
-  ingest 4720 bench "$HALF" >"$OUT/a.tmp" & A=$!
-  ingest 4721 bench2 "$HALF" >"$OUT/b.tmp" & B=$!
-  wait $A $B
-  tag two-nodes-two-projects a "$r" <"$OUT/a.tmp"; tag two-nodes-two-projects b "$r" <"$OUT/b.tmp"
-  stop_all
+  pair two-nodes-one-session "$r" bench bench
+  pair two-nodes-two-projects "$r" bench bench2
 done
 rm -f "$OUT/a.tmp" "$OUT/b.tmp"
 python3 - "$OUT/results.jsonl" <<'PY'
