@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use polaris_runtime::auth::Role;
 use serde_json::{Value, json};
@@ -350,15 +349,7 @@ async fn the_dean_container_command_runs_and_answers() {
     assert!(root.path("/var/lib/polaris-agent/wal").is_dir());
 
     // `docker stop`: SIGTERM, exit 0 well within the grace period.
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("stops within the grace period")
-        .unwrap();
+    let status = crate::support::terminate(&mut child, 20, "the agent container").await;
     assert!(status.success(), "{status:?}");
     srv.finish().await;
 }

@@ -524,17 +524,7 @@ async fn real_sidecar(home: &Path, floor: &str) -> (tokio::process::Child, u16) 
 }
 
 async fn stop_sidecar(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(ok.success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("the sidecar stops within 20 s")
-        .unwrap();
+    let status = crate::support::terminate(&mut child, 20, "the sidecar").await;
     assert!(status.success(), "{status}");
 }
 

@@ -5,7 +5,6 @@
 //! on its own address and says it is listening to the other.
 
 use std::path::Path;
-use std::time::Duration;
 
 use polaris_config::DatabaseUrl;
 use polaris_runtime::auth::Role;
@@ -190,16 +189,7 @@ async fn the_nodes_example_runs_two_nodes_on_one_database() {
     }
     ws.close().await;
     for (child, _, _) in &mut nodes {
-        let pid = child.id().unwrap().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        let status = crate::support::terminate(child, 30, "a node").await;
         assert!(status.success(), "{status:?}");
     }
     db.drop_db().await;
@@ -318,12 +308,6 @@ async fn a_node_killed_under_load_loses_nothing_acknowledged_and_its_agent_moves
     }
     ws.close().await;
     let mut b = b;
-    let pid = b.0.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(30), b.0.wait()).await;
+    crate::support::terminate(&mut b.0, 30, "node B").await;
     db.drop_db().await;
 }

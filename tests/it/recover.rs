@@ -294,17 +294,7 @@ async fn recover_delivers_what_a_real_sidecar_accepted_while_the_floor_was_down(
     let v: Value = r.json().await.unwrap();
     ids.push(v["id"].as_str().expect("an id").to_owned());
     // Stop the sidecar (SIGTERM) before the floor comes back.
-    let pid = child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the sidecar stops on SIGTERM")
-        .unwrap();
+    crate::support::terminate(&mut child, 30, "the sidecar").await;
 
     let Some(server) = TestServer::start(Backend::Sqlite, Options::default()).await else {
         return;

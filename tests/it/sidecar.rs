@@ -129,17 +129,7 @@ impl Sidecar {
     }
 
     pub(crate) async fn stop(mut self) {
-        let pid = self.child.id().expect("pid").to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(ok.success());
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("stops within 20 s")
-            .expect("wait");
+        let status = crate::support::terminate(&mut self.child, 20, "the sidecar").await;
         assert!(status.success(), "{status}");
     }
 }

@@ -94,17 +94,7 @@ fn telemetry(endpoint: &str, service: &str) -> String {
 
 /// SIGTERM, and the process exits 0 within 30 s (its last spans sent on the way out).
 async fn stop(mut child: Child) {
-    let pid = child.id().expect("pid").to_string();
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(ok.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits within 30 s")
-        .unwrap();
+    let status = crate::support::terminate(&mut child, 30, "polaris serve").await;
     assert!(status.success(), "{status:?}");
 }
 

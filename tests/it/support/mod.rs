@@ -539,3 +539,23 @@ pub async fn spawn_listening(mut cmd: tokio::process::Command) -> (tokio::proces
     assert!(base.starts_with("http://127.0.0.1:"), "{line}");
     (child, base)
 }
+
+/// Sends `child` SIGTERM (as `docker stop` or a service manager does) and returns its exit
+/// status, which must come within `secs` seconds (`what` names the process if not).
+pub async fn terminate(
+    child: &mut tokio::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("pid").to_string();
+    let sent = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::time::timeout(Duration::from_secs(secs), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} stops within {secs} s of SIGTERM"))
+        .expect("wait")
+}
