@@ -58,7 +58,7 @@ const ADVISED_KEPT: (usize, usize) = (200, 1_000);
 pub use crate::text::ANSWER_NAMESPACE;
 
 const WIRING: Wiring<AgentMsg> = Wiring {
-    event: AgentMsg::Event,
+    events: AgentMsg::Events,
     failed: AgentMsg::Reopen,
     open: AgentMsg::Open,
 };
@@ -118,8 +118,8 @@ impl AgentArgs {
 
 /// Messages of the agent actor.
 pub enum AgentMsg {
-    /// An event from one of its floors.
-    Event(ProjectKey, Arc<Committed>),
+    /// Events from one of its floors, in `seq` order.
+    Events(ProjectKey, Vec<Arc<Committed>>),
     /// An event its parent hands over for it to answer.
     Delegated(ProjectKey, Arc<Committed>),
     /// The brain's answer to an event is ready.
@@ -137,15 +137,40 @@ pub enum AgentMsg {
     /// A task the agent drove (its `task` event at this seq) has ended, its `Stop` on the
     /// floor.
     TaskEnded(Uuid, String, i64),
-    /// Passive monitoring scored an unaddressed event for this agent (`None`: it did
-    /// not, the job was shed or the scorer failed).
-    Scored(
-        ProjectKey,
-        Arc<Committed>,
-        Option<Box<polaris_passive::Score>>,
-    ),
+    /// Passive monitoring scored unaddressed events for this agent: they are in its
+    /// [`Scores`] inbox.
+    Scored,
     /// Passive advice is written and ready to post.
     Advise(Box<Answer>),
+}
+
+/// An event's score, on the floor it came from.
+type Scored = (ProjectKey, Arc<Committed>, Option<polaris_passive::Score>);
+
+/// Scores passive monitoring handed back (`None`: it did not score the event, the job was
+/// shed or the scorer failed), waiting for the agent. The worker (or a submit that sheds)
+/// adds to it and sends [`AgentMsg::Scored`] only when it was empty, so a batch of scores
+/// is one message however many events it holds.
+#[derive(Default)]
+struct Scores(std::sync::Mutex<Vec<Scored>>);
+
+impl Scores {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Scored>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a score; true when the agent has to be told.
+    fn add(&self, scored: Scored) -> bool {
+        let mut v = self.lock();
+        v.push(scored);
+        v.len() == 1
+    }
+
+    fn take(&self) -> Vec<Scored> {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 /// A task the agent is driving, by (floor, session).
@@ -217,6 +242,10 @@ pub struct AgentState {
     passive_rate: DefaultKeyedRateLimiter<Uuid>,
     /// What it already advised on, per (floor, session): it never repeats itself.
     advised: HashMap<(Uuid, String), Vec<String>>,
+    /// Scores handed back, not yet taken.
+    scores: Arc<Scores>,
+    /// Jobs for passive monitoring from the events in hand, submitted together.
+    watched: Vec<Job>,
 }
 
 /// Injects kept per session for a task to come, and sessions kept.
@@ -285,6 +314,8 @@ impl Actor for Agent {
             advice: HashMap::new(),
             passive_rate: RateLimiter::keyed(passive_quota(rate.per_floor_per_minute)),
             advised: HashMap::new(),
+            scores: Arc::default(),
+            watched: Vec::new(),
             args,
         };
         for key in state.args.floors.clone() {
@@ -321,9 +352,16 @@ impl Actor for Agent {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Event(key, c) => {
-                if state.reader.arrived(&key.id, c.event.seq) {
-                    on_event(&myself, state, key, c, false);
+            AgentMsg::Events(key, events) => {
+                for c in events {
+                    if state.reader.arrived(&key.id, c.event.seq) {
+                        on_event(&myself, state, key.clone(), c, false);
+                    }
+                }
+                if !state.watched.is_empty()
+                    && let Some(passive) = &state.args.passive
+                {
+                    passive.submit_all(std::mem::take(&mut state.watched));
                 }
             }
             AgentMsg::Delegated(key, c) => on_event(&myself, state, key, c, true),
@@ -341,14 +379,16 @@ impl Actor for Agent {
                 state.driving.remove(&(project, session));
                 state.reader.done(&project, seq);
             }
-            AgentMsg::Scored(key, c, score) => {
-                let (project, seq) = (key.id, c.event.seq);
-                let advising = match score {
-                    Some(s) => on_scored(&myself, state, key, c, *s),
-                    None => false,
-                };
-                if !advising {
-                    state.reader.done(&project, seq);
+            AgentMsg::Scored => {
+                for (key, c, score) in state.scores.take() {
+                    let (project, seq) = (key.id, c.event.seq);
+                    let advising = match score {
+                        Some(s) => on_scored(&myself, state, key, c, s),
+                        None => false,
+                    };
+                    if !advising {
+                        state.reader.done(&project, seq);
+                    }
                 }
             }
             AgentMsg::Advise(a) => post(&myself, state, *a, Posting::Advice).await,
@@ -814,7 +854,7 @@ fn watch(
         _ => {}
     }
     let tool_output = e.kind == "PreToolUse" || e.kind == "PostToolUse";
-    let me = myself.clone();
+    let (me, scores) = (myself.clone(), state.scores.clone());
     let (event, c2, key2) = (e.id, c.clone(), key.clone());
     // The read position stays below the event until its advice is on the floor (or none
     // is to be given), so a restart scores it again rather than losing it.
@@ -830,11 +870,14 @@ fn watch(
         reply: Box::new(move |score| {
             // The agent may have stopped: its saved cursor then still points before this
             // event.
-            let _ = me.cast(AgentMsg::Scored(key2, c2, score.map(Box::new)));
+            if scores.add((key2, c2, score)) {
+                let _ = me.cast(AgentMsg::Scored);
+            }
         }),
     };
     if ready.is_some() {
-        passive.submit(job);
+        // Queued with the rest of the message's events: one lock for all of them.
+        state.watched.push(job);
         return;
     }
     let agent = spec.id.clone();

@@ -28,7 +28,7 @@ use crate::text::ANSWER_NAMESPACE;
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 const WIRING: Wiring<ConciergeMsg> = Wiring {
-    event: ConciergeMsg::Event,
+    events: ConciergeMsg::Events,
     failed: ConciergeMsg::Reopen,
     open: ConciergeMsg::Open,
 };
@@ -54,8 +54,8 @@ pub struct ConciergeArgs {
 
 /// Messages of the concierge.
 pub enum ConciergeMsg {
-    /// An event from a floor.
-    Event(ProjectKey, Arc<Committed>),
+    /// Events from a floor, in `seq` order.
+    Events(ProjectKey, Vec<Arc<Committed>>),
     /// Floors, agents or memberships changed.
     Update(Box<ConciergeArgs>),
     /// A floor's subscription failed.
@@ -138,9 +138,11 @@ impl Actor for Concierge {
         state: &mut ConciergeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConciergeMsg::Event(key, c) => {
-                if state.reader.arrived(&key.id, c.event.seq) {
-                    on_event(state, key, c);
+            ConciergeMsg::Events(key, events) => {
+                for c in events {
+                    if state.reader.arrived(&key.id, c.event.seq) {
+                        on_event(state, key.clone(), c);
+                    }
                 }
             }
             ConciergeMsg::Update(args) => {

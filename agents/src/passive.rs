@@ -419,18 +419,30 @@ impl Passive {
     /// Queues a job; when the queue is full the oldest job is shed. Never blocks on the
     /// scorer.
     pub fn submit(&self, job: Job) {
+        self.submit_all(vec![job]);
+    }
+
+    /// Queues jobs, in order, as [`Passive::submit`] does each.
+    pub fn submit_all(&self, jobs: Vec<Job>) {
         let mut st = self.inner.lock();
-        if st.jobs.len() >= self.inner.capacity
-            && let Some(old) = st.jobs.pop_front()
-        {
-            shed(&self.inner, old);
+        let mut shed_now = Vec::new();
+        for job in jobs {
+            if st.jobs.len() >= self.inner.capacity
+                && let Some(old) = st.jobs.pop_front()
+            {
+                shed_now.push(old);
+            }
+            st.jobs.push_back(job);
         }
-        st.jobs.push_back(job);
         metrics::gauge!("polaris_passive_queue").set(st.jobs.len() as f64);
         let idle = std::mem::take(&mut st.idle);
         drop(st);
         if idle {
             self.inner.wake.notify_one();
+        }
+        // Answered outside the lock: each reply reaches an agent's mailbox.
+        for old in shed_now {
+            shed(&self.inner, old);
         }
     }
 

@@ -21,10 +21,15 @@ use uuid::Uuid;
 use crate::health::Health;
 use crate::link::{FloorLink, LinkError};
 
+/// Events handed to the actor in one message at most: whatever of a floor is ready when
+/// its subscription wakes goes together (one message per event per reader was most of
+/// what watching a busy floor cost).
+const EVENTS_PER_MESSAGE: usize = 64;
+
 /// How an actor's messages are made from what the reader sees.
 pub(crate) struct Wiring<M> {
-    /// An event arrived.
-    pub(crate) event: fn(ProjectKey, Arc<Committed>) -> M,
+    /// Events arrived, in `seq` order.
+    pub(crate) events: fn(ProjectKey, Vec<Arc<Committed>>) -> M,
     /// A subscription failed; the actor calls [`Reader::reopen`].
     pub(crate) failed: fn(ProjectKey) -> M,
     /// Open this floor now (a retry).
@@ -99,10 +104,10 @@ impl Reader {
             Err(e) => return self.retry_later(me, key, w, &e.to_string()),
         };
         let (me2, key2, link) = (me.clone(), key.clone(), self.link.clone());
-        let (event, failed) = (w.event, w.failed);
+        let (events, failed) = (w.events, w.failed);
         let health = self.health.clone();
         let task = tokio::spawn(async move {
-            let mut stream = match link.subscribe(key2.clone(), cursor).await {
+            let stream = match link.subscribe(key2.clone(), cursor).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "subscription failed; reopening");
@@ -111,13 +116,26 @@ impl Reader {
                 }
             };
             let _open = health.stream_opened();
-            while let Some(item) = stream.next().await {
-                let sent = match item {
-                    Ok(c) => me2.cast(event(key2.clone(), c)),
-                    Err(_) => me2.cast(failed(key2.clone())),
-                };
-                if sent.is_err() {
+            let mut ready = stream.ready_chunks(EVENTS_PER_MESSAGE);
+            while let Some(items) = ready.next().await {
+                let mut batch = Vec::with_capacity(items.len());
+                let mut broken = false;
+                for item in items {
+                    match item {
+                        Ok(c) => batch.push(c),
+                        // The stream ends after an error; the actor reopens from its cursor.
+                        Err(_) => {
+                            broken = true;
+                            break;
+                        }
+                    }
+                }
+                if !batch.is_empty() && me2.cast(events(key2.clone(), batch)).is_err() {
                     return; // the actor stopped
+                }
+                if broken {
+                    let _ = me2.cast(failed(key2.clone()));
+                    return;
                 }
             }
             // The floor closed the stream (a restart, say): open it again from the cursor.
