@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = arg(&args, "--rounds", "2").parse()?;
     // As `polaris serve` does: the model's matrix pool in the idle class, built before the
     // first product (here, the second-stage timing below).
-    passive::model_threads_in_the_background();
+    passive::model_threads_in_the_background(polaris_config::default_model_threads());
     let embedder = Arc::new(Embedder::load(&model_dir)?);
     let file = AgentFile::load(&data("agents.yaml"))?;
     let cases: Vec<serde_json::Value> = std::fs::read_to_string(data("routing-dev.jsonl"))?

@@ -138,7 +138,9 @@ pub(crate) fn run(args: AgentRunArgs, env: &Env) -> anyhow::Result<()> {
     } else {
         let embedder = match &args.model_dir {
             Some(dir) => {
-                polaris_agents::passive::model_threads_in_the_background();
+                polaris_agents::passive::model_threads_in_the_background(
+                    polaris_config::default_model_threads(),
+                );
                 Some(Arc::new(
                     polaris_passive::Embedder::load(dir).context("loading --model-dir")?,
                 ))

@@ -472,7 +472,7 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     let passive = if config.passive.enabled {
         let embedder = match &config.passive.model_dir {
             Some(dir) => {
-                polaris_agents::passive::model_threads_in_the_background();
+                polaris_agents::passive::model_threads_in_the_background(config.passive.threads);
                 Some(std::sync::Arc::new(
                     polaris_passive::Embedder::load(dir).context("loading passive.model_dir")?,
                 ))

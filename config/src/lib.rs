@@ -19,6 +19,6 @@ pub use error::ConfigError;
 pub use secret::{Secret, SecretRef};
 pub use server::{
     DatabaseUrl, LogConfig, LogFormat, PassiveConfig, RateLimits, ServeOverrides, ServerConfig,
-    SessionsConfig, SlackConfig, StreamsConfig,
+    SessionsConfig, SlackConfig, StreamsConfig, default_model_threads,
 };
 pub use telemetry::TelemetryConfig;

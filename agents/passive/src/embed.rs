@@ -196,9 +196,13 @@ impl Embedder {
 /// creator's scheduling class, and each pool is otherwise built by whichever thread first
 /// computes — so a caller that wants the model to run in a given class calls this, once,
 /// from a thread in that class, before anything is embedded. Later calls do nothing.
-pub fn start_model_threads() {
+/// Matrix products run on `threads` threads (candle sizes its own pools by the machine's
+/// cores; a caller that wants them on fewer cores restricts the calling thread's affinity
+/// first, which they inherit).
+pub fn start_model_threads(threads: usize) {
     // Err: built already (by an earlier call, or by someone who computed first).
     if rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
         .thread_name(|i| format!("model-{i}"))
         .build_global()
         .is_err()
