@@ -4,7 +4,8 @@
 //! size, which keeps the statement prepared once and the round trips per batch constant.
 //!
 //! A plain batch (no session effect, no lease fence, no id twice: nearly all of them) is
-//! one statement in autocommit, so one round trip and one commit: it bumps `last_seq` by
+//! one statement in autocommit (the function `polaris_append_plain`, whose plan is made
+//! once per connection), so one round trip and one commit: it bumps `last_seq` by
 //! the batch's length (taking the row lock) only if every session it names exists and
 //! none of its ids is stored, and writes the rows and counters from the `seq` that
 //! returns. If a condition fails, or a concurrent writer stored one of the ids first (the
@@ -79,39 +80,20 @@ async fn append_plain(
         Activity::count(&mut activity, &a.event);
     }
     let counters = Counters::of(&activity);
+    // The statement is a function (migration 0010) so that its plan is made once per
+    // connection: planned at every append, as `force_custom_plan` would, it cost more
+    // than it took to run.
     let written = bind_batch(
         sqlx::query(
-            "WITH head AS (
-            UPDATE projects SET last_seq = last_seq + cardinality($3::uuid[])
-            WHERE id = $2
-              AND (SELECT count(*) FROM sessions WHERE project_id = $2 AND name = ANY($11::text[]))
-                  = cardinality($11::text[])
-              AND NOT EXISTS (SELECT 1 FROM events WHERE id = ANY($3::uuid[]))
-            RETURNING last_seq - cardinality($3::uuid[]) AS base),
-         ins AS (
-            INSERT INTO events (id, org_id, project_id, seq, session, timestamp, received_at, source, kind, sender, payload, redactions, traceparent)
-            SELECT u.id, $1, $2, head.base + u.n, u.session, u.ts, u.ra, u.source, u.kind, u.sender, u.payload::json,
-                   u.redactions::json, u.traceparent
-            FROM head, UNNEST($3::uuid[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-                              $7::text[], $8::text[], $9::text[], $10::text[], $15::text[], $16::text[])
-                 WITH ORDINALITY AS u(id, session, ts, ra, source, kind, sender, payload, redactions, traceparent, n)
-            RETURNING 1),
-         counters AS (
-            UPDATE sessions s SET event_count = s.event_count + a.n, prompt_count = s.prompt_count + a.p,
-                   last_activity_at = GREATEST(s.last_activity_at, a.t)
-            FROM head, UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::timestamptz[]) AS a(name, n, p, t)
-            WHERE s.project_id = $2 AND s.name = a.name
-            RETURNING 1)
-         -- Data-modifying WITH clauses run to completion whether read or not.
-         SELECT head.base FROM head",
+            "SELECT polaris_append_plain($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         ),
         project,
         &cols,
         &counters,
     )
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await
-    .and_then(|row| row.map(|r| r.try_get::<i64, _>(0)).transpose());
+    .and_then(|row| row.try_get::<Option<i64>, _>(0));
     match written {
         Ok(base) => Ok(base),
         // Stored meanwhile by a concurrent writer: the full way answers it as a repeat.
