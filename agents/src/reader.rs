@@ -22,8 +22,8 @@ use crate::health::Health;
 use crate::link::{FloorLink, LinkError};
 
 /// Events handed to the actor in one message at most: whatever of a floor is ready when
-/// its subscription wakes goes together (one message per event per reader was most of
-/// what watching a busy floor cost).
+/// its subscription wakes goes together, rather than one message (and one wake of the
+/// actor) per event per reader.
 const EVENTS_PER_MESSAGE: usize = 64;
 
 /// How an actor's messages are made from what the reader sees.
