@@ -540,8 +540,12 @@ fn on_its_cores(n: usize) {
     #[cfg(target_os = "linux")]
     {
         use nix::sched::{CpuSet, sched_getaffinity};
-        let Ok(mine) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
-            return;
+        let mine = match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "the process's cores cannot be read; passive monitoring may compute on every core");
+                return;
+            }
         };
         let allowed: Vec<usize> = (0..CpuSet::count())
             .filter(|&c| mine.is_set(c).unwrap_or(false))

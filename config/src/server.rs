@@ -216,10 +216,8 @@ pub struct PassiveConfig {
     pub threads: usize,
 }
 
-/// The model's cores unless configured: half the machine's, at least one. Measured on two
-/// cores: with both, ingest under a flood with four agents watching fell to 0.73–0.78 of
-/// ingest without agents (the model fills every idle moment of both cores, and each core's
-/// caches with it); with one, 0.86–0.88.
+/// The model's cores unless configured: half the machine's, at least one (why, with the
+/// figures: ADR 0025).
 pub fn default_model_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
