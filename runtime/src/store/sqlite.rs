@@ -35,6 +35,11 @@ const SEARCH_SCHEMA: &str = "
     CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5 (body, content = '', tokenize = 'porter unicode61');
     CREATE TABLE IF NOT EXISTS search_progress (project_id TEXT PRIMARY KEY, indexed_seq INTEGER NOT NULL);";
 
+/// How long a connection may sit unused before it is closed. Each connection keeps its
+/// own page cache, schema and prepared statements (36 MiB in all after a burst of ingest,
+/// measured with `sqlite3_memory_used`), which only closing it gives back.
+const IDLE: Duration = Duration::from_secs(10);
+
 fn search_path(db: &Path) -> PathBuf {
     let stem = db.file_stem().and_then(|s| s.to_str()).unwrap_or("polaris");
     db.with_file_name(format!("{stem}-search.db"))
@@ -59,14 +64,16 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
+            .min_connections(0)
+            .idle_timeout(IDLE)
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let search_file = search_path(path);
         let search = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
+            .min_connections(0)
+            .idle_timeout(IDLE)
             .connect_with(
                 opts.clone()
                     .filename(&search_file)
@@ -79,6 +86,8 @@ impl SqliteStore {
         let attach = search_file.to_string_lossy().into_owned();
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .min_connections(0)
+            .idle_timeout(IDLE)
             .after_connect(move |conn, _| {
                 let attach = attach.clone();
                 Box::pin(async move {
