@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use tokio::sync::{Mutex, broadcast, watch};
+use tokio::sync::{Mutex, broadcast};
 
 use crate::protocol::{Event, TraceParent};
 
@@ -57,16 +57,27 @@ impl Committed {
     }
 }
 
+/// What a floor's subscribers hear, in one channel so that a subscriber waits on one
+/// thing: with a thousand subscribers, every other future polled per event (a second
+/// channel's registration, taken and dropped under its lock) showed in fan-out latency.
+#[derive(Debug, Clone)]
+pub(crate) enum Live {
+    /// An event this node committed.
+    Event(Arc<Committed>),
+    /// Another node committed this floor's events through this `seq`: subscribers read
+    /// them from the store.
+    Heard(i64),
+}
+
 /// The live side of one floor.
 #[derive(Debug)]
 pub(crate) struct FloorHub {
-    tx: broadcast::Sender<Arc<Committed>>,
+    tx: broadcast::Sender<Live>,
     last_published: AtomicI64,
     /// Held by a flush from the start of its transaction to the end of its publishing.
     pub(crate) commit_lock: Mutex<()>,
-    /// The newest `seq` another node is known to have committed on this floor: its
-    /// subscribers read up to it from the store.
-    remote: watch::Sender<i64>,
+    /// The newest `seq` another node is known to have committed on this floor.
+    remote: AtomicI64,
 }
 
 impl FloorHub {
@@ -75,7 +86,7 @@ impl FloorHub {
             tx: broadcast::channel(capacity).0,
             last_published: AtomicI64::new(last_seq),
             commit_lock: Mutex::new(()),
-            remote: watch::Sender::new(last_seq),
+            remote: AtomicI64::new(last_seq),
         }
     }
 
@@ -95,7 +106,7 @@ impl FloorHub {
             );
         }
         // No receivers is normal (nobody is watching this floor).
-        let _ = self.tx.send(c);
+        let _ = self.tx.send(Live::Event(c));
     }
 
     /// How many live subscribers this node has on the floor.
@@ -103,30 +114,25 @@ impl FloorHub {
         self.tx.receiver_count()
     }
 
-    /// A receiver of every event published from now on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+    /// A receiver of everything published from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Live> {
         self.tx.subscribe()
     }
 
     /// Another node committed this floor's events through `seq` (heard on the cluster
-    /// channel, or read from the store after listening again). Answers how many of them
-    /// this node had neither heard of nor published: how far behind it was.
+    /// channel, or read from the store after listening again). Tells the subscribers only
+    /// if this node had neither heard of nor published them, and answers how many of them
+    /// that was: how far behind it was.
     pub(crate) fn heard(&self, seq: i64) -> i64 {
-        let mut behind = 0;
-        self.remote.send_if_modified(|v| {
-            let newer = seq > *v;
-            if newer {
-                behind = seq - (*v).max(self.head());
-                *v = seq;
-            }
-            newer
-        });
-        behind
-    }
-
-    /// The newest `seq` committed on other nodes, as heard.
-    pub(crate) fn remote(&self) -> watch::Receiver<i64> {
-        self.remote.subscribe()
+        let known = self
+            .remote
+            .fetch_max(seq, Ordering::AcqRel)
+            .max(self.head());
+        if seq <= known {
+            return 0;
+        }
+        let _ = self.tx.send(Live::Heard(seq));
+        seq - known
     }
 
     /// The `seq` of the newest published event.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::hub::{Committed, FloorHub};
+use crate::hub::{Committed, FloorHub, Live};
 use crate::store::{ProjectKey, Store, StoreError};
 
 /// Events read from the store per round trip while catching up.
@@ -49,10 +49,9 @@ pub(crate) fn subscribe(
 ) -> impl Stream<Item = Result<Arc<Committed>, StoreError>> + Send + 'static {
     async_stream::try_stream! {
         let SubscriptionSpec { project, session, start } = spec;
+        // Events committed here, and commits of other nodes on this floor (heard, then
+        // read from the store).
         let mut rx = hub.subscribe();
-        // Commits of other nodes on this floor: heard, then read from the store.
-        let mut remote = hub.remote();
-        remote.borrow_and_update();
         let (mut cursor, mut catch_up) = match start {
             Start::After(n) => (n, true),
             Start::Now => (hub.head(), false),
@@ -84,18 +83,13 @@ pub(crate) fn subscribe(
                 catch_up = false;
                 seen = Some(floor_head.map_or(cursor, |h| h.max(cursor)));
             }
-            let received = tokio::select! {
-                r = rx.recv() => r,
-                changed = remote.changed() => {
-                    let heard = *remote.borrow_and_update();
-                    if changed.is_ok() && heard > seen.unwrap_or(cursor) {
+            match rx.recv().await {
+                Ok(Live::Heard(heard)) => {
+                    if heard > seen.unwrap_or(cursor) {
                         catch_up = true;
                     }
-                    continue;
                 }
-            };
-            match received {
-                Ok(c) => {
+                Ok(Live::Event(c)) => {
                     let seq = c.event.seq;
                     if let Some(s) = seen {
                         if seq <= s {
