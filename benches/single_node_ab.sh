@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The single-node table of issue 17 for two builds, alternated in one sitting: ingest at
 # 1 / 16 / 64 clients (~1 KB hook payloads), fan-out to 100 and 1,000 project subscribers
-# at 20 events/s, and RSS once they have left — on SQLite and on PostgreSQL, each run on a
-# fresh server and database.
+# at 20 events/s, and RSS 12 s and 30 s after they have left — on SQLite and on
+# PostgreSQL, each run on a fresh server and database.
 #
 #   benches/single_node_ab.sh BEFORE_BIN AFTER_BIN OUT_DIR [ROUNDS] [STORES]
 #
@@ -59,9 +59,12 @@ for l in sys.stdin:
     "$PB" fanout --base "$BASE" --project fanout --session f1 --scope project --subs "$subs" \
       --events 200 --interval-ms 50 --pid "$SPID" | tag
   done
-  # The subscribers have left: RSS after jemalloc's purge and the metrics upkeep (5 s).
+  # The subscribers have left: RSS after jemalloc's purge and the metrics upkeep (5 s),
+  # and again once idle SQLite connections have been closed (10-20 s, ADR 0027).
   sleep 12
   echo "{\"test\":\"rss_after_fanout\",\"rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$SPID/status),\"build\":\"$name\",\"store\":\"$store\",\"round\":$round}" | tee -a "$file"
+  sleep 18
+  echo "{\"test\":\"rss_after_fanout_30s\",\"rss_kib\":$(awk '/VmRSS/{print $2}' /proc/$SPID/status),\"build\":\"$name\",\"store\":\"$store\",\"round\":$round}" | tee -a "$file"
   stop
   unset DATABASE_URL
 }

@@ -30,7 +30,9 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/*.jsonl")):
                 f"fan-out {r['subs']} subscribers, missed + duplicated": lost,
             }
         elif r["test"] == "rss_after_fanout":
-            measures = {"RSS after the fan-out runs, MiB": r["rss_kib"] / 1024}
+            measures = {"RSS 12 s after the fan-out runs, MiB": r["rss_kib"] / 1024}
+        elif r["test"] == "rss_after_fanout_30s":
+            measures = {"RSS 30 s after the fan-out runs, MiB": r["rss_kib"] / 1024}
         else:
             continue
         for m, v in measures.items():
