@@ -782,20 +782,19 @@ mod tests {
         assert_eq!(c.passive.model_dir, Some(PathBuf::from("/opt/m")));
         let c = load(Some("passive:\n  queue: 2\n"), Default::default(), &[]).unwrap();
         assert_eq!(c.passive.queue, 2);
-        let e = load(Some("passive:\n  queue: 0\n"), Default::default(), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("passive.queue"), "{e}");
         let c = load(Some("passive:\n  threads: 3\n"), Default::default(), &[]).unwrap();
         assert_eq!(c.passive.threads, 3);
-        let e = load(Some("passive:\n  threads: 0\n"), Default::default(), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("passive.threads"), "{e}");
-        let e = load(Some("passive:\n  modeldir: x\n"), Default::default(), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("modeldir"), "{e}");
+        // Each bad value is refused with an error naming its key.
+        for (yaml, key) in [
+            ("passive:\n  queue: 0\n", "passive.queue"),
+            ("passive:\n  threads: 0\n", "passive.threads"),
+            ("passive:\n  modeldir: x\n", "modeldir"),
+        ] {
+            let e = load(Some(yaml), Default::default(), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
     }
 
     #[test]
