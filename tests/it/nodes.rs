@@ -206,6 +206,55 @@ async fn a_listen_connection_killed_by_the_database_heals() {
     a.finish().await;
 }
 
+/// Every connection of the node's pool, killed from the database side while idle (a
+/// database restart or a proxy timing connections out looks the same): the node checks a
+/// connection that sat idle before handing it out, so the writes and reads that follow
+/// succeed on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_connections_killed_while_idle_cost_nothing() {
+    let Some(a) = TestServer::start(Backend::Postgres, Options::default()).await else {
+        return;
+    };
+    let polaris_config::DatabaseUrl::Postgres(url) = a.database_url() else {
+        unreachable!("PostgreSQL only")
+    };
+    let admin = sqlx::PgPool::connect(url.expose()).await.expect("connect");
+    let c = a.client();
+    c.project_session("pj", "s").await;
+    assert_eq!(c.prompt("pj", "s", "user:manu", "before").await.status, 201);
+    // Reads at once, so the pool holds several connections.
+    let reads = (0..32).map(|_| c.get("/projects/pj/events?after=0&limit=100"));
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name = 'polaris'",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    // Idle for longer than the pool trusts a connection without checking it (one second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    for i in 0..5 {
+        let r = c
+            .prompt("pj", "s", "user:manu", &format!("after {i}"))
+            .await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let r = c.get("/projects/pj/events?after=0&limit=100").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json["events"].as_array().map(Vec::len), Some(6), "{r:?}");
+    admin.close().await;
+    a.finish().await;
+}
+
 /// Three nodes, writers on each at once, a floor subscriber on each: every subscriber sees
 /// every event once, in `seq` order; a reader resumes from its cursor on another node (SSE
 /// `Last-Event-ID`); and another org's subscriber on any node sees none of it.

@@ -5,10 +5,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use super::StoreError;
+
+/// A connection idle this long is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The pool of an open PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -28,6 +31,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection on its way back to the pool; pinging it again on
+            // the way out put a round trip before every statement, the append's included
+            // (ADR 0028). Only a connection that sat idle a while, long enough for the
+            // database to have restarted or dropped it, is pinged before use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         // sqlx serialises concurrent migrators with an advisory lock, so several nodes

@@ -40,6 +40,17 @@ const SEARCH_SCHEMA: &str = "
 /// measured with `sqlite3_memory_used`), which only closing it gives back.
 const IDLE: Duration = Duration::from_secs(10);
 
+/// Options shared by the three pools. Connections close after [`IDLE`] (ADR 0027), and are
+/// not pinged before use: an in-process connection cannot drop the way a socket can, and
+/// sqlx's ping is a hand-off to the connection's thread and back ahead of every use.
+fn pool(size: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .idle_timeout(IDLE)
+        .test_before_acquire(false)
+}
+
 fn search_path(db: &Path) -> PathBuf {
     let stem = db.file_stem().and_then(|s| s.to_str()).unwrap_or("polaris");
     db.with_file_name(format!("{stem}-search.db"))
@@ -62,18 +73,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .statement_cache_capacity(256)
             .pragma("temp_store", "memory");
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .idle_timeout(IDLE)
-            .connect_with(opts.clone())
-            .await?;
+        let write = pool(1).connect_with(opts.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let search_file = search_path(path);
-        let search = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .idle_timeout(IDLE)
+        let search = pool(1)
             .connect_with(
                 opts.clone()
                     .filename(&search_file)
@@ -84,10 +87,7 @@ impl SqliteStore {
             .await?;
         sqlx::raw_sql(SEARCH_SCHEMA).execute(&search).await?;
         let attach = search_file.to_string_lossy().into_owned();
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .idle_timeout(IDLE)
+        let read = pool(4)
             .after_connect(move |conn, _| {
                 let attach = attach.clone();
                 Box::pin(async move {
