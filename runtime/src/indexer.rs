@@ -166,8 +166,12 @@ fn start(myself: &IndexerRef, state: &mut IndexerState) {
             for p in projects {
                 loop {
                     match store.index_search(p, BATCH).await {
-                        Ok(n) if (n as i64) < BATCH => break,
-                        Ok(n) => metrics::counter!("polaris_search_indexed_total").increment(n as u64),
+                        Ok(n) => {
+                            metrics::counter!("polaris_search_indexed_total").increment(n as u64);
+                            if (n as i64) < BATCH {
+                                break;
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(project = %p, error = %e, "search indexing failed; retrying");
                             failed.insert(p);
