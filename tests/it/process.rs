@@ -66,6 +66,13 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
     assert_eq!(c.get("/healthz").await.json["store"], "sqlite");
     c.project_session("pj", "s").await;
     c.prompt("pj", "s", "user:manu", "count me").await;
+    // A search waits for the index to hold every acknowledged event.
+    let found = c.get("/search?q=count").await;
+    assert_eq!(
+        found.json["results"].as_array().map(Vec::len),
+        Some(1),
+        "{found:?}"
+    );
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -76,6 +83,22 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
         metrics.contains("polaris_events_committed_total 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("polaris_search_indexed_total 1"),
+        "{metrics}"
+    );
+    // The post's duration, under its route's pattern rather than its path.
+    let posts = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("polaris_http_request_duration_seconds_count{")
+                && l.contains("method=\"POST\"")
+                && l.contains("route=\"/projects/{project}/sessions/{session}/events\"")
+                && l.contains("status=\"201\"")
+        })
+        .unwrap_or_else(|| panic!("no request duration for the post: {metrics}"));
+    assert!(posts.ends_with(" 1"), "{posts}");
+    assert!(!metrics.contains("/projects/pj/"), "{metrics}");
     assert!(dir.path().join("polaris.db").exists());
     sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -330,6 +330,7 @@ fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(error::log_internal_errors))
+        .layer(middleware::from_fn(record_duration))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -355,6 +356,27 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Records how long each request took, as the server sees it, under its method, status
+/// and route pattern (`/projects/{project}/…`, never the path itself, so the series stay
+/// few whatever the names; a path no route matches counts as `unmatched`).
+async fn record_duration(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let res = next.run(req).await;
+    metrics::histogram!(
+        "polaris_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => res.status().as_str().to_owned(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    res
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
