@@ -423,7 +423,19 @@ fn serve(args: ServeArgs, env: &Env) -> anyhow::Result<()> {
 }
 
 async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyhow::Result<()> {
+    // Request durations as a histogram with buckets, not a summary: buckets add up across
+    // nodes behind a load balancer (quantiles do not), and a sample costs a bucket search
+    // instead of a quantile sketch's insert, on every request.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                "polaris_http_request_duration_seconds".into(),
+            ),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )
+        .expect("the bucket list is not empty")
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
