@@ -66,6 +66,16 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
     assert_eq!(c.get("/healthz").await.json["store"], "sqlite");
     c.project_session("pj", "s").await;
     c.prompt("pj", "s", "user:manu", "count me").await;
+    // A method of the client's own making is refused, and counted without its name.
+    let brew = reqwest::Client::new()
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{base}/projects/pj/sessions/s/events"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brew.status(), 405);
     // A search waits for the index to hold every acknowledged event.
     let found = c.get("/search?q=count").await;
     assert_eq!(
@@ -99,6 +109,15 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
         .unwrap_or_else(|| panic!("no request duration for the post: {metrics}"));
     assert!(posts.ends_with(" 1"), "{posts}");
     assert!(!metrics.contains("/projects/pj/"), "{metrics}");
+    assert!(!metrics.contains("BREW"), "{metrics}");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("polaris_http_request_duration_seconds_count{")
+                && l.contains("method=\"other\"")
+                && l.contains("status=\"405\"")
+        ),
+        "{metrics}"
+    );
     assert!(dir.path().join("polaris.db").exists());
     sigterm(&child).await;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())

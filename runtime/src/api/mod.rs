@@ -359,11 +359,21 @@ pub async fn serve_metrics(
 }
 
 /// Records how long each request took, as the server sees it, under its method, status
-/// and route pattern (`/projects/{project}/…`, never the path itself, so the series stay
-/// few whatever the names; a path no route matches counts as `unmatched`).
+/// and route pattern (`/projects/{project}/…`, never the path itself). Every label has
+/// few values whatever a client sends, so no caller can grow the series: a path no route
+/// matches counts as `unmatched`, a method outside HTTP's own as `other`.
 async fn record_duration(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
