@@ -1,13 +1,11 @@
 //! The one error type at the HTTP edge. Every variant documents its status; every error
 //! body is `{"error": "…"}`. Internal causes never reach the client: they travel in the
-//! response extensions to [`log_internal_errors`], which logs them.
+//! response extensions to [`log_cause`], which logs them.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -96,15 +94,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Logs the hidden cause of 5xx answers with the request they answered.
-pub(crate) async fn log_internal_errors(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let res = next.run(req).await;
+/// Logs the hidden cause of a 5xx answer with the request it answered.
+pub(crate) fn log_cause(method: &Method, path: &str, res: &Response) {
     if let Some(Cause(c)) = res.extensions().get::<Cause>() {
         tracing::error!(%method, %path, status = res.status().as_u16(), cause = %c, "request failed");
     }
-    res
 }
 
 impl From<FieldError> for ApiError {

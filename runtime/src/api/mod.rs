@@ -329,8 +329,7 @@ fn router(state: AppState, max_body: usize, metrics_elsewhere: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(error::log_internal_errors))
-        .layer(middleware::from_fn(record_duration))
+        .layer(middleware::from_fn(observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
@@ -358,13 +357,24 @@ pub async fn serve_metrics(
         .await
 }
 
-/// Records how long each request took, as the server sees it, under its method, status
-/// and route pattern (`/projects/{project}/…`, never the path itself). Every label has
-/// few values whatever a client sends, so no caller can grow the series: a path no route
-/// matches counts as `unmatched`, a method outside HTTP's own as `other`.
-async fn record_duration(req: Request, next: Next) -> Response {
+/// What every request goes through once routed, in one layer: a 5xx's hidden cause is
+/// logged with the request, and the request's duration is recorded, as the server sees
+/// it, under its method, status and route pattern (`/projects/{project}/…`, never the
+/// path itself). Every label has few values whatever a client sends, so no caller can
+/// grow the series: a path no route matches counts as `unmatched`, a method outside
+/// HTTP's own as `other`.
+async fn observe(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = match *req.method() {
+    // Shares the request's bytes: the path is only read if the answer is a 5xx.
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let res = next.run(req).await;
+    error::log_cause(&method, uri.path(), &res);
+    let method = match method {
         Method::GET => "GET",
         Method::POST => "POST",
         Method::PUT => "PUT",
@@ -374,11 +384,6 @@ async fn record_duration(req: Request, next: Next) -> Response {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let res = next.run(req).await;
     metrics::histogram!(
         "polaris_http_request_duration_seconds",
         "method" => method,
@@ -649,4 +654,71 @@ pub(crate) fn json_bytes(status: StatusCode, body: impl Into<Body>) -> Response 
         .header(header::CONTENT_TYPE, "application/json")
         .body(body.into())
         .unwrap_or_else(|_| ApiError::Internal("response build".into()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Where the test's subscriber writes.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+        type Writer = Logs;
+        fn make_writer(&'a self) -> Logs {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_5xx_cause_is_logged_with_its_request_and_never_answered() {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app: Router = Router::new()
+            .route(
+                "/things/{id}",
+                get(|| async { Err::<(), _>(ApiError::Internal("the disk is on fire".into())) }),
+            )
+            .layer(middleware::from_fn(observe));
+        let res = app
+            .oneshot(
+                Request::builder()
+                    .uri("/things/42")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("disk"), "{body:?}");
+        let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("request failed"), "{logged}");
+        assert!(logged.contains("the disk is on fire"), "{logged}");
+        assert!(
+            logged.contains("/things/42") && logged.contains("GET"),
+            "{logged}"
+        );
+    }
 }
