@@ -428,12 +428,8 @@ async fn run_server(config: ServerConfig, agent_file: Option<AgentFile>) -> anyh
     // instead of a quantile sketch's insert, on every request.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(
-                "polaris_http_request_duration_seconds".into(),
-            ),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
+            metrics_exporter_prometheus::Matcher::Full(api::REQUEST_DURATION.into()),
+            api::REQUEST_DURATION_BUCKETS,
         )
         .expect("the bucket list is not empty")
         .install_recorder()

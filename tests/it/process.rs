@@ -108,6 +108,14 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
         })
         .unwrap_or_else(|| panic!("no request duration for the post: {metrics}"));
     assert!(posts.ends_with(" 1"), "{posts}");
+    // A histogram with the server's buckets, which add up across nodes.
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("polaris_http_request_duration_seconds_bucket{")
+                && l.contains("le=\"0.0005\"")
+        ),
+        "{metrics}"
+    );
     assert!(!metrics.contains("/projects/pj/"), "{metrics}");
     assert!(!metrics.contains("BREW"), "{metrics}");
     assert!(

@@ -357,6 +357,14 @@ pub async fn serve_metrics(
         .await
 }
 
+/// The request-duration histogram, which the server's recorder gives these buckets
+/// (seconds) rather than quantiles: buckets add up across nodes behind a load balancer.
+pub const REQUEST_DURATION: &str = "polaris_http_request_duration_seconds";
+/// See [`REQUEST_DURATION`].
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// What every request goes through once routed, in one layer: a 5xx's hidden cause is
 /// logged with the request, and the request's duration is recorded, as the server sees
 /// it, under its method, status and route pattern (`/projects/{project}/…`, never the
@@ -385,7 +393,7 @@ async fn observe(req: Request, next: Next) -> Response {
         _ => "other",
     };
     metrics::histogram!(
-        "polaris_http_request_duration_seconds",
+        REQUEST_DURATION,
         "method" => method,
         "route" => route,
         "status" => res.status().as_str().to_owned(),
